@@ -1,0 +1,2779 @@
+/*
+ * kvdb.c -- a single-file embedded key-value store.
+ *
+ * The whole engine is this file plus kvdb.h; its one dependency is xxhash.h
+ * (header-only).  The sections below follow the data: the file layer the
+ * bytes go through, the log format they are written in, the mapping they
+ * are read back through, the hash index that finds them, the versions that
+ * make snapshots, the write set a transaction collects, recovery, commit,
+ * and the public API.
+ *
+ * ==========================================================================
+ * THE ON-DISK FORMAT
+ *
+ * A database is one file: a 64-byte header followed by records, appended and
+ * never overwritten.  All integers are little-endian on every platform.
+ *
+ *   Header (64 bytes)
+ *     [0,8)    magic "\x89KVDB\r\n\x1a" (the \x89 and \r\n\x1a catch text-mode
+ *              mangling, as in PNG)
+ *     [8,12)   u32 format version (1).  A newer version gives KVDB_EVERSION.
+ *     [12,16)  u32 header size (64)
+ *     [16,24)  u64 hash seed: random per database; seeds the key hash and,
+ *              xored with a record's offset, the record checksums
+ *     [24,40)  16-byte database id (random)
+ *     [40,48)  u64 creation time (seconds since 1970; informational)
+ *     [48,56)  reserved, zero
+ *     [56,64)  u64 XXH3_64 of bytes [0,56), seed 0
+ *
+ *   Record (16-byte header, then key, then value; no padding)
+ *     [0,8)    u64 check: XXH3_64 of bytes [8, 16+klen+vlen) with seed
+ *              (hash seed ^ the record's file offset).  Mixing in the offset
+ *              means a record copied or shifted elsewhere (an old tail, a
+ *              misdirected write) never verifies.
+ *     [8]      u8 type: 1 PUT, 2 DEL, 3 COMMIT
+ *     [9]      u8 flags, zero
+ *     [10,12)  u16 klen (1..65535 for PUT/DEL; 0 for COMMIT)
+ *     [12,16)  u32 vlen (PUT: 0..2^30; DEL: 0; COMMIT: 24)
+ *     then klen key bytes and vlen value bytes.
+ *
+ *   A transaction is its PUT and DEL records followed by one COMMIT record
+ *   whose 24-byte payload is
+ *     [0,8)    u64 sequence number (strictly increasing)
+ *     [8,16)   u64 durable: how many bytes of the log were known to be on
+ *              stable storage (synced) when this commit was written
+ *     [16,20)  u32 number of PUT/DEL records in the transaction
+ *     [20,24)  zero
+ *   A transaction exists only if every one of its records and its COMMIT
+ *   verify; it is then applied in record order (a later record for the same
+ *   key wins).
+ *
+ * RECOVERY reads forward from the header, verifying every record.  At the
+ * first record that is incomplete or fails to verify, at offset X, it looks
+ * further on for an intact COMMIT whose durable field exceeds X.  If there
+ * is one, X had been synced before that commit was written, so the damage
+ * is to data once known durable: KVDB_ECORRUPT, and the file is not touched.
+ * If there is none, everything from the end of the last complete
+ * transaction on is a torn tail -- writes that never reached the disk as a
+ * whole before a crash -- and is cut off (on a writable open; a read-only
+ * open just ignores it).  The durable field is what tells a torn group
+ * commit, whose pending writes may land in any order, from damage to old
+ * data.
+ *
+ * ==========================================================================
+ * THE ENGINE IN MEMORY
+ *
+ * The hash index maps the 64-bit key hash to the offset of the key's newest
+ * record.  It is a copy-on-write radix tree over the top 30 bits of the
+ * hash: inner nodes of 64 children, leaves that are small open-addressing
+ * tables holding (32-bit tag, 64-bit offset) pairs.  A leaf may cover a
+ * power-of-two range of its parent's children ("local depth", as in
+ * extendible hashing); a full leaf grows (up to 128 slots) or splits in two,
+ * so the index grows and shrinks one leaf at a time and no operation ever
+ * rehashes the whole table.  Every node carries the write generation that
+ * created it: a write transaction changes nodes of its own generation in
+ * place and copies any other node it touches (path copying), so a commit
+ * copies only the paths it changed and an open snapshot costs nothing extra.
+ *
+ * A version is an immutable root plus the log length it covers.  Readers
+ * take the published version under a short lock (O(1)); the writer builds
+ * the next version; nodes a version replaced are freed once no older version
+ * is referenced.  Keys are never stored in memory: every probe whose tag
+ * matches compares the full key in the log (and verifies that record), so
+ * keys with colliding hashes work and memory per key does not depend on key
+ * length.
+ *
+ * A write transaction collects its records, already encoded, in a buffer;
+ * its write set (key -> position in that buffer) is a SmallMap: up to 8
+ * entries inline, a hash table beyond.  Commit appends the buffer with one
+ * write, updates the index, and publishes the new version -- under
+ * KVDB_SYNC_FULL only after a sync that may cover several committers (group
+ * commit).
+ *
+ * Room is left for what comes next: the sorted index hangs off a version
+ * next to the hash root; compaction swaps the file and the map under the
+ * writer lock; every OS access already goes through the file layer.
+ */
+
+/* ======================================================================
+ * SECTION: configuration and portability
+ *
+ * Compile-time switches:
+ *   KVDB_NO_MMAP          read through the file layer (pread) only
+ *   KVDB_NO_THREADS       no locks; one thread only
+ *   KVDB_MALLOC/KVDB_REALLOC/KVDB_FREE   the default allocator (all or none)
+ *   KVDB_TEST_HASH_BITS=n keep only the top n bits of every key hash, so
+ *                         tests hit hash collisions constantly
+ * ====================================================================== */
+#if !defined(_WIN32)
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#ifndef _DEFAULT_SOURCE
+#define _DEFAULT_SOURCE 1
+#endif
+#endif
+
+#include "kvdb.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <errno.h>
+#include <assert.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/file.h>
+#ifndef KVDB_NO_MMAP
+#include <sys/mman.h>
+#endif
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#if defined(KVDB_MALLOC) || defined(KVDB_REALLOC) || defined(KVDB_FREE)
+#if !defined(KVDB_MALLOC) || !defined(KVDB_REALLOC) || !defined(KVDB_FREE)
+#error "define all of KVDB_MALLOC, KVDB_REALLOC and KVDB_FREE, or none"
+#endif
+#else
+#define KVDB_MALLOC(n) malloc(n)
+#define KVDB_REALLOC(p, n) realloc(p, n)
+#define KVDB_FREE(p) free(p)
+#endif
+
+#ifndef KVDB_NO_THREADS
+#include <pthread.h>
+typedef pthread_mutex_t kv_mutex;
+typedef pthread_cond_t kv_cond;
+typedef pthread_t kv_thread;
+#define kv_mutex_init(m) pthread_mutex_init(m, NULL)
+#define kv_mutex_free(m) pthread_mutex_destroy(m)
+#define kv_lock(m) pthread_mutex_lock(m)
+#define kv_unlock(m) pthread_mutex_unlock(m)
+#define kv_cond_init(c) pthread_cond_init(c, NULL)
+#define kv_cond_free(c) pthread_cond_destroy(c)
+#define kv_wait(c, m) pthread_cond_wait(c, m)
+#define kv_broadcast(c) pthread_cond_broadcast(c)
+#define kv_self() pthread_self()
+#define kv_same_thread(a, b) pthread_equal(a, b)
+#else
+typedef int kv_mutex;
+typedef int kv_cond;
+typedef int kv_thread;
+#define kv_mutex_init(m) (*(m) = 0)
+#define kv_mutex_free(m) ((void)(m))
+#define kv_lock(m) ((void)(m))
+#define kv_unlock(m) ((void)(m))
+#define kv_cond_init(c) (*(c) = 0)
+#define kv_cond_free(c) ((void)(c))
+#define kv_wait(c, m) ((void)(c), (void)(m))
+#define kv_broadcast(c) ((void)(c))
+#define kv_self() 0
+#define kv_same_thread(a, b) ((a) == (b))
+#endif
+
+#if defined(KVDB_NO_THREADS)
+#define KV_TLS
+#elif defined(__GNUC__) || defined(__clang__)
+#define KV_TLS __thread
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+#define KV_TLS _Thread_local
+#else
+#define KV_TLS /* messages shared between threads: best effort */
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define KV_LIKELY(x) __builtin_expect(!!(x), 1)
+#define KV_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define KV_LIKELY(x) (x)
+#define KV_UNLIKELY(x) (x)
+#endif
+
+/* Little-endian loads and stores, identical on every host. */
+static uint16_t kv_ld16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint32_t kv_ld32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static uint64_t kv_ld64(const uint8_t *p) { return (uint64_t)kv_ld32(p) | ((uint64_t)kv_ld32(p + 4) << 32); }
+static void kv_st16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void kv_st32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+}
+static void kv_st64(uint8_t *p, uint64_t v) { kv_st32(p, (uint32_t)v); kv_st32(p + 4, (uint32_t)(v >> 32)); }
+
+/* ======================================================================
+ * SECTION: errors
+ *
+ * Every error returned to the user comes with a detailed message in a
+ * per-thread buffer (kvdb_errmsg).  Internal code reports with
+ *     return kv_err(KVDB_EIO, "%s: write at %llu failed", ...);
+ * which records the message and returns the code, so that rc-threaded code
+ * stays one line per failure.  The first message set during a call wins
+ * over later, vaguer ones only if the caller passes it through unchanged.
+ * ====================================================================== */
+static KV_TLS char kv_errbuf[320];
+
+const char *kvdb_strerror(int rc)
+{
+    switch (rc) {
+    case KVDB_OK: return "ok";
+    case KVDB_NOTFOUND: return "not found";
+    case KVDB_DONE: return "done";
+    case KVDB_EINVAL: return "invalid argument";
+    case KVDB_ENOMEM: return "out of memory";
+    case KVDB_EIO: return "I/O error";
+    case KVDB_ECORRUPT: return "database file is corrupt";
+    case KVDB_ELOCKED: return "database is locked by another handle or process";
+    case KVDB_EREADONLY: return "database or transaction is read-only";
+    case KVDB_ETOOBIG: return "key or value too large";
+    case KVDB_EFULL: return "no space left on device";
+    case KVDB_EVERSION: return "database written by a newer format version";
+    case KVDB_EBUSY: return "busy";
+    case KVDB_ENOTDB: return "not a kvdb database";
+    default: return "unknown error code";
+    }
+}
+
+const char *kvdb_errmsg(void) { return kv_errbuf; }
+
+static void kv_vseterr(const char *fmt, va_list ap)
+{
+    vsnprintf(kv_errbuf, sizeof kv_errbuf, fmt, ap);
+}
+
+void kvdb_errmsg_set(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    kv_vseterr(fmt, ap);
+    va_end(ap);
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static int kv_err(int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    kv_vseterr(fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* Clear the message at the start of a public call that may fail. */
+#define kv_clearerr() (kv_errbuf[0] = 0)
+
+/* Overflow-checked size arithmetic (stb style). */
+static int kv_add_ovf(size_t a, size_t b, size_t *out)
+{
+    if (a > (size_t)-1 - b) return 1;
+    *out = a + b;
+    return 0;
+}
+
+/* ======================================================================
+ * SECTION: allocator
+ *
+ * All heap memory goes through the handle's kvdb_allocator (default: the
+ * KVDB_MALLOC family).  The hooks may be called from any thread that uses
+ * the handle, so they must be thread-safe if the handle is shared.
+ * ====================================================================== */
+static void *kv_def_malloc(void *ctx, size_t n) { (void)ctx; return KVDB_MALLOC(n); }
+static void *kv_def_realloc(void *ctx, void *p, size_t n) { (void)ctx; return KVDB_REALLOC(p, n); }
+static void kv_def_free(void *ctx, void *p) { (void)ctx; KVDB_FREE(p); }
+static const kvdb_allocator kv_default_alloc = { NULL, kv_def_malloc, kv_def_realloc, kv_def_free };
+
+static void *kv_malloc(const kvdb_allocator *a, size_t n) { return a->malloc(a->ctx, n ? n : 1); }
+static void *kv_realloc(const kvdb_allocator *a, void *p, size_t n)
+{
+    return p ? a->realloc(a->ctx, p, n ? n : 1) : a->malloc(a->ctx, n ? n : 1);
+}
+static void kv_free(const kvdb_allocator *a, void *p)
+{
+    if (p) a->free(a->ctx, p);
+}
+
+/* A growable byte buffer. */
+typedef struct kv_buf {
+    uint8_t *p;
+    size_t len, cap;
+} kv_buf;
+
+static int kv_buf_reserve(const kvdb_allocator *a, kv_buf *b, size_t extra)
+{
+    size_t need, ncap;
+    uint8_t *np;
+    if (kv_add_ovf(b->len, extra, &need)) return KVDB_ENOMEM;
+    if (need <= b->cap) return KVDB_OK;
+    ncap = b->cap ? b->cap : 4096;
+    while (ncap < need) {
+        if (ncap > (size_t)-1 / 2) { ncap = need; break; }
+        ncap *= 2;
+    }
+    np = (uint8_t *)kv_realloc(a, b->p, ncap);
+    if (!np) return kv_err(KVDB_ENOMEM, "out of memory growing a buffer to %zu bytes", ncap);
+    b->p = np;
+    b->cap = ncap;
+    return KVDB_OK;
+}
+
+/* ======================================================================
+ * SECTION: file layer (POSIX)
+ *
+ * The only place the engine touches the operating system.  Each function
+ * maps errno to a kvdb code (ENOSPC/EDQUOT -> KVDB_EFULL, ENOENT ->
+ * KVDB_NOTFOUND on open, EWOULDBLOCK on lock -> KVDB_ELOCKED, anything else
+ * -> KVDB_EIO) and leaves a message naming the file.
+ *
+ * Locking uses flock(2): its locks belong to the open file description, so
+ * a second open of the same file in the same process conflicts as it would
+ * from another process (fcntl locks would not).
+ * ====================================================================== */
+typedef struct px_file {
+    int fd;
+    char path[1]; /* NUL-terminated, allocated to size */
+} px_file;
+
+static int px_errno_rc(int e)
+{
+    if (e == ENOSPC
+#ifdef EDQUOT
+        || e == EDQUOT
+#endif
+    )
+        return KVDB_EFULL;
+    if (e == ENOMEM) return KVDB_ENOMEM;
+    return KVDB_EIO;
+}
+
+static int px_open(void *ctx, const char *path, unsigned flags, kvdb_file **out)
+{
+    int oflags = (flags & KVDB_VFS_RDONLY) ? O_RDONLY : O_RDWR;
+    int fd;
+    size_t n = strlen(path);
+    px_file *f;
+    (void)ctx;
+    *out = NULL;
+    if (flags & KVDB_VFS_CREATE) oflags |= O_CREAT;
+    if (flags & KVDB_VFS_EXCL) oflags |= O_EXCL;
+#ifdef O_CLOEXEC
+    oflags |= O_CLOEXEC;
+#endif
+    do fd = open(path, oflags, 0644);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        int e = errno;
+        if (e == ENOENT) return kv_err(KVDB_NOTFOUND, "%s: no such file", path);
+        if (e == EEXIST) return kv_err(KVDB_EBUSY, "%s: file exists", path);
+        return kv_err(px_errno_rc(e), "%s: cannot open: %s", path, strerror(e));
+    }
+    f = (px_file *)malloc(sizeof *f + n);
+    if (!f) {
+        close(fd);
+        return kv_err(KVDB_ENOMEM, "%s: out of memory", path);
+    }
+    f->fd = fd;
+    memcpy(f->path, path, n + 1);
+    *out = (kvdb_file *)f;
+    return KVDB_OK;
+}
+
+static int px_close(void *ctx, kvdb_file *file)
+{
+    px_file *f = (px_file *)file;
+    int rc = KVDB_OK;
+    (void)ctx;
+    if (close(f->fd) != 0 && errno != EINTR)
+        rc = kv_err(KVDB_EIO, "%s: close: %s", f->path, strerror(errno));
+    free(f);
+    return rc;
+}
+
+static int px_read(void *ctx, kvdb_file *file, uint64_t off, void *buf, size_t n)
+{
+    px_file *f = (px_file *)file;
+    uint8_t *p = (uint8_t *)buf;
+    (void)ctx;
+    while (n > 0) {
+        ssize_t r = pread(f->fd, p, n, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return kv_err(KVDB_EIO, "%s: read at %llu: %s", f->path, (unsigned long long)off, strerror(errno));
+        }
+        if (r == 0) return kv_err(KVDB_EIO, "%s: short read at %llu", f->path, (unsigned long long)off);
+        p += r;
+        off += (uint64_t)r;
+        n -= (size_t)r;
+    }
+    return KVDB_OK;
+}
+
+static int px_write(void *ctx, kvdb_file *file, uint64_t off, const void *buf, size_t n)
+{
+    px_file *f = (px_file *)file;
+    const uint8_t *p = (const uint8_t *)buf;
+    (void)ctx;
+    while (n > 0) {
+        ssize_t r = pwrite(f->fd, p, n, (off_t)off);
+        if (r < 0) {
+            int e = errno;
+            if (e == EINTR) continue;
+            return kv_err(px_errno_rc(e), "%s: write at %llu: %s", f->path, (unsigned long long)off, strerror(e));
+        }
+        p += r;
+        off += (uint64_t)r;
+        n -= (size_t)r;
+    }
+    return KVDB_OK;
+}
+
+static int px_sync(void *ctx, kvdb_file *file)
+{
+    px_file *f = (px_file *)file;
+    int r;
+    (void)ctx;
+#if defined(__APPLE__) && defined(F_FULLFSYNC)
+    r = fcntl(f->fd, F_FULLFSYNC);
+    if (r != 0) r = fsync(f->fd);
+#elif defined(_POSIX_SYNCHRONIZED_IO) && _POSIX_SYNCHRONIZED_IO > 0
+    r = fdatasync(f->fd);
+#else
+    r = fsync(f->fd);
+#endif
+    if (r != 0) return kv_err(px_errno_rc(errno), "%s: sync: %s", f->path, strerror(errno));
+    return KVDB_OK;
+}
+
+static int px_size(void *ctx, kvdb_file *file, uint64_t *out)
+{
+    px_file *f = (px_file *)file;
+    struct stat st;
+    (void)ctx;
+    if (fstat(f->fd, &st) != 0) return kv_err(KVDB_EIO, "%s: stat: %s", f->path, strerror(errno));
+    *out = (uint64_t)st.st_size;
+    return KVDB_OK;
+}
+
+static int px_truncate(void *ctx, kvdb_file *file, uint64_t size)
+{
+    px_file *f = (px_file *)file;
+    int r;
+    (void)ctx;
+    do r = ftruncate(f->fd, (off_t)size);
+    while (r != 0 && errno == EINTR);
+    if (r != 0) return kv_err(px_errno_rc(errno), "%s: truncate to %llu: %s", f->path, (unsigned long long)size, strerror(errno));
+    return KVDB_OK;
+}
+
+static int px_lock(void *ctx, kvdb_file *file, int exclusive)
+{
+    px_file *f = (px_file *)file;
+    int r;
+    (void)ctx;
+    do r = flock(f->fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB);
+    while (r != 0 && errno == EINTR);
+    if (r != 0) {
+        if (errno == EWOULDBLOCK)
+            return kv_err(KVDB_ELOCKED, "%s: locked by another handle or process", f->path);
+        return kv_err(KVDB_EIO, "%s: lock: %s", f->path, strerror(errno));
+    }
+    return KVDB_OK;
+}
+
+#ifndef KVDB_NO_MMAP
+static int px_map(void *ctx, kvdb_file *file, uint64_t len, const void **out)
+{
+    px_file *f = (px_file *)file;
+    void *p;
+    (void)ctx;
+    if (len > (uint64_t)(size_t)-1) return kv_err(KVDB_ENOMEM, "%s: mapping too large", f->path);
+    p = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, f->fd, 0);
+    if (p == MAP_FAILED) return kv_err(KVDB_ENOMEM, "%s: mmap of %llu bytes: %s", f->path, (unsigned long long)len, strerror(errno));
+    *out = p;
+    return KVDB_OK;
+}
+
+static int px_unmap(void *ctx, kvdb_file *file, const void *p, uint64_t len)
+{
+    (void)ctx;
+    (void)file;
+    munmap((void *)(uintptr_t)p, (size_t)len);
+    return KVDB_OK;
+}
+#endif
+
+static int px_remove(void *ctx, const char *path)
+{
+    (void)ctx;
+    if (unlink(path) != 0) {
+        if (errno == ENOENT) return KVDB_NOTFOUND;
+        return kv_err(KVDB_EIO, "%s: remove: %s", path, strerror(errno));
+    }
+    return KVDB_OK;
+}
+
+static int px_rename(void *ctx, const char *from, const char *to)
+{
+    (void)ctx;
+    if (rename(from, to) != 0) return kv_err(px_errno_rc(errno), "rename %s to %s: %s", from, to, strerror(errno));
+    return KVDB_OK;
+}
+
+static int px_sync_dir(void *ctx, const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    int fd, rc = KVDB_OK;
+    (void)ctx;
+    if (!slash) strcpy(dir, ".");
+    else if (slash == path) strcpy(dir, "/");
+    else {
+        size_t n = (size_t)(slash - path);
+        if (n >= sizeof dir) return kv_err(KVDB_EINVAL, "%s: path too long", path);
+        memcpy(dir, path, n);
+        dir[n] = 0;
+    }
+    fd = open(dir, O_RDONLY);
+    if (fd < 0) return kv_err(KVDB_EIO, "%s: open directory: %s", dir, strerror(errno));
+    if (fsync(fd) != 0 && errno != EINVAL) rc = kv_err(KVDB_EIO, "%s: sync directory: %s", dir, strerror(errno));
+    close(fd);
+    return rc;
+}
+
+static int px_random(void *ctx, void *buf, size_t n)
+{
+    int fd = open("/dev/urandom", O_RDONLY);
+    uint8_t *p = (uint8_t *)buf;
+    (void)ctx;
+    if (fd >= 0) {
+        while (n > 0) {
+            ssize_t r = read(fd, p, n);
+            if (r <= 0) {
+                if (r < 0 && errno == EINTR) continue;
+                break;
+            }
+            p += r;
+            n -= (size_t)r;
+        }
+        close(fd);
+    }
+    if (n > 0) { /* no /dev/urandom: mix time, pid and addresses */
+        uint64_t s = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)buf;
+        while (n > 0) {
+            s = XXH3_64bits_withSeed(&s, sizeof s, (uint64_t)clock());
+            *p++ = (uint8_t)s;
+            n--;
+        }
+    }
+    return KVDB_OK;
+}
+
+static const kvdb_vfs kv_posix_vfs = {
+    NULL, px_open, px_close, px_read, px_write, px_sync, px_size, px_truncate, px_lock,
+#ifndef KVDB_NO_MMAP
+    px_map, px_unmap,
+#else
+    NULL, NULL,
+#endif
+    px_remove, px_rename, px_sync_dir, px_random
+};
+
+const kvdb_vfs *kvdb_vfs_posix(void) { return &kv_posix_vfs; }
+
+/* ======================================================================
+ * SECTION: file layer (memory), for KVDB_INMEMORY
+ *
+ * A "file" that is a heap buffer.  map() hands out the current buffer; when
+ * a write or map needs more room a bigger buffer is allocated and the old
+ * one lives on, frozen, until the last mapping of it is released -- readers
+ * of old snapshots only ever read bytes that were copied.  Cost: a growth
+ * copies the file; capacity doubles, so that is amortised O(1) per byte.
+ * ====================================================================== */
+typedef struct mf_block {
+    uint8_t *p;
+    size_t cap;
+    unsigned maps;          /* live mappings of this block */
+    struct mf_block *next;  /* older blocks still mapped */
+} mf_block;
+
+typedef struct mf_file {
+    const kvdb_allocator *al;
+    mf_block *cur;          /* the block writes go to */
+    mf_block *old;          /* retired blocks with live mappings */
+    uint64_t size;
+} mf_file;
+
+static int mf_open(void *ctx, const char *path, unsigned flags, kvdb_file **out)
+{
+    const kvdb_allocator *al = (const kvdb_allocator *)ctx;
+    mf_file *f = (mf_file *)kv_malloc(al, sizeof *f);
+    (void)path;
+    (void)flags;
+    if (!f) return kv_err(KVDB_ENOMEM, "in-memory database: out of memory");
+    memset(f, 0, sizeof *f);
+    f->al = al;
+    *out = (kvdb_file *)f;
+    return KVDB_OK;
+}
+
+static void mf_block_free(mf_file *f, mf_block *b)
+{
+    kv_free(f->al, b->p);
+    kv_free(f->al, b);
+}
+
+static int mf_close(void *ctx, kvdb_file *file)
+{
+    mf_file *f = (mf_file *)file;
+    (void)ctx;
+    while (f->old) {
+        mf_block *b = f->old;
+        f->old = b->next;
+        mf_block_free(f, b);
+    }
+    if (f->cur) mf_block_free(f, f->cur);
+    kv_free(f->al, f);
+    return KVDB_OK;
+}
+
+/* Make the current block hold at least need bytes. */
+static int mf_grow(mf_file *f, uint64_t need)
+{
+    mf_block *b;
+    size_t cap;
+    if (f->cur && f->cur->cap >= need) return KVDB_OK;
+    if (need > (uint64_t)((size_t)-1 / 2)) return kv_err(KVDB_EFULL, "in-memory database: too large");
+    cap = f->cur ? f->cur->cap : 4096;
+    while (cap < need) cap *= 2;
+    b = (mf_block *)kv_malloc(f->al, sizeof *b);
+    if (!b) return kv_err(KVDB_ENOMEM, "in-memory database: out of memory");
+    b->p = (uint8_t *)kv_malloc(f->al, cap);
+    if (!b->p) {
+        kv_free(f->al, b);
+        return kv_err(KVDB_ENOMEM, "in-memory database: out of memory for %zu bytes", cap);
+    }
+    b->cap = cap;
+    b->maps = 0;
+    b->next = NULL;
+    if (f->cur) {
+        memcpy(b->p, f->cur->p, (size_t)f->size);
+        if (f->cur->maps) {
+            f->cur->next = f->old;
+            f->old = f->cur;
+        } else {
+            mf_block_free(f, f->cur);
+        }
+    }
+    f->cur = b;
+    return KVDB_OK;
+}
+
+static int mf_read(void *ctx, kvdb_file *file, uint64_t off, void *buf, size_t n)
+{
+    mf_file *f = (mf_file *)file;
+    (void)ctx;
+    if (off > f->size || n > f->size - off) return kv_err(KVDB_EIO, "in-memory database: read past the end");
+    if (n) memcpy(buf, f->cur->p + off, n);
+    return KVDB_OK;
+}
+
+static int mf_write(void *ctx, kvdb_file *file, uint64_t off, const void *buf, size_t n)
+{
+    mf_file *f = (mf_file *)file;
+    int rc;
+    (void)ctx;
+    if (off > UINT64_MAX - n) return kv_err(KVDB_EFULL, "in-memory database: too large");
+    rc = mf_grow(f, off + n);
+    if (rc) return rc;
+    if (off > f->size) memset(f->cur->p + f->size, 0, (size_t)(off - f->size));
+    memcpy(f->cur->p + off, buf, n);
+    if (off + n > f->size) f->size = off + n;
+    return KVDB_OK;
+}
+
+static int mf_sync(void *ctx, kvdb_file *file) { (void)ctx; (void)file; return KVDB_OK; }
+
+static int mf_size(void *ctx, kvdb_file *file, uint64_t *out)
+{
+    (void)ctx;
+    *out = ((mf_file *)file)->size;
+    return KVDB_OK;
+}
+
+static int mf_truncate(void *ctx, kvdb_file *file, uint64_t size)
+{
+    mf_file *f = (mf_file *)file;
+    int rc;
+    (void)ctx;
+    if (size > f->size) {
+        rc = mf_grow(f, size);
+        if (rc) return rc;
+        memset(f->cur->p + f->size, 0, (size_t)(size - f->size));
+    }
+    f->size = size;
+    return KVDB_OK;
+}
+
+static int mf_lock(void *ctx, kvdb_file *file, int exclusive) { (void)ctx; (void)file; (void)exclusive; return KVDB_OK; }
+
+static int mf_map(void *ctx, kvdb_file *file, uint64_t len, const void **out)
+{
+    mf_file *f = (mf_file *)file;
+    int rc;
+    (void)ctx;
+    rc = mf_grow(f, len ? len : 1);
+    if (rc) return rc;
+    f->cur->maps++;
+    *out = f->cur->p;
+    return KVDB_OK;
+}
+
+static int mf_unmap(void *ctx, kvdb_file *file, const void *p, uint64_t len)
+{
+    mf_file *f = (mf_file *)file;
+    mf_block **pp;
+    (void)ctx;
+    (void)len;
+    if (f->cur && f->cur->p == p) {
+        f->cur->maps--;
+        return KVDB_OK;
+    }
+    for (pp = &f->old; *pp; pp = &(*pp)->next) {
+        if ((*pp)->p == p) {
+            mf_block *b = *pp;
+            if (--b->maps == 0) {
+                *pp = b->next;
+                mf_block_free(f, b);
+            }
+            return KVDB_OK;
+        }
+    }
+    return kv_err(KVDB_EINVAL, "in-memory database: unmap of an unknown block");
+}
+
+static int mf_none(void *ctx, const char *path) { (void)ctx; (void)path; return KVDB_OK; }
+static int mf_rename(void *ctx, const char *a, const char *b) { (void)ctx; (void)a; (void)b; return KVDB_OK; }
+
+static const kvdb_vfs kv_mem_vfs_proto = {
+    NULL, mf_open, mf_close, mf_read, mf_write, mf_sync, mf_size, mf_truncate, mf_lock,
+    mf_map, mf_unmap, mf_none, mf_rename, mf_none, px_random
+};
+
+/* ======================================================================
+ * SECTION: log format
+ *
+ * Encoding and verification of the header and records described at the
+ * top of this file.  Invariants:
+ *   1. No length read from the file is used before it is checked against
+ *      the bytes that exist (lg_parse).
+ *   2. A record verifies only at the offset it was written at (the checksum
+ *      seed includes the offset).
+ * ====================================================================== */
+#define LG_MAGIC "\x89KVDB\r\n\x1a"
+#define LG_HDR 64
+#define LG_REC 16          /* record header */
+#define LG_COMMIT_LEN 24   /* COMMIT payload */
+enum { LG_PUT = 1, LG_DEL = 2, LG_COMMIT = 3 };
+
+typedef struct lg_rec {
+    uint64_t off;
+    uint8_t type;
+    uint32_t klen, vlen;
+    uint64_t size;         /* LG_REC + klen + vlen */
+} lg_rec;
+
+static uint64_t kv_hash(uint64_t seed, const void *key, size_t klen)
+{
+    uint64_t h = XXH3_64bits_withSeed(key, klen, seed);
+#ifdef KVDB_TEST_HASH_BITS
+    h &= ~(uint64_t)0 << (64 - (KVDB_TEST_HASH_BITS));
+#endif
+    return h;
+}
+
+static uint64_t lg_checksum(uint64_t seed, uint64_t off, const uint8_t *rec, uint64_t size)
+{
+    return XXH3_64bits_withSeed(rec + 8, (size_t)(size - 8), seed ^ off);
+}
+
+/* Parse a record header found at off with avail bytes of log from off on.
+ * Returns KVDB_OK, or KVDB_ECORRUPT if the header is impossible or the
+ * record does not fit. */
+static int lg_parse(const uint8_t *p, uint64_t off, uint64_t avail, lg_rec *r)
+{
+    if (avail < LG_REC) return KVDB_ECORRUPT;
+    r->off = off;
+    r->type = p[8];
+    r->klen = kv_ld16(p + 10);
+    r->vlen = kv_ld32(p + 12);
+    if (p[9] != 0) return KVDB_ECORRUPT;
+    switch (r->type) {
+    case LG_PUT:
+        if (r->klen == 0 || r->vlen > KVDB_MAX_VALUE) return KVDB_ECORRUPT;
+        break;
+    case LG_DEL:
+        if (r->klen == 0 || r->vlen != 0) return KVDB_ECORRUPT;
+        break;
+    case LG_COMMIT:
+        if (r->klen != 0 || r->vlen != LG_COMMIT_LEN) return KVDB_ECORRUPT;
+        break;
+    default:
+        return KVDB_ECORRUPT;
+    }
+    r->size = (uint64_t)LG_REC + r->klen + r->vlen;
+    if (r->size > avail) return KVDB_ECORRUPT;
+    return KVDB_OK;
+}
+
+static void lg_put_header(uint8_t *p, uint8_t type, uint32_t klen, uint32_t vlen)
+{
+    p[8] = type;
+    p[9] = 0;
+    kv_st16(p + 10, (uint16_t)klen);
+    kv_st32(p + 12, vlen);
+}
+
+/* ======================================================================
+ * SECTION: handle and shared structures
+ * ====================================================================== */
+typedef struct hix_node hix_node;
+
+/* A read-only mapping of the log.  Versions hold references; the writer
+ * creates, references and releases maps (so refs needs no lock). */
+typedef struct kv_map {
+    const uint8_t *base;
+    uint64_t len;
+    unsigned refs;
+} kv_map;
+
+/* A version: the state after one commit.  Immutable once linked, except
+ * refs (under mu_ver) and retired (emptied by reclamation). */
+typedef struct kv_ver {
+    uint64_t seq;          /* commit sequence that produced it */
+    uint64_t end;          /* log bytes it covers */
+    uint64_t keys;         /* live keys */
+    uint64_t live;         /* bytes of live records */
+    uint64_t index_bytes;  /* heap of the index when it was made */
+    hix_node *root;        /* hash index */
+    kv_map *map;           /* mapping covering [0,end), or NULL (pread) */
+    unsigned refs;         /* read transactions using it */
+    hix_node *retired;     /* nodes of the previous version this one replaced */
+    struct kv_ver *next;   /* the next newer version */
+} kv_ver;
+
+/* The write set: a SmallMap from key to the position of the key's newest
+ * record in the transaction's buffer.  Up to WS_INLINE keys live inline and
+ * are found by a linear scan; beyond that they move to an open-addressing
+ * table (load <= 1/2) that is kept for the next transaction unless large. */
+#define WS_INLINE 8
+typedef struct ws_ent {
+    uint64_t h;
+    uint64_t pos;          /* in the txn buffer; table slots store pos + 1 */
+} ws_ent;
+
+typedef struct kv_ws {
+    uint32_t n;            /* distinct keys */
+    int promoted;          /* entries live in tab */
+    ws_ent inl[WS_INLINE];
+    ws_ent *tab;
+    uint32_t cap;          /* slots in tab, a power of two, or 0 */
+} kv_ws;
+
+/* Read buffers of a transaction in pread mode: values read stay valid
+ * until the transaction ends. */
+typedef struct kv_arena_blk {
+    struct kv_arena_blk *next;
+    size_t used, cap;
+    /* data follows */
+} kv_arena_blk;
+
+struct kvdb_txn {
+    kvdb *db;
+    int write;             /* 1 for the write transaction */
+    kv_ver *ver;           /* base version */
+    uint64_t gen;          /* write generation (write txn) */
+    kv_buf wbuf;           /* encoded records (write txn) */
+    uint32_t nrec;
+    kv_ws ws;
+    kv_arena_blk *arena;   /* pread-mode value copies */
+};
+
+struct kvdb {
+    kvdb_allocator al;
+    const kvdb_vfs *vfs;
+    kvdb_vfs memvfs;       /* the in-memory file layer, ctx = &al */
+    kvdb_file *file;
+    char *path;
+    unsigned flags;
+    int sync_mode;
+    uint64_t sync_bytes;
+    int rdonly, inmem;
+    uint64_t seed;
+    uint8_t id[16];
+
+    /* writer state: touched only by the thread holding the writer */
+    kv_mutex mu_write;
+    kv_cond cv_write;
+    int writer_active;
+    kv_thread writer_thread;
+    uint64_t end;          /* log bytes written */
+    uint64_t gen;          /* last write generation */
+    uint64_t seq;          /* last commit sequence */
+    kv_map *map;           /* newest mapping, or NULL (pread) */
+    int use_map;
+    hix_node *free_inner, *free_leaf;   /* node free lists */
+    unsigned n_free_inner, n_free_leaf;
+    uint64_t hix_bytes;    /* heap of the index nodes */
+    kv_ver *free_ver;
+    kvdb_txn wtxn;         /* the one write transaction */
+
+    /* versions: under mu_ver */
+    kv_mutex mu_ver;
+    kv_ver *oldest, *pub, *cur;
+    unsigned nreaders;
+    uint64_t commits;
+
+    /* durability: under mu_sync */
+    kv_mutex mu_sync;
+    kv_cond cv_sync;
+    uint64_t written;      /* log bytes handed to the file layer */
+    uint64_t synced;       /* log bytes known durable */
+    int syncing;
+    int sticky;            /* error that refuses further writes */
+    uint64_t nsyncs;
+
+    /* found at open */
+    uint64_t torn_bytes, recovered_txns;
+};
+
+/* ======================================================================
+ * SECTION: mapping and record access
+ *
+ * A kv_rd describes what one reader may see: the mapping (or none, then
+ * reads go through the file layer), the log length of its version, and
+ * for the writer the records of its uncommitted transaction, which lie at
+ * file offsets [wb_off, wb_off + wb_len) but are still in its buffer.
+ *
+ * rd_match() is the one place a record found through the index is checked:
+ * bounds, type, full key, and checksum.  Every probe whose tag matches goes
+ * through it, so a damaged record is reported as KVDB_ECORRUPT whether or
+ * not its key happens to be the one asked for.
+ * ====================================================================== */
+typedef struct kv_rd {
+    kvdb *db;
+    const uint8_t *base;   /* mapping, or NULL */
+    uint64_t end;          /* readable log bytes */
+    const uint8_t *wb;     /* writer's pending records, or NULL */
+    uint64_t wb_off, wb_len;
+} kv_rd;
+
+static void rd_init(kv_rd *r, kvdb *db, const kv_ver *v)
+{
+    r->db = db;
+    r->base = v->map ? v->map->base : NULL;
+    r->end = v->end;
+    r->wb = NULL;
+    r->wb_off = r->wb_len = 0;
+}
+
+/* A matched record: pointers are into the map or the pending buffer; in
+ * pread mode val is NULL and the value is at file offset voff. */
+typedef struct kv_hit {
+    const uint8_t *val;
+    uint64_t voff;
+    uint32_t vlen;
+    uint64_t size;         /* whole record */
+} kv_hit;
+
+static int kv_map_ensure(kvdb *db, uint64_t need);
+
+/* Streaming check of a record through the file layer (pread mode). */
+static int rd_verify_pread(const kv_rd *r, const lg_rec *rec, const uint8_t *hdr)
+{
+    uint8_t buf[1024];
+    XXH3_state_t st;
+    uint64_t pos = rec->off + LG_REC, end = rec->off + rec->size;
+    int rc;
+    XXH3_INITSTATE(&st);
+    XXH3_64bits_reset_withSeed(&st, r->db->seed ^ rec->off);
+    XXH3_64bits_update(&st, hdr + 8, 8);
+    while (pos < end) {
+        size_t n = (size_t)(end - pos < sizeof buf ? end - pos : sizeof buf);
+        rc = r->db->vfs->read(r->db->vfs->ctx, r->db->file, pos, buf, n);
+        if (rc) return rc;
+        XXH3_64bits_update(&st, buf, n);
+        pos += n;
+    }
+    if (XXH3_64bits_digest(&st) != kv_ld64(hdr))
+        return kv_err(KVDB_ECORRUPT, "%s: record at offset %llu fails its checksum", r->db->path, (unsigned long long)rec->off);
+    return KVDB_OK;
+}
+
+/* Compare the key of the record at off (pread mode), chunk by chunk. */
+static int rd_keycmp_pread(const kv_rd *r, uint64_t off, const uint8_t *key, size_t klen)
+{
+    uint8_t buf[512];
+    size_t done = 0;
+    while (done < klen) {
+        size_t n = klen - done < sizeof buf ? klen - done : sizeof buf;
+        int rc = r->db->vfs->read(r->db->vfs->ctx, r->db->file, off + LG_REC + done, buf, n);
+        if (rc) return rc;
+        if (memcmp(buf, key + done, n) != 0) return 0;
+        done += n;
+    }
+    return 1;
+}
+
+/* Is the record at off a PUT of key?  1 yes (hit filled), 0 no, or an
+ * error.  Log records are verified in full either way. */
+static int rd_match(const kv_rd *r, uint64_t off, const void *key, size_t klen, kv_hit *hit)
+{
+    kvdb *db = r->db;
+    const uint8_t *p;
+    uint8_t hdr[LG_REC];
+    lg_rec rec;
+    int eq, rc;
+
+    if (r->wb && off >= r->wb_off) { /* the writer's own pending record */
+        uint64_t rel = off - r->wb_off;
+        if (rel > r->wb_len || lg_parse(r->wb + rel, off, r->wb_len - rel, &rec) != KVDB_OK)
+            return kv_err(KVDB_ECORRUPT, "index points into the pending transaction at a bad offset");
+        p = r->wb + rel;
+        if (rec.type != LG_PUT) return kv_err(KVDB_ECORRUPT, "index points at a non-PUT pending record");
+        if (rec.klen != klen || memcmp(p + LG_REC, key, klen) != 0) return 0;
+        if (hit) {
+            hit->val = p + LG_REC + rec.klen;
+            hit->voff = off + LG_REC + rec.klen;
+            hit->vlen = rec.vlen;
+            hit->size = rec.size;
+        }
+        return 1;
+    }
+    if (off < LG_HDR || off >= r->end)
+        return kv_err(KVDB_ECORRUPT, "%s: index points outside the log (offset %llu)", db->path, (unsigned long long)off);
+    if (r->base) {
+        p = r->base + off;
+        if (lg_parse(p, off, r->end - off, &rec) != KVDB_OK || rec.type != LG_PUT ||
+            kv_ld64(p) != lg_checksum(db->seed, off, p, rec.size))
+            return kv_err(KVDB_ECORRUPT, "%s: record at offset %llu is damaged", db->path, (unsigned long long)off);
+        eq = rec.klen == klen && memcmp(p + LG_REC, key, klen) == 0;
+        if (eq && hit) {
+            hit->val = p + LG_REC + rec.klen;
+            hit->voff = off + LG_REC + rec.klen;
+            hit->vlen = rec.vlen;
+            hit->size = rec.size;
+        }
+        return eq;
+    }
+    rc = db->vfs->read(db->vfs->ctx, db->file, off, hdr, r->end - off < LG_REC ? (size_t)(r->end - off) : LG_REC);
+    if (rc) return rc;
+    if (lg_parse(hdr, off, r->end - off, &rec) != KVDB_OK || rec.type != LG_PUT)
+        return kv_err(KVDB_ECORRUPT, "%s: record at offset %llu is damaged", db->path, (unsigned long long)off);
+    rc = rd_verify_pread(r, &rec, hdr);
+    if (rc) return rc;
+    eq = rec.klen == klen ? rd_keycmp_pread(r, off, (const uint8_t *)key, klen) : 0;
+    if (eq < 0) return eq;
+    if (eq && hit) {
+        hit->val = NULL;
+        hit->voff = off + LG_REC + rec.klen;
+        hit->vlen = rec.vlen;
+        hit->size = rec.size;
+    }
+    return eq;
+}
+
+/* Size of the record at off (the index holds only offsets of records that
+ * rd_match has accepted, so this is a plain header read). */
+static int rd_size(const kv_rd *r, uint64_t off, uint64_t *size)
+{
+    uint8_t hdr[LG_REC];
+    const uint8_t *p;
+    lg_rec rec;
+    int rc;
+    if (r->wb && off >= r->wb_off) p = r->wb + (off - r->wb_off);
+    else if (r->base) p = r->base + off;
+    else {
+        rc = r->db->vfs->read(r->db->vfs->ctx, r->db->file, off, hdr, LG_REC);
+        if (rc) return rc;
+        p = hdr;
+    }
+    (void)rec;
+    *size = (uint64_t)LG_REC + kv_ld16(p + 10) + kv_ld32(p + 12);
+    return KVDB_OK;
+}
+
+/* ======================================================================
+ * SECTION: copy-on-write hash index
+ *
+ * Maps a key's 64-bit hash to the offset of its newest PUT record.
+ *
+ * Shape.  A radix tree over the 32-bit tag (the hash's top 32 bits, 0
+ * replaced by 1 so that 0 can mean "empty slot").  Inner nodes have 64
+ * children and consume 6 tag bits each; there are at most HIX_LEVELS of
+ * them (30 bits).  Leaves are open-addressing tables (linear probing,
+ * backward-shift deletion, no tombstones) of (tag, offset) pairs, 8 to 128
+ * slots, at most 7/8 full.  A leaf whose "local depth" is d covers 2^(6-d)
+ * consecutive children of its parent, all pointing at it.
+ *
+ * Growth, one leaf at a time.  A full leaf below 128 slots doubles.  A full
+ * 128-slot leaf splits in two on its next tag bit (d+1); a leaf that covers
+ * a single child (d == 6) is pushed down under a new inner node and split
+ * there.  Only a leaf at the deepest level grows past 128 slots (more than
+ * 112 keys sharing 30 hash bits: only in KVDB_TEST_HASH_BITS builds).
+ * Deleting shrinks a leaf below 1/4 full, merges buddy leaves whose sum is
+ * small, and folds an inner node whose only child is one leaf.  Every step
+ * touches O(128) entries: no operation rehashes the table.
+ *
+ * Copy on write.  Every node records the write generation that allocated
+ * it.  A writer may change nodes of its own generation in place; any other
+ * node is copied first (hix_own_*), its parent made to point at the copy,
+ * and the original is "retired": it stays valid for the versions that can
+ * still see it and is freed when they are gone.  Readers never lock.
+ *
+ * Memory: a leaf costs 12 bytes a slot; leaves run 44%..88% full, so the
+ * index costs about 20 bytes per key plus 512 bytes per inner node.
+ * ====================================================================== */
+#define HIX_LEVELS 5
+#define HIX_FAN 64
+#define HIX_LEAF_MIN 8
+#define HIX_LEAF_SLOTS 128
+#define HIX_FREE_MAX 1024   /* nodes kept on each free list */
+
+struct hix_node {
+    uint64_t gen;          /* write generation that allocated it */
+    hix_node *link;        /* retired or free list */
+    uint32_t count;        /* leaf: entries */
+    uint32_t cap;          /* leaf: slots (power of two); 0: inner node */
+    uint8_t level;         /* inner: depth (root 0) */
+    uint8_t ldepth;        /* leaf: local depth in its parent, 0..6 */
+    uint8_t shift;         /* leaf: 32 - log2(cap) */
+    uint8_t pad_[5];
+};
+
+typedef struct hix_inner {
+    hix_node h;
+    hix_node *child[HIX_FAN];
+} hix_inner;
+
+#define HIX_TAGS(l) ((uint32_t *)((hix_node *)(l) + 1))
+#define HIX_OFFS(l) ((uint64_t *)(HIX_TAGS(l) + (l)->cap))
+
+typedef struct hix_w {     /* a writer's context */
+    kvdb *db;
+    uint64_t gen;
+    hix_node *retired;     /* nodes replaced, for the new version */
+    const kv_rd *rd;       /* to compare keys */
+} hix_w;
+
+static uint32_t hix_tag(uint64_t h)
+{
+    uint32_t t = (uint32_t)(h >> 32);
+    return t ? t : 1;
+}
+static unsigned hix_idx(uint32_t tag, unsigned level) { return (tag >> (26 - 6 * level)) & 63u; }
+static uint32_t hix_home(uint32_t tag, const hix_node *l) { return (tag * 0x9E3779B1u) >> l->shift; }
+static size_t hix_size(uint32_t cap) { return cap ? sizeof(hix_node) + (size_t)cap * 12 : sizeof(hix_inner); }
+static int hix_full(const hix_node *l) { return l->count + 1 > l->cap - l->cap / 8; }
+
+/* Smallest table for n entries: at most half full below 128 slots. */
+static uint32_t hix_cap_for(uint32_t n)
+{
+    uint32_t cap = HIX_LEAF_MIN;
+    while ((cap < HIX_LEAF_SLOTS && n * 2 > cap) || n + 1 > cap - cap / 8) cap *= 2;
+    return cap;
+}
+
+static hix_node *hix_alloc(hix_w *w, uint32_t cap)
+{
+    kvdb *db = w->db;
+    hix_node *n = NULL;
+    size_t sz = hix_size(cap);
+    if (cap == 0 && db->free_inner) {
+        n = db->free_inner;
+        db->free_inner = n->link;
+        db->n_free_inner--;
+    } else if (cap == HIX_LEAF_SLOTS && db->free_leaf) {
+        n = db->free_leaf;
+        db->free_leaf = n->link;
+        db->n_free_leaf--;
+    } else {
+        n = (hix_node *)kv_malloc(&db->al, sz);
+        if (!n) {
+            kv_err(KVDB_ENOMEM, "out of memory for an index node");
+            return NULL;
+        }
+    }
+    db->hix_bytes += sz;
+    memset(n, 0, sizeof *n);
+    n->gen = w->gen;
+    n->cap = cap;
+    if (cap) {
+        uint32_t b = 0;
+        while ((1u << b) < cap) b++;
+        n->shift = (uint8_t)(32 - b);
+        memset(HIX_TAGS(n), 0, (size_t)cap * 4);
+    }
+    return n;
+}
+
+static void hix_free_node(kvdb *db, hix_node *n)
+{
+    db->hix_bytes -= hix_size(n->cap);
+    if (n->cap == 0 && db->n_free_inner < HIX_FREE_MAX) {
+        n->link = db->free_inner;
+        db->free_inner = n;
+        db->n_free_inner++;
+    } else if (n->cap == HIX_LEAF_SLOTS && db->n_free_leaf < HIX_FREE_MAX) {
+        n->link = db->free_leaf;
+        db->free_leaf = n;
+        db->n_free_leaf++;
+    } else {
+        kv_free(&db->al, n);
+    }
+}
+
+/* A node leaves the writer's tree: free it if only this writer could see
+ * it, else retire it for the versions that still can. */
+static void hix_drop(hix_w *w, hix_node *n)
+{
+    if (n->gen == w->gen) {
+        hix_free_node(w->db, n);
+    } else {
+        n->link = w->retired;
+        w->retired = n;
+    }
+}
+
+/* Free every node of tree n allocated by generation gen (0: all nodes). */
+static void hix_free_tree(kvdb *db, hix_node *n, uint64_t gen)
+{
+    if (gen && n->gen != gen) return;
+    if (n->cap == 0) {
+        hix_inner *in = (hix_inner *)n;
+        unsigned i;
+        for (i = 0; i < HIX_FAN; i++)
+            if (i == 0 || in->child[i] != in->child[i - 1]) hix_free_tree(db, in->child[i], gen);
+    }
+    hix_free_node(db, n);
+}
+
+static void hix_leaf_add(hix_node *l, uint32_t tag, uint64_t off)
+{
+    uint32_t *tg = HIX_TAGS(l), mask = l->cap - 1, i = hix_home(tag, l);
+    uint64_t *of = HIX_OFFS(l);
+    while (tg[i]) i = (i + 1) & mask;
+    tg[i] = tag;
+    of[i] = off;
+    l->count++;
+}
+
+/* Remove slot i (backward-shift deletion). */
+static void hix_leaf_remove(hix_node *l, uint32_t i)
+{
+    uint32_t *tg = HIX_TAGS(l), mask = l->cap - 1, j = i;
+    uint64_t *of = HIX_OFFS(l);
+    for (;;) {
+        uint32_t k;
+        j = (j + 1) & mask;
+        if (!tg[j]) break;
+        k = hix_home(tg[j], l);
+        if (((i - k) & mask) < ((j - k) & mask)) {
+            tg[i] = tg[j];
+            of[i] = of[j];
+            i = j;
+        }
+    }
+    tg[i] = 0;
+    l->count--;
+}
+
+/* Find key in leaf l: 1 and *slot, 0 if absent, or an error. */
+static int hix_leaf_find(const kv_rd *r, const hix_node *l, uint32_t tag, const void *key, size_t klen,
+                         uint32_t *slot, kv_hit *hit)
+{
+    const uint32_t *tg = HIX_TAGS(l);
+    const uint64_t *of = HIX_OFFS(l);
+    uint32_t mask = l->cap - 1, i = hix_home(tag, l);
+    for (; tg[i]; i = (i + 1) & mask) {
+        if (tg[i] == tag) {
+            int rc = rd_match(r, of[i], key, klen, hit);
+            if (rc) {
+                if (rc > 0) *slot = i;
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
+static const hix_node *hix_leaf_of(const hix_node *n, uint32_t tag)
+{
+    while (n->cap == 0) n = ((const hix_inner *)n)->child[hix_idx(tag, n->level)];
+    return n;
+}
+
+/* Look key up in the tree at root: 1 (hit filled), 0, or an error. */
+static int hix_get(const kv_rd *r, const hix_node *root, uint64_t h, const void *key, size_t klen, kv_hit *hit)
+{
+    uint32_t tag = hix_tag(h), slot;
+    return hix_leaf_find(r, hix_leaf_of(root, tag), tag, key, klen, &slot, hit);
+}
+
+static void hix_set_range(hix_inner *in, unsigned idx, unsigned ldepth, hix_node *n)
+{
+    unsigned span = 1u << (6 - ldepth), base = idx & ~(span - 1), i;
+    for (i = 0; i < span; i++) in->child[base + i] = n;
+}
+
+/* Make *slot (an inner node) writable. */
+static hix_inner *hix_own_inner(hix_w *w, hix_node **slot)
+{
+    hix_node *n = *slot, *c;
+    if (n->gen == w->gen) return (hix_inner *)n;
+    c = hix_alloc(w, 0);
+    if (!c) return NULL;
+    memcpy(c, n, sizeof(hix_inner));
+    c->gen = w->gen;
+    c->link = NULL;
+    *slot = c;
+    hix_drop(w, n);
+    return (hix_inner *)c;
+}
+
+/* Make leaf l, child idx of the writable inner node in, writable. */
+static hix_node *hix_own_leaf(hix_w *w, hix_inner *in, unsigned idx, hix_node *l)
+{
+    hix_node *c;
+    if (l->gen == w->gen) return l;
+    c = hix_alloc(w, l->cap);
+    if (!c) return NULL;
+    memcpy(c, l, hix_size(l->cap));
+    c->gen = w->gen;
+    c->link = NULL;
+    hix_set_range(in, idx, l->ldepth, c);
+    hix_drop(w, l);
+    return c;
+}
+
+/* A new leaf of cap slots holding the entries of src (half < 0), or those
+ * whose bit bitpos of their child index at level is half. */
+static hix_node *hix_leaf_from(hix_w *w, const hix_node *src, uint32_t cap, int half, unsigned level, unsigned bitpos)
+{
+    hix_node *n = hix_alloc(w, cap);
+    const uint32_t *tg = HIX_TAGS(src);
+    const uint64_t *of = HIX_OFFS(src);
+    uint32_t i;
+    if (!n) return NULL;
+    for (i = 0; i < src->cap; i++) {
+        if (!tg[i]) continue;
+        if (half >= 0 && (int)((hix_idx(tg[i], level) >> bitpos) & 1u) != half) continue;
+        hix_leaf_add(n, tg[i], of[i]);
+    }
+    return n;
+}
+
+/* Split leaf l, which covers child idx of in with local depth d, in two
+ * on the next tag bit.  l itself is not changed (it may be shared). */
+static int hix_split(hix_w *w, hix_inner *in, unsigned idx, hix_node *l, unsigned d)
+{
+    unsigned level = in->h.level, bitpos = 5 - d;
+    unsigned span = 1u << (6 - d), base = idx & ~(span - 1), i;
+    const uint32_t *tg = HIX_TAGS(l);
+    uint32_t hi = 0;
+    hix_node *a, *b;
+    for (i = 0; i < l->cap; i++)
+        if (tg[i] && ((hix_idx(tg[i], level) >> bitpos) & 1u)) hi++;
+    a = hix_leaf_from(w, l, hix_cap_for(l->count - hi), 0, level, bitpos);
+    if (!a) return KVDB_ENOMEM;
+    b = hix_leaf_from(w, l, hix_cap_for(hi), 1, level, bitpos);
+    if (!b) {
+        hix_free_node(w->db, a);
+        return KVDB_ENOMEM;
+    }
+    a->ldepth = b->ldepth = (uint8_t)(d + 1);
+    for (i = 0; i < span / 2; i++) in->child[base + i] = a;
+    for (; i < span; i++) in->child[base + i] = b;
+    hix_drop(w, l);
+    return KVDB_OK;
+}
+
+/* Make room in the full leaf l (child idx of the writable node in). */
+static int hix_expand(hix_w *w, hix_inner *in, unsigned idx, hix_node *l)
+{
+    unsigned level = in->h.level;
+    hix_inner *ni;
+    unsigned i;
+    int rc;
+    if (l->cap < HIX_LEAF_SLOTS || (l->ldepth == 6 && level == HIX_LEVELS - 1)) {
+        hix_node *n = hix_leaf_from(w, l, l->cap * 2, -1, 0, 0);
+        if (!n) return KVDB_ENOMEM;
+        n->ldepth = l->ldepth;
+        hix_set_range(in, idx, l->ldepth, n);
+        hix_drop(w, l);
+        return KVDB_OK;
+    }
+    if (l->ldepth < 6) return hix_split(w, in, idx, l, l->ldepth);
+    /* Push down: a new inner node takes l's place, and l is split into it
+     * as if it covered all 64 children there (local depth 0). */
+    ni = (hix_inner *)hix_alloc(w, 0);
+    if (!ni) return KVDB_ENOMEM;
+    ni->h.level = (uint8_t)(level + 1);
+    for (i = 0; i < HIX_FAN; i++) ni->child[i] = l;
+    rc = hix_split(w, ni, 0, l, 0);
+    if (rc) {
+        hix_free_node(w->db, &ni->h);
+        return rc;
+    }
+    in->child[idx] = &ni->h;
+    return KVDB_OK;
+}
+
+/* Insert or replace: *old = offset of the record replaced, or 0. */
+static int hix_put(hix_w *w, hix_node **rootp, uint64_t h, const void *key, size_t klen, uint64_t off, uint64_t *old)
+{
+    uint32_t tag = hix_tag(h), slot;
+    hix_inner *in = hix_own_inner(w, rootp);
+    int rc;
+    *old = 0;
+    if (!in) return KVDB_ENOMEM;
+    for (;;) {
+        unsigned idx = hix_idx(tag, in->h.level);
+        hix_node *c = in->child[idx];
+        if (c->cap == 0) {
+            in = hix_own_inner(w, &in->child[idx]);
+            if (!in) return KVDB_ENOMEM;
+            continue;
+        }
+        rc = hix_leaf_find(w->rd, c, tag, key, klen, &slot, NULL);
+        if (rc < 0) return rc;
+        if (rc == 0 && hix_full(c)) {
+            rc = hix_expand(w, in, idx, c);
+            if (rc) return rc;
+            continue;
+        }
+        c = hix_own_leaf(w, in, idx, c);
+        if (!c) return KVDB_ENOMEM;
+        if (rc == 1) {
+            *old = HIX_OFFS(c)[slot];
+            HIX_OFFS(c)[slot] = off;
+        } else {
+            hix_leaf_add(c, tag, off);
+        }
+        return KVDB_OK;
+    }
+}
+
+/* Delete: *old = offset of the record removed; KVDB_NOTFOUND if absent
+ * (and then nothing was copied). */
+static int hix_del(hix_w *w, hix_node **rootp, uint64_t h, const void *key, size_t klen, uint64_t *old)
+{
+    uint32_t tag = hix_tag(h), slot;
+    hix_inner *path[HIX_LEVELS];
+    unsigned pidx[HIX_LEVELS], depth = 0, idx;
+    hix_inner *in;
+    hix_node *l;
+    int rc = hix_get(w->rd, *rootp, h, key, klen, NULL);
+    if (rc < 0) return rc;
+    if (rc == 0) return KVDB_NOTFOUND;
+    in = hix_own_inner(w, rootp);
+    if (!in) return KVDB_ENOMEM;
+    for (;;) {
+        idx = hix_idx(tag, in->h.level);
+        l = in->child[idx];
+        if (l->cap) break;
+        path[depth] = in;
+        pidx[depth] = idx;
+        depth++;
+        in = hix_own_inner(w, &in->child[idx]);
+        if (!in) return KVDB_ENOMEM;
+    }
+    l = hix_own_leaf(w, in, idx, l);
+    if (!l) return KVDB_ENOMEM;
+    rc = hix_leaf_find(w->rd, l, tag, key, klen, &slot, NULL);
+    if (rc <= 0) return rc < 0 ? rc : kv_err(KVDB_ECORRUPT, "index changed under a delete");
+    *old = HIX_OFFS(l)[slot];
+    hix_leaf_remove(l, slot);
+
+    /* Shrink a sparse leaf. */
+    if (l->cap > HIX_LEAF_MIN && l->count * 4 < l->cap && hix_cap_for(l->count) < l->cap) {
+        hix_node *n = hix_leaf_from(w, l, hix_cap_for(l->count), -1, 0, 0);
+        if (n) {
+            n->ldepth = l->ldepth;
+            hix_set_range(in, idx, l->ldepth, n);
+            hix_drop(w, l);
+            l = n;
+        }
+    }
+    /* Merge with a small buddy. */
+    if (l->ldepth > 0) {
+        unsigned d = l->ldepth, span = 1u << (6 - d), base = idx & ~(span - 1);
+        hix_node *b = in->child[base ^ span];
+        if (b->cap && b->ldepth == d && l->count + b->count <= HIX_LEAF_SLOTS / 4) {
+            hix_node *m = hix_alloc(w, hix_cap_for(l->count + b->count));
+            if (m) {
+                const hix_node *src[2];
+                unsigned s;
+                uint32_t i;
+                src[0] = l;
+                src[1] = b;
+                for (s = 0; s < 2; s++)
+                    for (i = 0; i < src[s]->cap; i++)
+                        if (HIX_TAGS(src[s])[i]) hix_leaf_add(m, HIX_TAGS(src[s])[i], HIX_OFFS(src[s])[i]);
+                m->ldepth = (uint8_t)(d - 1);
+                hix_set_range(in, idx, d - 1, m);
+                hix_drop(w, l);
+                hix_drop(w, b);
+                l = m;
+            }
+        }
+    }
+    /* Fold an inner node that holds a single leaf into its parent. */
+    if (l->ldepth == 0 && depth > 0) {
+        hix_inner *p = path[depth - 1];
+        p->child[pidx[depth - 1]] = l;
+        l->ldepth = 6;
+        hix_drop(w, &in->h);
+    }
+    return KVDB_OK;
+}
+
+/* ======================================================================
+ * SECTION: mappings and versions
+ *
+ * Invariants:
+ *   1. db->oldest .. db->cur is the list of versions, oldest first; db->pub
+ *      (what new readers get) is on it, at or before db->cur.
+ *   2. A version other than pub and cur that is the oldest and has no
+ *      readers is dead: the nodes its successor retired are reachable from
+ *      no live version and are freed with it.
+ *   3. Only the writer (or open/close, single-threaded) allocates or frees
+ *      index nodes, versions and maps, so their free lists need no lock;
+ *      readers only count references under mu_ver.
+ * Lock order: mu_write, then mu_sync, then mu_ver.
+ * ====================================================================== */
+static void kv_map_release(kvdb *db, kv_map *m)
+{
+    if (m && --m->refs == 0) {
+        db->vfs->unmap(db->vfs->ctx, db->file, m->base, m->len);
+        kv_free(&db->al, m);
+    }
+}
+
+static uint64_t kv_map_cap(const kvdb *db, uint64_t need)
+{
+    uint64_t cap = db->inmem ? ((uint64_t)1 << 16) : sizeof(size_t) >= 8 ? ((uint64_t)1 << 26) : ((uint64_t)1 << 20);
+    while (cap < need) cap *= 2;
+    return cap;
+}
+
+/* Make db->map cover need bytes of log (the writer, before it writes).
+ * The mapping is sized ahead (doubling), so remaps are rare; old mappings
+ * live on in the versions that use them.  If a file cannot be mapped the
+ * handle falls back to reading through the file layer. */
+static int kv_map_ensure(kvdb *db, uint64_t need)
+{
+    const void *p;
+    kv_map *m;
+    uint64_t cap;
+    int rc;
+    if (!db->use_map || (db->map && db->map->len >= need)) return KVDB_OK;
+    cap = kv_map_cap(db, need);
+    rc = db->vfs->map(db->vfs->ctx, db->file, cap, &p);
+    if (rc) {
+        if (db->inmem) return rc;
+        db->use_map = 0; /* keep going through pread */
+        kv_map_release(db, db->map);
+        db->map = NULL;
+        return KVDB_OK;
+    }
+    m = (kv_map *)kv_malloc(&db->al, sizeof *m);
+    if (!m) {
+        db->vfs->unmap(db->vfs->ctx, db->file, p, cap);
+        return kv_err(KVDB_ENOMEM, "out of memory");
+    }
+    m->base = (const uint8_t *)p;
+    m->len = cap;
+    m->refs = 1;
+    kv_map_release(db, db->map);
+    db->map = m;
+    return KVDB_OK;
+}
+
+static kv_ver *ver_alloc(kvdb *db)
+{
+    kv_ver *v = db->free_ver;
+    if (v) db->free_ver = v->next;
+    else if (!(v = (kv_ver *)kv_malloc(&db->al, sizeof *v))) {
+        kv_err(KVDB_ENOMEM, "out of memory");
+        return NULL;
+    }
+    memset(v, 0, sizeof *v);
+    return v;
+}
+
+static void ver_free(kvdb *db, kv_ver *v)
+{
+    v->next = db->free_ver;
+    db->free_ver = v;
+}
+
+static void ver_free_retired(kvdb *db, hix_node *n)
+{
+    while (n) {
+        hix_node *next = n->link;
+        hix_free_node(db, n);
+        n = next;
+    }
+}
+
+/* Free dead versions (writer only). */
+static void ver_reclaim(kvdb *db)
+{
+    for (;;) {
+        kv_ver *v;
+        hix_node *dead;
+        kv_lock(&db->mu_ver);
+        v = db->oldest;
+        if (!v || v == db->pub || v == db->cur || v->refs) {
+            kv_unlock(&db->mu_ver);
+            return;
+        }
+        db->oldest = v->next;
+        dead = v->next->retired;
+        v->next->retired = NULL;
+        kv_unlock(&db->mu_ver);
+        ver_free_retired(db, dead);
+        kv_map_release(db, v->map);
+        ver_free(db, v);
+    }
+}
+
+static kv_ver *ver_acquire(kvdb *db)
+{
+    kv_ver *v;
+    kv_lock(&db->mu_ver);
+    v = db->pub;
+    v->refs++;
+    kv_unlock(&db->mu_ver);
+    return v;
+}
+
+static void ver_release(kvdb *db, kv_ver *v)
+{
+    kv_lock(&db->mu_ver);
+    v->refs--;
+    kv_unlock(&db->mu_ver);
+}
+
+/* Publish the newest version covering no more than upto bytes. */
+static void ver_publish_upto(kvdb *db, uint64_t upto)
+{
+    kv_ver *v;
+    kv_lock(&db->mu_ver);
+    v = db->pub;
+    while (v->next && v->next->end <= upto) v = v->next;
+    db->pub = v;
+    kv_unlock(&db->mu_ver);
+}
+
+/* ======================================================================
+ * SECTION: write set (SmallMap)
+ *
+ * Key -> position of the key's newest record in the transaction buffer.
+ * Positions are stored plus one, so 0 marks an empty table slot.  Up to
+ * WS_INLINE keys: inline array, linear scan, no allocation.  Beyond: an
+ * open-addressing table at most half full, kept between transactions
+ * unless it grew past 4096 slots.  Keys are compared in the buffer.
+ * ====================================================================== */
+static int ws_keyeq(const uint8_t *wb, uint64_t pos, const void *key, size_t klen)
+{
+    return kv_ld16(wb + pos + 10) == klen && memcmp(wb + pos + LG_REC, key, klen) == 0;
+}
+
+static uint32_t ws_home(uint64_t h, uint32_t cap)
+{
+    return (uint32_t)((h * 0x9E3779B97F4A7C15ull) >> 40) & (cap - 1);
+}
+
+static ws_ent *ws_find(kv_ws *ws, const uint8_t *wb, uint64_t h, const void *key, size_t klen)
+{
+    uint32_t i, mask;
+    if (!ws->promoted) {
+        for (i = 0; i < ws->n; i++)
+            if (ws->inl[i].h == h && ws_keyeq(wb, ws->inl[i].pos - 1, key, klen)) return &ws->inl[i];
+        return NULL;
+    }
+    mask = ws->cap - 1;
+    for (i = ws_home(h, ws->cap); ws->tab[i].pos; i = (i + 1) & mask)
+        if (ws->tab[i].h == h && ws_keyeq(wb, ws->tab[i].pos - 1, key, klen)) return &ws->tab[i];
+    return NULL;
+}
+
+static void ws_tab_add(ws_ent *tab, uint32_t cap, uint64_t h, uint64_t pos1)
+{
+    uint32_t i = ws_home(h, cap);
+    while (tab[i].pos) i = (i + 1) & (cap - 1);
+    tab[i].h = h;
+    tab[i].pos = pos1;
+}
+
+static int ws_add(kvdb *db, kv_ws *ws, uint64_t h, uint64_t pos)
+{
+    uint32_t i;
+    if (!ws->promoted && ws->n < WS_INLINE) {
+        ws->inl[ws->n].h = h;
+        ws->inl[ws->n].pos = pos + 1;
+        ws->n++;
+        return KVDB_OK;
+    }
+    if (!ws->promoted || (ws->n + 1) * 2 > ws->cap) {
+        uint32_t ncap = ws->promoted ? ws->cap * 2 : (ws->cap ? ws->cap : 32);
+        ws_ent *nt;
+        if (ws->promoted && ncap < ws->cap) return kv_err(KVDB_ENOMEM, "transaction too large");
+        nt = (ws_ent *)kv_malloc(&db->al, (size_t)ncap * sizeof *nt);
+        if (!nt) return kv_err(KVDB_ENOMEM, "out of memory for the write set");
+        memset(nt, 0, (size_t)ncap * sizeof *nt);
+        if (ws->promoted) {
+            for (i = 0; i < ws->cap; i++)
+                if (ws->tab[i].pos) ws_tab_add(nt, ncap, ws->tab[i].h, ws->tab[i].pos);
+        } else {
+            for (i = 0; i < ws->n; i++) ws_tab_add(nt, ncap, ws->inl[i].h, ws->inl[i].pos);
+        }
+        kv_free(&db->al, ws->tab);
+        ws->tab = nt;
+        ws->cap = ncap;
+        ws->promoted = 1;
+    }
+    ws_tab_add(ws->tab, ws->cap, h, pos + 1);
+    ws->n++;
+    return KVDB_OK;
+}
+
+static void ws_reset(kvdb *db, kv_ws *ws)
+{
+    if (ws->promoted) {
+        if (ws->cap > 4096) {
+            kv_free(&db->al, ws->tab);
+            ws->tab = NULL;
+            ws->cap = 0;
+        } else {
+            memset(ws->tab, 0, (size_t)ws->cap * sizeof *ws->tab);
+        }
+    }
+    ws->promoted = 0;
+    ws->n = 0;
+}
+
+/* ======================================================================
+ * SECTION: recovery
+ *
+ * Rebuild the index from the log (see RECOVERY at the top).  Invariants:
+ *   1. Only transactions whose COMMIT verified are applied, in log order.
+ *   2. Nothing is written here: cutting a torn tail is left to the caller,
+ *      and only on a writable handle.
+ * ====================================================================== */
+typedef struct rcv_pend {
+    uint64_t off, h;
+} rcv_pend;
+
+/* Read bytes [off, off+n) of the log through the map or into buf. */
+static int rcv_bytes(kvdb *db, const kv_rd *r, uint64_t off, size_t n, kv_buf *buf, const uint8_t **out)
+{
+    int rc;
+    if (r->base) {
+        *out = r->base + off;
+        return KVDB_OK;
+    }
+    buf->len = 0;
+    rc = kv_buf_reserve(&db->al, buf, n);
+    if (rc) return rc;
+    rc = db->vfs->read(db->vfs->ctx, db->file, off, buf->p, n);
+    *out = buf->p;
+    return rc;
+}
+
+/* Is there an intact COMMIT after x that says x had been synced? */
+static int rcv_evidence(kvdb *db, const kv_rd *r, uint64_t x, uint64_t size, kv_buf *buf)
+{
+    const uint64_t need = LG_REC + LG_COMMIT_LEN;
+    uint64_t p = x + 1;
+    while (p + need <= size) {
+        uint64_t win = size - p < ((uint64_t)1 << 20) ? size - p : ((uint64_t)1 << 20), i;
+        const uint8_t *b;
+        int rc = rcv_bytes(db, r, p, (size_t)win, buf, &b);
+        if (rc) return rc;
+        for (i = 0; i + need <= win; i++) {
+            const uint8_t *q = b + i;
+            if (q[8] == LG_COMMIT && q[9] == 0 && kv_ld16(q + 10) == 0 && kv_ld32(q + 12) == LG_COMMIT_LEN &&
+                kv_ld64(q) == lg_checksum(db->seed, p + i, q, need) && kv_ld64(q + 24) > x)
+                return 1;
+        }
+        if (win < need) break;
+        p += win - need + 1;
+    }
+    return 0;
+}
+
+static int rcv_apply(kvdb *db, hix_w *w, kv_ver *v, const kv_rd *r, rcv_pend *pd, size_t n, kv_buf *kbuf)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        const uint8_t *p;
+        uint64_t old = 0, osize;
+        lg_rec rec;
+        int rc = rcv_bytes(db, r, pd[i].off, LG_REC, kbuf, &p);
+        if (rc) return rc;
+        if (lg_parse(p, pd[i].off, r->end - pd[i].off, &rec)) return kv_err(KVDB_ECORRUPT, "record changed during recovery");
+        rc = rcv_bytes(db, r, pd[i].off + LG_REC, rec.klen, kbuf, &p);
+        if (rc) return rc;
+        if (rec.type == LG_PUT) {
+            rc = hix_put(w, &v->root, pd[i].h, p, rec.klen, pd[i].off, &old);
+            if (rc) return rc;
+            v->live += rec.size;
+            if (!old) v->keys++;
+        } else {
+            rc = hix_del(w, &v->root, pd[i].h, p, rec.klen, &old);
+            if (rc == KVDB_NOTFOUND) continue;
+            if (rc) return rc;
+            v->keys--;
+        }
+        if (old) {
+            rc = rd_size(r, old, &osize);
+            if (rc) return rc;
+            v->live -= osize;
+        }
+    }
+    return KVDB_OK;
+}
+
+/* Scan [LG_HDR, size) into v.  *good = end of the last whole transaction. */
+static int rcv_scan(kvdb *db, kv_ver *v, uint64_t size, uint64_t *good)
+{
+    kv_rd r;
+    hix_w w;
+    kv_buf pend = { NULL, 0, 0 }, buf = { NULL, 0, 0 }, kbuf = { NULL, 0, 0 };
+    uint64_t off = LG_HDR, last_seq = 0;
+    size_t npend = 0;
+    int rc = KVDB_OK;
+
+    rd_init(&r, db, v);
+    r.end = size;
+    w.db = db;
+    w.gen = db->gen;
+    w.retired = NULL;
+    w.rd = &r;
+    *good = LG_HDR;
+    while (off < size) {
+        const uint8_t *p;
+        lg_rec rec;
+        uint64_t avail = size - off;
+        rc = rcv_bytes(db, &r, off, (size_t)(avail < LG_REC ? avail : LG_REC), &buf, &p);
+        if (rc) goto out;
+        if (lg_parse(p, off, avail, &rec) != KVDB_OK) break;
+        rc = rcv_bytes(db, &r, off, (size_t)rec.size, &buf, &p);
+        if (rc) goto out;
+        if (kv_ld64(p) != lg_checksum(db->seed, off, p, rec.size)) break;
+        if (rec.type != LG_COMMIT) {
+            rcv_pend *e;
+            rc = kv_buf_reserve(&db->al, &pend, sizeof *e);
+            if (rc) goto out;
+            e = (rcv_pend *)(void *)pend.p + npend;
+            e->off = off;
+            e->h = kv_hash(db->seed, p + LG_REC, rec.klen);
+            npend++;
+            pend.len += sizeof *e;
+        } else {
+            uint64_t seq = kv_ld64(p + LG_REC);
+            if (kv_ld32(p + LG_REC + 16) != npend || seq <= last_seq || kv_ld32(p + LG_REC + 20) != 0) break;
+            rc = rcv_apply(db, &w, v, &r, (rcv_pend *)(void *)pend.p, npend, &kbuf);
+            if (rc) goto out;
+            last_seq = seq;
+            npend = 0;
+            pend.len = 0;
+            *good = off + rec.size;
+            db->recovered_txns++;
+        }
+        off += rec.size;
+    }
+    if (off < size) { /* damage at off: torn tail, or corruption? */
+        rc = rcv_evidence(db, &r, off, size, &buf);
+        if (rc > 0)
+            rc = kv_err(KVDB_ECORRUPT, "%s: damaged record at offset %llu is followed by committed data; "
+                        "nothing was changed", db->path, (unsigned long long)off);
+    }
+    db->seq = last_seq;
+    v->seq = last_seq;
+    v->end = *good;
+out:
+    kv_free(&db->al, pend.p);
+    kv_free(&db->al, buf.p);
+    kv_free(&db->al, kbuf.p);
+    return rc;
+}
+
+/* ======================================================================
+ * SECTION: transactions and commit
+ *
+ * The write transaction is the one embedded in the handle (db->wtxn): there
+ * is one writer at a time, so it needs no allocation.  Its records are
+ * encoded into wbuf as they are written, with the key hash parked in the
+ * checksum field until commit.
+ *
+ * Commit, in an order that keeps every failure clean:
+ *   1. append the COMMIT record, allocate the version, extend the mapping;
+ *   2. apply the records to a copy-on-write root and fill in checksums;
+ *   3. write the buffer with one call;
+ *   4. link the version, then publish it: at once in SYNC_NORMAL/OFF, after
+ *      a sync covering it in SYNC_FULL (group commit: whoever finds no sync
+ *      running syncs everything written so far, the others wait for it).
+ * A failure in 1-3 frees the nodes of step 2 and truncates anything partly
+ * written (if that fails too, the handle goes sticky); the transaction is
+ * aborted and the file holds only whole transactions.
+ * ====================================================================== */
+static int kv_sticky(kvdb *db)
+{
+    int rc;
+    kv_lock(&db->mu_sync);
+    rc = db->sticky;
+    kv_unlock(&db->mu_sync);
+    return rc;
+}
+
+static void kv_set_sticky(kvdb *db, int rc)
+{
+    kv_lock(&db->mu_sync);
+    if (!db->sticky) db->sticky = rc;
+    kv_unlock(&db->mu_sync);
+}
+
+/* Wait until target bytes of log are durable, syncing if nobody is. */
+static int kv_sync_to(kvdb *db, uint64_t target)
+{
+    int rc = KVDB_OK;
+    kv_lock(&db->mu_sync);
+    for (;;) {
+        if (db->sticky) {
+            rc = kv_err(db->sticky, "%s: an earlier write or sync failed; the handle refuses writes until reopened",
+                        db->path);
+            break;
+        }
+        if (db->synced >= target) break;
+        if (!db->syncing) {
+            uint64_t upto = db->written;
+            db->syncing = 1;
+            kv_unlock(&db->mu_sync);
+            rc = db->vfs->sync(db->vfs->ctx, db->file);
+            kv_lock(&db->mu_sync);
+            db->syncing = 0;
+            db->nsyncs++;
+            if (rc) {
+                db->sticky = rc == KVDB_EFULL ? KVDB_EFULL : KVDB_EIO;
+                kv_broadcast(&db->cv_sync);
+                rc = db->sticky;
+                break;
+            }
+            if (upto > db->synced) db->synced = upto;
+            ver_publish_upto(db, db->synced);
+            kv_broadcast(&db->cv_sync);
+            continue;
+        }
+        kv_wait(&db->cv_sync, &db->mu_sync);
+    }
+    kv_unlock(&db->mu_sync);
+    return rc;
+}
+
+static void txn_release_writer(kvdb *db)
+{
+    kvdb_txn *t = &db->wtxn;
+    t->wbuf.len = 0;
+    if (t->wbuf.cap > ((size_t)16 << 20)) { /* don't hold on to a huge buffer */
+        kv_free(&db->al, t->wbuf.p);
+        t->wbuf.p = NULL;
+        t->wbuf.cap = 0;
+    }
+    t->nrec = 0;
+    ws_reset(db, &t->ws);
+    kv_lock(&db->mu_write);
+    db->writer_active = 0;
+    kv_broadcast(&db->cv_write);
+    kv_unlock(&db->mu_write);
+}
+
+static int txn_begin_write(kvdb *db, unsigned flags, kvdb_txn **out)
+{
+    kvdb_txn *t = &db->wtxn;
+    int rc;
+    if (db->rdonly) return kv_err(KVDB_EREADONLY, "%s: opened read-only", db->path);
+    kv_lock(&db->mu_write);
+    if (db->writer_active && kv_same_thread(db->writer_thread, kv_self())) {
+        kv_unlock(&db->mu_write);
+        return kv_err(KVDB_EBUSY, "this thread already holds the write transaction");
+    }
+    while (db->writer_active) {
+        if (flags & KVDB_TXN_NOWAIT) {
+            kv_unlock(&db->mu_write);
+            return kv_err(KVDB_EBUSY, "another write transaction is active");
+        }
+        kv_wait(&db->cv_write, &db->mu_write);
+    }
+    db->writer_active = 1;
+    db->writer_thread = kv_self();
+    kv_unlock(&db->mu_write);
+    rc = kv_sticky(db);
+    if (rc) {
+        txn_release_writer(db);
+        return kv_err(rc, "%s: an earlier write or sync failed; the handle refuses writes until reopened", db->path);
+    }
+    t->db = db;
+    t->write = 1;
+    t->ver = db->cur;
+    t->gen = ++db->gen;
+    t->wbuf.len = 0;
+    t->nrec = 0;
+    *out = t;
+    return KVDB_OK;
+}
+
+static int txn_commit_write(kvdb_txn *t)
+{
+    kvdb *db = t->db;
+    kv_ver *base = db->cur, *nv;
+    uint64_t start = db->end, pos, durable, end;
+    hix_w w;
+    kv_rd r;
+    uint8_t *p;
+    int rc;
+
+    if (t->nrec == 0) {
+        txn_release_writer(db);
+        return KVDB_OK;
+    }
+    /* 1. the COMMIT record, the version, the mapping */
+    rc = kv_buf_reserve(&db->al, &t->wbuf, LG_REC + LG_COMMIT_LEN);
+    if (rc) goto fail;
+    kv_lock(&db->mu_sync);
+    durable = db->synced;
+    kv_unlock(&db->mu_sync);
+    p = t->wbuf.p + t->wbuf.len;
+    lg_put_header(p, LG_COMMIT, 0, LG_COMMIT_LEN);
+    kv_st64(p + LG_REC, db->seq + 1);
+    kv_st64(p + LG_REC + 8, durable);
+    kv_st32(p + LG_REC + 16, t->nrec);
+    kv_st32(p + LG_REC + 20, 0);
+    kv_st64(p, lg_checksum(db->seed, start + t->wbuf.len, p, LG_REC + LG_COMMIT_LEN));
+    end = start + t->wbuf.len + LG_REC + LG_COMMIT_LEN;
+    nv = ver_alloc(db);
+    if (!nv) { rc = KVDB_ENOMEM; goto fail; }
+    rc = kv_map_ensure(db, end);
+    if (rc) { ver_free(db, nv); goto fail; }
+
+    /* 2. index and checksums */
+    nv->root = base->root;
+    nv->keys = base->keys;
+    nv->live = base->live;
+    r.db = db;
+    r.base = db->map ? db->map->base : NULL;
+    r.end = start;
+    r.wb = t->wbuf.p;
+    r.wb_off = start;
+    r.wb_len = t->wbuf.len;
+    w.db = db;
+    w.gen = t->gen;
+    w.retired = NULL;
+    w.rd = &r;
+    for (pos = 0; pos < t->wbuf.len;) {
+        uint8_t *q = t->wbuf.p + pos;
+        uint32_t klen = kv_ld16(q + 10), vlen = kv_ld32(q + 12);
+        uint64_t size = (uint64_t)LG_REC + klen + vlen, h = kv_ld64(q), old = 0, osize;
+        if (q[8] == LG_PUT) {
+            rc = hix_put(&w, &nv->root, h, q + LG_REC, klen, start + pos, &old);
+            if (rc) break;
+            nv->live += size;
+            if (!old) nv->keys++;
+        } else {
+            rc = hix_del(&w, &nv->root, h, q + LG_REC, klen, &old);
+            if (rc) {
+                if (rc == KVDB_NOTFOUND) rc = kv_err(KVDB_ECORRUPT, "delete of a key the index does not have");
+                break;
+            }
+            nv->keys--;
+        }
+        if (old) {
+            rc = rd_size(&r, old, &osize);
+            if (rc) break;
+            nv->live -= osize;
+        }
+        kv_st64(q, lg_checksum(db->seed, start + pos, q, size));
+        pos += size;
+    }
+    t->wbuf.len += LG_REC + LG_COMMIT_LEN;
+
+    /* 3. write */
+    if (!rc) {
+        rc = db->vfs->write(db->vfs->ctx, db->file, start, t->wbuf.p, t->wbuf.len);
+        if (rc) {
+            int trc = db->vfs->truncate(db->vfs->ctx, db->file, start);
+            if (trc) kv_set_sticky(db, KVDB_EIO);
+            else if (rc != KVDB_EFULL) kv_set_sticky(db, rc);
+        }
+    }
+    if (rc) {
+        hix_free_tree(db, nv->root, t->gen);
+        ver_free(db, nv);
+        goto fail;
+    }
+
+    /* 4. link, publish */
+    db->end = end;
+    db->seq++;
+    nv->seq = db->seq;
+    nv->end = end;
+    nv->map = db->map;
+    if (nv->map) nv->map->refs++;
+    nv->retired = w.retired;
+    nv->index_bytes = db->hix_bytes;
+    kv_lock(&db->mu_sync);
+    db->written = end;
+    kv_unlock(&db->mu_sync);
+    kv_lock(&db->mu_ver);
+    db->cur->next = nv;
+    db->cur = nv;
+    if (db->sync_mode != KVDB_SYNC_FULL) db->pub = nv;
+    db->commits++;
+    kv_unlock(&db->mu_ver);
+    ver_reclaim(db);
+    txn_release_writer(db);
+
+    if (db->sync_mode == KVDB_SYNC_FULL) return kv_sync_to(db, end);
+    if (db->sync_mode == KVDB_SYNC_NORMAL) {
+        uint64_t synced;
+        kv_lock(&db->mu_sync);
+        synced = db->synced;
+        kv_unlock(&db->mu_sync);
+        if (end - synced >= db->sync_bytes) return kv_sync_to(db, end);
+    }
+    return KVDB_OK;
+fail:
+    txn_release_writer(db);
+    return rc;
+}
+
+static void *txn_arena_alloc(kvdb_txn *t, size_t n)
+{
+    kv_arena_blk *b = t->arena;
+    kvdb *db = t->db;
+    size_t need = (n + 15) & ~(size_t)15;
+    if (!b || b->cap - b->used < need) {
+        size_t cap = need > 65536 ? need : 65536;
+        b = (kv_arena_blk *)kv_malloc(&db->al, sizeof *b + cap);
+        if (!b) return NULL;
+        b->cap = cap;
+        b->used = 0;
+        b->next = t->arena;
+        t->arena = b;
+    }
+    b->used += need;
+    return (uint8_t *)(b + 1) + b->used - need;
+}
+
+static void txn_arena_free(kvdb_txn *t)
+{
+    while (t->arena) {
+        kv_arena_blk *b = t->arena;
+        t->arena = b->next;
+        kv_free(&t->db->al, b);
+    }
+}
+
+/* ======================================================================
+ * SECTION: public API
+ * ====================================================================== */
+static int kv_check_key(const void *key, size_t klen)
+{
+    if (!key || klen == 0) return kv_err(KVDB_EINVAL, "empty or NULL key");
+    if (klen > KVDB_MAX_KEY) return kv_err(KVDB_ETOOBIG, "key of %zu bytes exceeds the limit of %u", klen, KVDB_MAX_KEY);
+    return KVDB_OK;
+}
+
+void kvdb_options_init(kvdb_options *o)
+{
+    if (!o) return;
+    memset(o, 0, sizeof *o);
+    o->flags = 0;
+    o->sync = KVDB_SYNC_FULL;
+}
+
+static int kv_write_header(kvdb *db, int created)
+{
+    uint8_t h[LG_HDR];
+    uint8_t rnd[24];
+    int rc;
+    memset(h, 0, sizeof h);
+    rc = db->vfs->random(db->vfs->ctx, rnd, sizeof rnd);
+    if (rc) return rc;
+    memcpy(h, LG_MAGIC, 8);
+    kv_st32(h + 8, KVDB_FORMAT_VERSION);
+    kv_st32(h + 12, LG_HDR);
+    memcpy(h + 16, rnd, 24);
+    kv_st64(h + 40, (uint64_t)time(NULL));
+    kv_st64(h + 56, XXH3_64bits(h, 56));
+    db->seed = kv_ld64(h + 16);
+    memcpy(db->id, h + 24, 16);
+    rc = db->vfs->truncate(db->vfs->ctx, db->file, 0);
+    if (!rc) rc = db->vfs->write(db->vfs->ctx, db->file, 0, h, LG_HDR);
+    if (!rc) rc = db->vfs->sync(db->vfs->ctx, db->file);
+    if (!rc && created && !db->inmem) rc = db->vfs->sync_dir(db->vfs->ctx, db->path);
+    return rc;
+}
+
+static int kv_read_header(kvdb *db, uint64_t size)
+{
+    uint8_t h[LG_HDR];
+    int rc = db->vfs->read(db->vfs->ctx, db->file, 0, h, size < LG_HDR ? (size_t)size : LG_HDR);
+    if (rc) return rc;
+    if (memcmp(h, LG_MAGIC, size < 8 ? (size_t)size : 8) != 0)
+        return kv_err(KVDB_ENOTDB, "%s: not a kvdb database (bad magic); nothing was changed", db->path);
+    if (size < LG_HDR)
+        return kv_err(KVDB_ECORRUPT, "%s: truncated header (%llu bytes); nothing was changed", db->path,
+                      (unsigned long long)size);
+    if (kv_ld64(h + 56) != XXH3_64bits(h, 56))
+        return kv_err(KVDB_ECORRUPT, "%s: header checksum mismatch; nothing was changed", db->path);
+    if (kv_ld32(h + 8) > KVDB_FORMAT_VERSION)
+        return kv_err(KVDB_EVERSION, "%s: format version %u is newer than this library's %u; nothing was changed",
+                      db->path, kv_ld32(h + 8), KVDB_FORMAT_VERSION);
+    if (kv_ld32(h + 8) != KVDB_FORMAT_VERSION || kv_ld32(h + 12) != LG_HDR)
+        return kv_err(KVDB_ECORRUPT, "%s: bad header fields; nothing was changed", db->path);
+    db->seed = kv_ld64(h + 16);
+    memcpy(db->id, h + 24, 16);
+    return KVDB_OK;
+}
+
+static void kv_teardown(kvdb *db)
+{
+    kv_ver *v, *next;
+    /* Every version but the oldest holds a retired list; the newest holds
+     * the live tree. */
+    for (v = db->oldest; v; v = next) {
+        next = v->next;
+        if (v != db->oldest) ver_free_retired(db, v->retired);
+        if (!next && v->root) hix_free_tree(db, v->root, 0);
+        kv_map_release(db, v->map);
+        kv_free(&db->al, v);
+    }
+    db->oldest = db->pub = db->cur = NULL;
+    while (db->free_ver) {
+        v = db->free_ver;
+        db->free_ver = v->next;
+        kv_free(&db->al, v);
+    }
+    while (db->free_inner) {
+        hix_node *n = db->free_inner;
+        db->free_inner = n->link;
+        kv_free(&db->al, n);
+    }
+    while (db->free_leaf) {
+        hix_node *n = db->free_leaf;
+        db->free_leaf = n->link;
+        kv_free(&db->al, n);
+    }
+    kv_map_release(db, db->map);
+    db->map = NULL;
+    kv_free(&db->al, db->wtxn.wbuf.p);
+    kv_free(&db->al, db->wtxn.ws.tab);
+    if (db->file) db->vfs->close(db->vfs->ctx, db->file);
+    db->file = NULL;
+    kv_mutex_free(&db->mu_write);
+    kv_cond_free(&db->cv_write);
+    kv_mutex_free(&db->mu_ver);
+    kv_mutex_free(&db->mu_sync);
+    kv_cond_free(&db->cv_sync);
+    kv_free(&db->al, db->path);
+    {
+        kvdb_allocator al = db->al;
+        kv_free(&al, db);
+    }
+}
+
+static int kv_open_file(kvdb *db, int *created)
+{
+    unsigned vf = db->rdonly ? KVDB_VFS_RDONLY : 0;
+    int rc;
+    *created = 0;
+    if (db->inmem) {
+        *created = 1;
+        return db->vfs->open(db->vfs->ctx, db->path, KVDB_VFS_CREATE, &db->file);
+    }
+    rc = db->vfs->open(db->vfs->ctx, db->path, vf, &db->file);
+    if (rc == KVDB_NOTFOUND && (db->flags & KVDB_CREATE) && !db->rdonly) {
+        rc = db->vfs->open(db->vfs->ctx, db->path, KVDB_VFS_CREATE | KVDB_VFS_EXCL, &db->file);
+        if (rc == KVDB_OK) *created = 1;
+        else if (rc == KVDB_EBUSY) rc = db->vfs->open(db->vfs->ctx, db->path, vf, &db->file); /* lost a race */
+    }
+    if (rc == KVDB_NOTFOUND)
+        return kv_err(KVDB_NOTFOUND, "%s: no such database (open without KVDB_CREATE)", db->path);
+    return rc;
+}
+
+int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
+{
+    kvdb_options def;
+    const kvdb_allocator *al;
+    kvdb *db;
+    kv_ver *v;
+    uint64_t size = 0, good;
+    int rc, created;
+    hix_w w;
+
+    kv_clearerr();
+    if (!out) return kv_err(KVDB_EINVAL, "kvdb_open: out is NULL");
+    *out = NULL;
+    if (!o) {
+        kvdb_options_init(&def);
+        def.flags = KVDB_CREATE;
+        o = &def;
+    }
+    if (o->flags & ~(KVDB_CREATE | KVDB_RDONLY | KVDB_INMEMORY)) return kv_err(KVDB_EINVAL, "kvdb_open: unknown flags");
+    if (!(o->flags & KVDB_INMEMORY) && (!path || !*path)) return kv_err(KVDB_EINVAL, "kvdb_open: no path");
+    if ((o->flags & KVDB_INMEMORY) && (o->flags & KVDB_RDONLY))
+        return kv_err(KVDB_EINVAL, "kvdb_open: an in-memory database cannot be read-only");
+    if (o->sync < KVDB_SYNC_FULL || o->sync > KVDB_SYNC_OFF) return kv_err(KVDB_EINVAL, "kvdb_open: bad sync mode");
+    al = o->alloc ? o->alloc : &kv_default_alloc;
+    if (!al->malloc || !al->realloc || !al->free) return kv_err(KVDB_EINVAL, "kvdb_open: incomplete allocator");
+
+    db = (kvdb *)kv_malloc(al, sizeof *db);
+    if (!db) return kv_err(KVDB_ENOMEM, "out of memory");
+    memset(db, 0, sizeof *db);
+    db->al = *al;
+    db->flags = o->flags;
+    db->rdonly = (o->flags & KVDB_RDONLY) != 0;
+    db->inmem = (o->flags & KVDB_INMEMORY) != 0;
+    db->sync_mode = db->inmem ? KVDB_SYNC_OFF : o->sync;
+    db->sync_bytes = o->sync_bytes ? o->sync_bytes : ((uint64_t)16 << 20);
+    if (db->inmem) {
+        db->memvfs = kv_mem_vfs_proto;
+        db->memvfs.ctx = &db->al;
+        db->vfs = &db->memvfs;
+    } else {
+        db->vfs = o->vfs ? o->vfs : &kv_posix_vfs;
+    }
+    db->use_map = db->vfs->map != NULL && db->vfs->unmap != NULL;
+    kv_mutex_init(&db->mu_write);
+    kv_cond_init(&db->cv_write);
+    kv_mutex_init(&db->mu_ver);
+    kv_mutex_init(&db->mu_sync);
+    kv_cond_init(&db->cv_sync);
+    {
+        const char *name = db->inmem ? "(in-memory)" : path;
+        size_t n = strlen(name);
+        db->path = (char *)kv_malloc(&db->al, n + 1);
+        if (!db->path) { kv_free(al, db); return kv_err(KVDB_ENOMEM, "out of memory"); }
+        memcpy(db->path, name, n + 1);
+    }
+
+    rc = kv_open_file(db, &created);
+    if (rc) goto fail;
+    rc = db->vfs->lock(db->vfs->ctx, db->file, !db->rdonly);
+    if (rc) goto fail;
+    rc = db->vfs->size(db->vfs->ctx, db->file, &size);
+    if (rc) goto fail;
+    if (size < LG_HDR) {
+        /* Empty, or a header cut short while the file was created: a new
+         * database if we may create one, and only if what is there is the
+         * start of our own header. */
+        uint8_t h[8];
+        int ours = 1;
+        if (size) {
+            rc = db->vfs->read(db->vfs->ctx, db->file, 0, h, size < 8 ? (size_t)size : 8);
+            if (rc) goto fail;
+            ours = memcmp(h, LG_MAGIC, size < 8 ? (size_t)size : 8) == 0;
+        }
+        if (!ours) {
+            rc = kv_err(KVDB_ENOTDB, "%s: not a kvdb database (bad magic); nothing was changed", db->path);
+            goto fail;
+        }
+        if (db->rdonly || !(db->flags & KVDB_CREATE)) {
+            rc = size ? kv_err(KVDB_ECORRUPT, "%s: truncated header (%llu bytes); nothing was changed", db->path,
+                               (unsigned long long)size)
+                      : kv_err(KVDB_ENOTDB, "%s: empty file, not a kvdb database (open with KVDB_CREATE to "
+                               "make it one); nothing was changed", db->path);
+            goto fail;
+        }
+        rc = kv_write_header(db, created);
+        if (rc) goto fail;
+        size = LG_HDR;
+    } else {
+        rc = kv_read_header(db, size);
+        if (rc) goto fail;
+    }
+
+    /* The first version: empty index, then the log replayed into it. */
+    v = ver_alloc(db);
+    if (!v) { rc = KVDB_ENOMEM; goto fail; }
+    db->oldest = db->pub = db->cur = v;
+    db->gen = 1;
+    w.db = db;
+    w.gen = db->gen;
+    w.retired = NULL;
+    w.rd = NULL;
+    v->root = hix_alloc(&w, 0);
+    if (!v->root) { rc = KVDB_ENOMEM; goto fail; }
+    {
+        hix_node *leaf = hix_alloc(&w, HIX_LEAF_MIN);
+        unsigned i;
+        if (!leaf) { rc = KVDB_ENOMEM; goto fail; }
+        for (i = 0; i < HIX_FAN; i++) ((hix_inner *)v->root)->child[i] = leaf;
+    }
+    rc = kv_map_ensure(db, size);
+    if (rc) goto fail;
+    v->map = db->map;
+    if (v->map) v->map->refs++;
+    v->end = size;
+    rc = rcv_scan(db, v, size, &good);
+    if (rc) goto fail;
+    db->torn_bytes = size - good;
+    if (db->torn_bytes && !db->rdonly) {
+        rc = db->vfs->truncate(db->vfs->ctx, db->file, good);
+        if (!rc) rc = db->vfs->sync(db->vfs->ctx, db->file);
+        if (rc) goto fail;
+    } else if (!db->rdonly && !db->inmem && !created) {
+        /* What we read may still be only in the OS cache (a previous
+         * SYNC_OFF writer): make it durable before claiming so in the
+         * durable field of new commits. */
+        rc = db->vfs->sync(db->vfs->ctx, db->file);
+        if (rc) goto fail;
+    }
+    db->end = good;
+    db->written = db->synced = good;
+    v->index_bytes = db->hix_bytes;
+    *out = db;
+    return KVDB_OK;
+fail:
+    {
+        char msg[sizeof kv_errbuf];
+        memcpy(msg, kv_errbuf, sizeof msg);
+        kv_teardown(db);
+        memcpy(kv_errbuf, msg, sizeof msg);
+    }
+    if (!kv_errbuf[0]) kv_err(rc, "%s: %s", path ? path : "(in-memory)", kvdb_strerror(rc));
+    return rc;
+}
+
+int kvdb_close(kvdb *db)
+{
+    int rc = KVDB_OK;
+    kv_clearerr();
+    if (!db) return KVDB_OK;
+    kv_lock(&db->mu_write);
+    if (db->writer_active) {
+        kv_unlock(&db->mu_write);
+        return kv_err(KVDB_EBUSY, "%s: close with the write transaction open", db->path);
+    }
+    kv_lock(&db->mu_ver);
+    if (db->nreaders) {
+        unsigned n = db->nreaders;
+        kv_unlock(&db->mu_ver);
+        kv_unlock(&db->mu_write);
+        return kv_err(KVDB_EBUSY, "%s: close with %u read transaction(s) open", db->path, n);
+    }
+    kv_unlock(&db->mu_ver);
+    kv_unlock(&db->mu_write);
+    if (!db->rdonly && db->sync_mode != KVDB_SYNC_OFF) {
+        uint64_t w;
+        kv_lock(&db->mu_sync);
+        w = db->written;
+        kv_unlock(&db->mu_sync);
+        rc = kv_sync_to(db, w);
+    }
+    kv_teardown(db);
+    return rc;
+}
+
+int kvdb_sync(kvdb *db)
+{
+    uint64_t w;
+    kv_clearerr();
+    if (!db) return kv_err(KVDB_EINVAL, "kvdb_sync: NULL handle");
+    if (db->rdonly) return KVDB_OK;
+    kv_lock(&db->mu_sync);
+    w = db->written;
+    kv_unlock(&db->mu_sync);
+    return kv_sync_to(db, w);
+}
+
+int kvdb_begin(kvdb *db, unsigned flags, kvdb_txn **out)
+{
+    kvdb_txn *t;
+    kv_clearerr();
+    if (!out) return kv_err(KVDB_EINVAL, "kvdb_begin: out is NULL");
+    *out = NULL;
+    if (!db) return kv_err(KVDB_EINVAL, "kvdb_begin: NULL handle");
+    if (flags & ~(KVDB_TXN_RDONLY | KVDB_TXN_NOWAIT)) return kv_err(KVDB_EINVAL, "kvdb_begin: unknown flags");
+    if (!(flags & KVDB_TXN_RDONLY)) return txn_begin_write(db, flags, out);
+    t = (kvdb_txn *)kv_malloc(&db->al, sizeof *t);
+    if (!t) return kv_err(KVDB_ENOMEM, "out of memory");
+    memset(t, 0, sizeof *t);
+    t->db = db;
+    kv_lock(&db->mu_ver);
+    t->ver = db->pub;
+    t->ver->refs++;
+    db->nreaders++;
+    kv_unlock(&db->mu_ver);
+    *out = t;
+    return KVDB_OK;
+}
+
+static void txn_end_read(kvdb_txn *t)
+{
+    kvdb *db = t->db;
+    kv_lock(&db->mu_ver);
+    t->ver->refs--;
+    db->nreaders--;
+    kv_unlock(&db->mu_ver);
+    txn_arena_free(t);
+    kv_free(&db->al, t);
+}
+
+void kvdb_abort(kvdb_txn *t)
+{
+    if (!t) return;
+    if (t->write) {
+        txn_arena_free(t);
+        txn_release_writer(t->db);
+    } else {
+        txn_end_read(t);
+    }
+}
+
+int kvdb_commit(kvdb_txn *t)
+{
+    kv_clearerr();
+    if (!t) return kv_err(KVDB_EINVAL, "kvdb_commit: NULL transaction");
+    if (!t->write) {
+        txn_end_read(t);
+        return KVDB_OK;
+    }
+    txn_arena_free(t);
+    return txn_commit_write(t);
+}
+
+/* Look key up in t's base version; value into *val (arena in pread mode). */
+static int txn_get_base(kvdb_txn *t, uint64_t h, const void *key, size_t klen, const void **val, size_t *vlen)
+{
+    kv_rd r;
+    kv_hit hit;
+    int rc;
+    rd_init(&r, t->db, t->ver);
+    rc = hix_get(&r, t->ver->root, h, key, klen, &hit);
+    if (rc <= 0) return rc ? rc : KVDB_NOTFOUND;
+    if (!hit.val) {
+        uint8_t *p = (uint8_t *)txn_arena_alloc(t, hit.vlen);
+        if (!p) return kv_err(KVDB_ENOMEM, "out of memory reading a value");
+        if (hit.vlen) {
+            rc = t->db->vfs->read(t->db->vfs->ctx, t->db->file, hit.voff, p, hit.vlen);
+            if (rc) return rc;
+        }
+        hit.val = p;
+    }
+    *val = hit.val;
+    *vlen = hit.vlen;
+    return KVDB_OK;
+}
+
+int kvdb_txn_get(kvdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen)
+{
+    uint64_t h;
+    int rc;
+    kv_clearerr();
+    if (!t || !val || !vlen) return kv_err(KVDB_EINVAL, "kvdb_txn_get: NULL argument");
+    rc = kv_check_key(key, klen);
+    if (rc) return rc;
+    h = kv_hash(t->db->seed, key, klen);
+    if (t->write) {
+        ws_ent *e = ws_find(&t->ws, t->wbuf.p, h, key, klen);
+        if (e) {
+            const uint8_t *q = t->wbuf.p + e->pos - 1;
+            if (q[8] == LG_DEL) return KVDB_NOTFOUND;
+            *val = q + LG_REC + klen;
+            *vlen = kv_ld32(q + 12);
+            return KVDB_OK;
+        }
+    }
+    return txn_get_base(t, h, key, klen, val, vlen);
+}
+
+/* Append one PUT or DEL record to the write transaction. */
+static int txn_append(kvdb_txn *t, uint8_t type, uint64_t h, ws_ent *e, const void *key, size_t klen,
+                      const void *val, size_t vlen)
+{
+    size_t size = LG_REC + klen + vlen, pos = t->wbuf.len;
+    uint8_t *q;
+    int rc = kv_buf_reserve(&t->db->al, &t->wbuf, size);
+    if (rc) return rc;
+    q = t->wbuf.p + pos;
+    kv_st64(q, h); /* the checksum slot holds the hash until commit */
+    lg_put_header(q, type, (uint32_t)klen, (uint32_t)vlen);
+    memcpy(q + LG_REC, key, klen);
+    if (vlen) memcpy(q + LG_REC + klen, val, vlen);
+    if (e) {
+        e->pos = pos + 1;
+    } else {
+        rc = ws_add(t->db, &t->ws, h, pos);
+        if (rc) return rc;
+    }
+    t->wbuf.len += size;
+    t->nrec++;
+    return KVDB_OK;
+}
+
+static int txn_write_check(kvdb_txn *t)
+{
+    int rc;
+    if (!t) return kv_err(KVDB_EINVAL, "NULL transaction");
+    if (!t->write) return kv_err(KVDB_EREADONLY, "write in a read-only transaction");
+    rc = kv_sticky(t->db);
+    if (rc) return kv_err(rc, "%s: an earlier write or sync failed; the handle refuses writes until reopened", t->db->path);
+    if (t->nrec == UINT32_MAX) return kv_err(KVDB_ETOOBIG, "transaction has too many records");
+    return KVDB_OK;
+}
+
+int kvdb_txn_put(kvdb_txn *t, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    uint64_t h;
+    int rc;
+    kv_clearerr();
+    rc = txn_write_check(t);
+    if (rc) return rc;
+    rc = kv_check_key(key, klen);
+    if (rc) return rc;
+    if (vlen > KVDB_MAX_VALUE) return kv_err(KVDB_ETOOBIG, "value of %zu bytes exceeds the limit of %u", vlen, KVDB_MAX_VALUE);
+    if (!val && vlen) return kv_err(KVDB_EINVAL, "NULL value with nonzero length");
+    h = kv_hash(t->db->seed, key, klen);
+    return txn_append(t, LG_PUT, h, ws_find(&t->ws, t->wbuf.p, h, key, klen), key, klen, val, vlen);
+}
+
+int kvdb_txn_del(kvdb_txn *t, const void *key, size_t klen)
+{
+    uint64_t h;
+    ws_ent *e;
+    int rc;
+    kv_clearerr();
+    rc = txn_write_check(t);
+    if (rc) return rc;
+    rc = kv_check_key(key, klen);
+    if (rc) return rc;
+    h = kv_hash(t->db->seed, key, klen);
+    e = ws_find(&t->ws, t->wbuf.p, h, key, klen);
+    if (e) {
+        if (t->wbuf.p[e->pos - 1 + 8] == LG_DEL) return KVDB_NOTFOUND;
+    } else {
+        kv_rd r;
+        rd_init(&r, t->db, t->ver);
+        rc = hix_get(&r, t->ver->root, h, key, klen, NULL);
+        if (rc <= 0) return rc ? rc : KVDB_NOTFOUND;
+    }
+    return txn_append(t, LG_DEL, h, e, key, klen, NULL, 0);
+}
+
+int kvdb_put(kvdb *db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    kvdb_txn *t;
+    int rc;
+    kv_clearerr();
+    if (!db) return kv_err(KVDB_EINVAL, "kvdb_put: NULL handle");
+    rc = kv_check_key(key, klen);
+    if (rc) return rc;
+    if (vlen > KVDB_MAX_VALUE) return kv_err(KVDB_ETOOBIG, "value of %zu bytes exceeds the limit of %u", vlen, KVDB_MAX_VALUE);
+    if (!val && vlen) return kv_err(KVDB_EINVAL, "NULL value with nonzero length");
+    rc = txn_begin_write(db, 0, &t);
+    if (rc) return rc;
+    rc = kvdb_txn_put(t, key, klen, val, vlen);
+    if (rc) {
+        kvdb_abort(t);
+        return rc;
+    }
+    return kvdb_commit(t);
+}
+
+int kvdb_del(kvdb *db, const void *key, size_t klen)
+{
+    kvdb_txn *t;
+    int rc;
+    kv_clearerr();
+    if (!db) return kv_err(KVDB_EINVAL, "kvdb_del: NULL handle");
+    rc = kv_check_key(key, klen);
+    if (rc) return rc;
+    rc = txn_begin_write(db, 0, &t);
+    if (rc) return rc;
+    rc = kvdb_txn_del(t, key, klen);
+    if (rc) {
+        kvdb_abort(t);
+        return rc;
+    }
+    return kvdb_commit(t);
+}
+
+int kvdb_get(kvdb *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
+{
+    kv_ver *v;
+    kv_rd r;
+    kv_hit hit;
+    int rc;
+    if (!db) return kv_err(KVDB_EINVAL, "kvdb_get: NULL handle");
+    rc = kv_check_key(key, klen);
+    if (rc) return rc;
+    if (!buf && cap) return kv_err(KVDB_EINVAL, "kvdb_get: NULL buffer with nonzero capacity");
+    v = ver_acquire(db);
+    rd_init(&r, db, v);
+    rc = hix_get(&r, v->root, kv_hash(db->seed, key, klen), key, klen, &hit);
+    if (rc > 0) {
+        size_t n = hit.vlen < cap ? hit.vlen : cap;
+        rc = KVDB_OK;
+        if (n) {
+            if (hit.val) memcpy(buf, hit.val, n);
+            else rc = db->vfs->read(db->vfs->ctx, db->file, hit.voff, buf, n);
+        }
+        if (vlen) *vlen = hit.vlen;
+    } else if (rc == 0) {
+        rc = KVDB_NOTFOUND;
+    }
+    ver_release(db, v);
+    return rc;
+}
+
+int kvdb_stat(kvdb *db, struct kvdb_stat *st)
+{
+    kv_ver *v;
+    kv_clearerr();
+    if (!db || !st) return kv_err(KVDB_EINVAL, "kvdb_stat: NULL argument");
+    memset(st, 0, sizeof *st);
+    kv_lock(&db->mu_ver);
+    v = db->cur;
+    st->keys = v->keys;
+    st->file_bytes = v->end;
+    st->live_bytes = v->live;
+    st->dead_bytes = v->end - LG_HDR - v->live;
+    st->index_bytes = v->index_bytes;
+    st->commits = db->commits;
+    kv_unlock(&db->mu_ver);
+    kv_lock(&db->mu_sync);
+    st->syncs = db->nsyncs;
+    kv_unlock(&db->mu_sync);
+    st->torn_bytes = db->torn_bytes;
+    st->recovered_txns = db->recovered_txns;
+    st->format_version = KVDB_FORMAT_VERSION;
+    st->sync_mode = db->sync_mode;
+    st->flags = db->flags;
+    st->db_id[0] = kv_ld64(db->id);
+    st->db_id[1] = kv_ld64(db->id + 8);
+    return KVDB_OK;
+}

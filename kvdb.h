@@ -1,0 +1,249 @@
+/*
+ * kvdb.h -- public interface of kvdb, a single-file embedded key-value store.
+ *
+ * Drop kvdb.c and kvdb.h into your build.  The only dependency is xxhash.h
+ * (header-only; Debian: libxxhash-dev, or copy it from the xxHash project).
+ *
+ * ------------------------------------------------------------------------
+ * PROMISES
+ *
+ *  1. A commit is atomic: after any crash, all of a transaction's writes are
+ *     visible or none are.
+ *  2. Durability depends on the sync mode (kvdb_options.sync):
+ *       KVDB_SYNC_FULL   (default) kvdb_commit / kvdb_put / kvdb_del return
+ *                        KVDB_OK only after the data is on stable storage
+ *                        (fdatasync; the directory is fsynced after the file is
+ *                        created).  Commits from several threads that wait for
+ *                        the disk at the same time share one sync (group
+ *                        commit).  Survives power loss.
+ *       KVDB_SYNC_NORMAL Each commit is handed to the operating system
+ *                        (write(2)) before it returns, so a crash of the
+ *                        process (kill -9, abort) loses nothing.  The file is
+ *                        synced only by kvdb_sync(), by kvdb_close(), and
+ *                        after every kvdb_options.sync_bytes of log (default
+ *                        16 MiB).  A power loss or kernel crash may lose the
+ *                        commits made since the last sync -- always whole
+ *                        transactions, the newest ones, never a torn one.
+ *       KVDB_SYNC_OFF    Like NORMAL, but the engine never syncs on its own,
+ *                        not even at close; only an explicit kvdb_sync()
+ *                        makes data power-safe.  For scratch data and bulk
+ *                        loads that end with kvdb_sync().
+ *  3. Readers never block writers and writers never block readers.  A read
+ *     transaction is a snapshot: O(1) to begin, and it sees one consistent
+ *     state for its whole life whatever is committed meanwhile.
+ *  4. One write transaction at a time per database.  kvdb_begin() for writing
+ *     waits for the current writer, or returns KVDB_EBUSY with
+ *     KVDB_TXN_NOWAIT.
+ *  5. The file format is little-endian and the same on every platform.
+ *  6. Nothing is written by a call that returns an error before writing
+ *     (bad arguments, too-big key, read-only handle).  After a failed write or
+ *     sync the handle refuses further writes (sticky KVDB_EIO / KVDB_EFULL is
+ *     cleared only by reopening; KVDB_EFULL from a write that could be undone
+ *     is not sticky); reads keep working.  A commit that returned an error may
+ *     or may not be found after reopening, but never half of it.
+ *  7. Opening a file that is not a kvdb database changes nothing in it
+ *     (KVDB_ENOTDB).  A torn tail -- incomplete or damaged records after the
+ *     last complete commit that were never reported durable -- is cut off at
+ *     open (see kvdb_stat.torn_bytes); damage followed by committed data is
+ *     KVDB_ECORRUPT and the file is left untouched.
+ *
+ * LIMITS
+ *   keys        1 .. 65535 bytes, any bytes (NUL included)
+ *   values      0 .. 1 GiB (an empty value is a real value, distinct from
+ *               absent); a value is held in memory once more while it is
+ *               being committed
+ *   file        up to 2^48 bytes of log
+ *   Too long: KVDB_ETOOBIG and nothing is written.
+ *
+ * THREADS
+ *   A kvdb handle may be shared by any number of threads.  A kvdb_txn (and
+ *   its iterators) belongs to one thread at a time.  kvdb_get() works while the
+ *   same thread holds the write transaction (it reads the committed state).
+ *   A thread that holds the write transaction and calls kvdb_put, kvdb_del or
+ *   kvdb_begin for writing gets KVDB_EBUSY, never a deadlock.  Auto-commit
+ *   calls never deadlock against a read transaction held by the same thread.
+ *   Built with -DKVDB_NO_THREADS the engine takes no locks: one thread only.
+ *
+ * LOCKING BETWEEN HANDLES
+ *   A writable open takes an exclusive lock on the file: a second writable or
+ *   read-only open, from this or any other process (including a second
+ *   kvdb_open of the same file in this process), gets KVDB_ELOCKED.
+ *   KVDB_RDONLY opens share the file with each other.
+ *
+ * POINTER LIFETIMES
+ *   kvdb_txn_get returns a pointer to the value without copying (into the
+ *   mapped file, or into the transaction's own write buffer for values it
+ *   wrote itself).  It stays valid until the transaction ends or, in a write
+ *   transaction, until its next put or delete.  In builds without mmap
+ *   (-DKVDB_NO_MMAP) the value is read into a buffer owned by the
+ *   transaction that grows with every read until the transaction ends.
+ */
+#ifndef KVDB_H
+#define KVDB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KVDB_VERSION_STRING "0.1.0"
+#define KVDB_FORMAT_VERSION 1
+
+typedef struct kvdb kvdb;
+typedef struct kvdb_txn kvdb_txn;
+typedef struct kvdb_iter kvdb_iter;
+
+/* Return codes.  Non-negative codes are outcomes, negative ones errors. */
+enum {
+    KVDB_OK = 0,
+    KVDB_NOTFOUND = 1,   /* key absent */
+    KVDB_DONE = 2,       /* iteration finished / work finished */
+    KVDB_EINVAL = -1,    /* bad argument: NULL handle, empty key, ... */
+    KVDB_ENOMEM = -2,    /* allocation failed; nothing changed */
+    KVDB_EIO = -3,       /* the file layer failed (read, write, sync, ...) */
+    KVDB_ECORRUPT = -4,  /* damaged data: bad checksum, bad length, ... */
+    KVDB_ELOCKED = -5,   /* the file is locked by another handle/process */
+    KVDB_EREADONLY = -6, /* write on a read-only handle or transaction */
+    KVDB_ETOOBIG = -7,   /* key or value exceeds the limits above */
+    KVDB_EFULL = -8,     /* no space left on the device */
+    KVDB_EVERSION = -9,  /* file written by a newer format version */
+    KVDB_EBUSY = -10,    /* writer busy (NOWAIT / same thread) or txns open */
+    KVDB_ENOTDB = -11    /* the file is not a kvdb database (nothing changed) */
+};
+
+/* A short message for every code, also for unknown ones.  Never NULL. */
+const char *kvdb_strerror(int rc);
+
+/* The detailed message of the last error reported to the calling thread
+ * ("x.db: not a kvdb database (bad magic); nothing was changed"), or "" if
+ * none.  Valid until the thread's next kvdb call. */
+const char *kvdb_errmsg(void);
+
+#define KVDB_MAX_KEY   65535u
+#define KVDB_MAX_VALUE (1u << 30)
+
+/* ---- open flags ---- */
+#define KVDB_CREATE   0x1u   /* create the file if missing */
+#define KVDB_RDONLY   0x2u   /* no writes; shares the file with other readers */
+#define KVDB_INMEMORY 0x4u   /* no file at all; path may be NULL */
+
+enum { KVDB_SYNC_FULL = 0, KVDB_SYNC_NORMAL = 1, KVDB_SYNC_OFF = 2 };
+
+/* ---- the file layer --------------------------------------------------
+ * Every access to the operating system goes through one of these.  The
+ * default (vfs == NULL in the options) is POSIX.  Every function returns a
+ * kvdb code: KVDB_OK, or KVDB_EIO / KVDB_EFULL / KVDB_ELOCKED / KVDB_ENOMEM /
+ * KVDB_NOTFOUND (open of a missing file without create).  Implementations
+ * may call kvdb_errmsg_set() to explain a failure.                         */
+typedef struct kvdb_file kvdb_file;     /* opaque to the engine */
+#define KVDB_VFS_CREATE 0x1u  /* create if missing */
+#define KVDB_VFS_RDONLY 0x2u
+#define KVDB_VFS_EXCL   0x4u  /* fail if it exists */
+typedef struct kvdb_vfs {
+    void *ctx;
+    int (*open)(void *ctx, const char *path, unsigned flags, kvdb_file **out);
+    int (*close)(void *ctx, kvdb_file *f);
+    /* read exactly n bytes at off; reading past the end is KVDB_EIO */
+    int (*read)(void *ctx, kvdb_file *f, uint64_t off, void *buf, size_t n);
+    /* write exactly n bytes at off (the file grows as needed) */
+    int (*write)(void *ctx, kvdb_file *f, uint64_t off, const void *buf, size_t n);
+    int (*sync)(void *ctx, kvdb_file *f);       /* data (and size) durable */
+    int (*size)(void *ctx, kvdb_file *f, uint64_t *out);
+    int (*truncate)(void *ctx, kvdb_file *f, uint64_t size);
+    /* lock the whole file without waiting: exclusive != 0 for writers,
+     * shared otherwise; KVDB_ELOCKED if another handle holds a conflicting
+     * lock (also another handle of this process). */
+    int (*lock)(void *ctx, kvdb_file *f, int exclusive);
+    /* map at least len bytes read-only (len may exceed the file size; only
+     * bytes below the file size are ever read).  NULL map = no mapping. */
+    int (*map)(void *ctx, kvdb_file *f, uint64_t len, const void **out);
+    int (*unmap)(void *ctx, kvdb_file *f, const void *p, uint64_t len);
+    int (*remove)(void *ctx, const char *path);  /* KVDB_NOTFOUND if absent */
+    int (*rename)(void *ctx, const char *from, const char *to); /* atomic */
+    int (*sync_dir)(void *ctx, const char *path); /* fsync path's directory */
+    int (*random)(void *ctx, void *buf, size_t n); /* seeds and ids */
+} kvdb_vfs;
+
+/* The POSIX file layer (mmap unless built with KVDB_NO_MMAP). */
+const kvdb_vfs *kvdb_vfs_posix(void);
+/* For file layers: set the calling thread's detailed error message. */
+void kvdb_errmsg_set(const char *fmt, ...);
+
+/* ---- the allocator ---------------------------------------------------
+ * All heap memory goes through these hooks (default: malloc/realloc/free,
+ * or the compile-time macros KVDB_MALLOC/KVDB_REALLOC/KVDB_FREE, all or none).
+ * realloc(p, 0) is never called. */
+typedef struct kvdb_allocator {
+    void *ctx;
+    void *(*malloc)(void *ctx, size_t n);
+    void *(*realloc)(void *ctx, void *p, size_t n);
+    void (*free)(void *ctx, void *p);
+} kvdb_allocator;
+
+typedef struct kvdb_options {
+    unsigned flags;              /* KVDB_CREATE | KVDB_RDONLY | KVDB_INMEMORY */
+    int sync;                    /* KVDB_SYNC_FULL (default), _NORMAL, _OFF */
+    uint64_t sync_bytes;         /* NORMAL: sync after this much log; 0 = 16 MiB */
+    const kvdb_vfs *vfs;         /* NULL: POSIX */
+    const kvdb_allocator *alloc; /* NULL: default allocator */
+} kvdb_options;
+
+void kvdb_options_init(kvdb_options *o);  /* flags 0, KVDB_SYNC_FULL */
+
+/* Open (or with KVDB_CREATE create) the database at path.  o == NULL means
+ * the defaults plus KVDB_CREATE.  On error *out is NULL and kvdb_errmsg()
+ * says why. */
+int kvdb_open(const char *path, const kvdb_options *o, kvdb **out);
+/* Sync (unless KVDB_SYNC_OFF) and close.  KVDB_EBUSY, and nothing is closed,
+ * while transactions are open.  NULL is a no-op returning KVDB_OK. */
+int kvdb_close(kvdb *db);
+
+/* ---- auto-commit calls: each is one transaction ---- */
+int kvdb_put(kvdb *db, const void *key, size_t klen, const void *val, size_t vlen);
+/* Copies min(cap, length) bytes into buf (buf may be NULL when cap is 0) and
+ * always sets *vlen (if not NULL) to the full length.  KVDB_NOTFOUND if absent.
+ * Allocates nothing. */
+int kvdb_get(kvdb *db, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen);
+/* KVDB_NOTFOUND if absent, and then nothing is written. */
+int kvdb_del(kvdb *db, const void *key, size_t klen);
+
+/* ---- transactions ---- */
+#define KVDB_TXN_RDONLY 0x1u
+#define KVDB_TXN_NOWAIT 0x2u  /* KVDB_EBUSY instead of waiting for the writer */
+int kvdb_begin(kvdb *db, unsigned flags, kvdb_txn **out);
+/* zero-copy; valid until the txn ends or its next write */
+int kvdb_txn_get(kvdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen);
+int kvdb_txn_put(kvdb_txn *t, const void *key, size_t klen, const void *val, size_t vlen);
+/* KVDB_NOTFOUND if absent as seen by t */
+int kvdb_txn_del(kvdb_txn *t, const void *key, size_t klen);
+/* Both end and free t.  Commit of a read txn just ends it.  If commit fails
+ * the transaction is aborted (nothing of it is visible in this process). */
+int kvdb_commit(kvdb_txn *t);
+void kvdb_abort(kvdb_txn *t);
+
+/* Make everything committed so far durable (in every sync mode). */
+int kvdb_sync(kvdb *db);
+
+struct kvdb_stat {
+    uint64_t keys;          /* live keys */
+    uint64_t file_bytes;    /* bytes of log (header included) */
+    uint64_t live_bytes;    /* bytes of records that hold live keys */
+    uint64_t dead_bytes;    /* overwritten/deleted records, tombstones, commit marks */
+    uint64_t index_bytes;   /* heap bytes of the in-memory indexes */
+    uint64_t commits;       /* commits written by this handle */
+    uint64_t syncs;         /* data syncs issued by this handle */
+    uint64_t torn_bytes;    /* bytes cut from a torn tail at open */
+    uint64_t recovered_txns;/* transactions replayed at open */
+    uint32_t format_version;
+    int sync_mode;
+    unsigned flags;
+    uint64_t db_id[2];      /* the database's random identity */
+};
+int kvdb_stat(kvdb *db, struct kvdb_stat *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KVDB_H */
