@@ -859,6 +859,7 @@ typedef struct kv_map {
  * refs (under mu_ver) and retired (emptied by reclamation). */
 typedef struct kv_ver {
     uint64_t seq;          /* commit sequence that produced it */
+    uint64_t gen;          /* write generation that produced it */
     uint64_t end;          /* log bytes it covers */
     uint64_t keys;         /* live keys */
     uint64_t live;         /* bytes of live records */
@@ -866,8 +867,9 @@ typedef struct kv_ver {
     hix_node *root;        /* hash index */
     kv_map *map;           /* mapping covering [0,end), or NULL (pread) */
     unsigned refs;         /* read transactions using it */
-    hix_node *retired;     /* nodes of the previous version this one replaced */
+    hix_node *retired;     /* replaced nodes this is the newest version to see */
     struct kv_ver *next;   /* the next newer version */
+    struct kv_ver *heir;   /* when dead: the surviving version before it */
 } kv_ver;
 
 /* The write set: a SmallMap from key to the position of the key's newest
@@ -1550,14 +1552,22 @@ static int hix_del(hix_w *w, hix_node **rootp, uint64_t h, const void *key, size
  * SECTION: mappings and versions
  *
  * Invariants:
- *   1. db->oldest .. db->cur is the list of versions, oldest first; db->pub
- *      (what new readers get) is on it, at or before db->cur.
- *   2. A version other than pub and cur that is the oldest and has no
- *      readers is dead: the nodes its successor retired are reachable from
- *      no live version and are freed with it.
- *   3. Only the writer (or open/close, single-threaded) allocates or frees
- *      index nodes, versions and maps, so their free lists need no lock;
- *      readers only count references under mu_ver.
+ *   1. db->oldest .. db->cur is the list of versions, oldest first, in
+ *      increasing gen; db->pub (what new readers get) is on it, at or before
+ *      db->cur.  Versions after pub wait for a sync to be published.
+ *   2. A node is visible in the versions whose gen lies between its own gen
+ *      (birth) and the gen of the last version before the one that replaced
+ *      it.  A replaced ("retired") node hangs on the list of the newest
+ *      version that can see it.
+ *   3. A version before pub with no readers is dead.  Its retired nodes
+ *      move to the nearest older surviving version if that one can see them
+ *      (its gen >= the node's gen), and are freed otherwise -- so garbage
+ *      made while a snapshot is held is freed at once unless the snapshot
+ *      itself can see it, and each node moves at most once per surviving
+ *      version.
+ *   4. Only the writer (or open/close, single-threaded) allocates or frees
+ *      index nodes, versions and maps, and only it touches retired lists,
+ *      so those need no lock; readers only count references under mu_ver.
  * Lock order: mu_write, then mu_sync, then mu_ver.
  * ====================================================================== */
 static void kv_map_release(kvdb *db, kv_map *m)
@@ -1635,23 +1645,38 @@ static void ver_free_retired(kvdb *db, hix_node *n)
     }
 }
 
-/* Free dead versions (writer only). */
+/* Free dead versions (writer only; see invariant 3). */
 static void ver_reclaim(kvdb *db)
 {
-    for (;;) {
-        kv_ver *v;
-        hix_node *dead;
-        kv_lock(&db->mu_ver);
-        v = db->oldest;
-        if (!v || v == db->pub || v == db->cur || v->refs) {
-            kv_unlock(&db->mu_ver);
-            return;
+    kv_ver *dead = NULL, *v, *next, *alive = NULL;
+    kv_lock(&db->mu_ver);
+    for (v = db->oldest; v && v != db->pub; v = next) {
+        next = v->next;
+        if (v->refs) {
+            alive = v;
+            continue;
         }
-        db->oldest = v->next;
-        dead = v->next->retired;
-        v->next->retired = NULL;
-        kv_unlock(&db->mu_ver);
-        ver_free_retired(db, dead);
+        if (alive) alive->next = next;
+        else db->oldest = next;
+        v->next = dead;
+        v->heir = alive;
+        dead = v;
+    }
+    kv_unlock(&db->mu_ver);
+    while (dead) {
+        kv_ver *heir = dead->heir;
+        hix_node *n = dead->retired, *nn;
+        for (; n; n = nn) {
+            nn = n->link;
+            if (heir && heir->gen >= n->gen) {
+                n->link = heir->retired;
+                heir->retired = n;
+            } else {
+                hix_free_node(db, n);
+            }
+        }
+        v = dead;
+        dead = dead->next;
         kv_map_release(db, v->map);
         ver_free(db, v);
     }
@@ -2140,8 +2165,14 @@ static int txn_commit_write(kvdb_txn *t)
     nv->end = end;
     nv->map = db->map;
     if (nv->map) nv->map->refs++;
-    nv->retired = w.retired;
+    nv->gen = t->gen;
     nv->index_bytes = db->hix_bytes;
+    if (w.retired) { /* base is the newest version that can see them */
+        hix_node *n = w.retired;
+        while (n->link) n = n->link;
+        n->link = base->retired;
+        base->retired = w.retired;
+    }
     kv_lock(&db->mu_sync);
     db->written = end;
     kv_unlock(&db->mu_sync);
@@ -2261,11 +2292,10 @@ static int kv_read_header(kvdb *db, uint64_t size)
 static void kv_teardown(kvdb *db)
 {
     kv_ver *v, *next;
-    /* Every version but the oldest holds a retired list; the newest holds
-     * the live tree. */
+    /* Retired lists and the newest version's tree are disjoint. */
     for (v = db->oldest; v; v = next) {
         next = v->next;
-        if (v != db->oldest) ver_free_retired(db, v->retired);
+        ver_free_retired(db, v->retired);
         if (!next && v->root) hix_free_tree(db, v->root, 0);
         kv_map_release(db, v->map);
         kv_free(&db->al, v);
@@ -2421,6 +2451,7 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     if (!v) { rc = KVDB_ENOMEM; goto fail; }
     db->oldest = db->pub = db->cur = v;
     db->gen = 1;
+    v->gen = 1;
     w.db = db;
     w.gen = db->gen;
     w.retired = NULL;
