@@ -595,13 +595,17 @@ const kvdb_vfs *kvdb_vfs_posix(void) { return &kv_posix_vfs; }
  * A "file" that is a heap buffer.  map() hands out the current buffer; when
  * a write or map needs more room a bigger buffer is allocated and the old
  * one lives on, frozen, until the last mapping of it is released -- readers
- * of old snapshots only ever read bytes that were copied.  Cost: a growth
- * copies the file; capacity doubles, so that is amortised O(1) per byte.
+ * of old snapshots only ever read bytes that were copied.  Where mmap
+ * exists the first block is a 64 GiB (64-bit) reservation of address space
+ * (MAP_NORESERVE: memory is used only as it is written), so the buffer
+ * never moves and no write pauses to copy; otherwise a growth copies the
+ * buffer (capacity doubles: amortised O(1) per byte, but one write pays).
  * ====================================================================== */
 typedef struct mf_block {
     uint8_t *p;
     size_t cap;
     unsigned maps;          /* live mappings of this block */
+    int reserved;           /* p is an address-space reservation (mmap) */
     struct mf_block *next;  /* older blocks still mapped */
 } mf_block;
 
@@ -627,8 +631,41 @@ static int mf_open(void *ctx, const char *path, unsigned flags, kvdb_file **out)
 
 static void mf_block_free(mf_file *f, mf_block *b)
 {
-    kv_free(f->al, b->p);
+#ifndef KVDB_NO_MMAP
+    if (b->reserved) munmap(b->p, b->cap);
+    else
+#endif
+        kv_free(f->al, b->p);
     kv_free(f->al, b);
+}
+
+/* Try to reserve a big block of address space for the whole file. */
+static int mf_reserve(mf_file *f, uint64_t need)
+{
+#if !defined(KVDB_NO_MMAP) && defined(MAP_ANONYMOUS) && defined(MAP_NORESERVE)
+    size_t cap = sizeof(size_t) >= 8 ? (size_t)1 << 36 : (size_t)1 << 28;
+    mf_block *b;
+    void *p;
+    if (need > cap / 2) return 0;
+    p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return 0;
+    b = (mf_block *)kv_malloc(f->al, sizeof *b);
+    if (!b) {
+        munmap(p, cap);
+        return 0;
+    }
+    b->p = (uint8_t *)p;
+    b->cap = cap;
+    b->maps = 0;
+    b->reserved = 1;
+    b->next = NULL;
+    f->cur = b;
+    return 1;
+#else
+    (void)f;
+    (void)need;
+    return 0;
+#endif
 }
 
 static int mf_close(void *ctx, kvdb_file *file)
@@ -652,6 +689,7 @@ static int mf_grow(mf_file *f, uint64_t need)
     size_t cap;
     if (f->cur && f->cur->cap >= need) return KVDB_OK;
     if (need > (uint64_t)((size_t)-1 / 2)) return kv_err(KVDB_EFULL, "in-memory database: too large");
+    if (!f->cur && mf_reserve(f, need)) return KVDB_OK;
     cap = f->cur ? f->cur->cap : 4096;
     while (cap < need) cap *= 2;
     b = (mf_block *)kv_malloc(f->al, sizeof *b);
@@ -663,6 +701,7 @@ static int mf_grow(mf_file *f, uint64_t need)
     }
     b->cap = cap;
     b->maps = 0;
+    b->reserved = 0;
     b->next = NULL;
     if (f->cur) {
         memcpy(b->p, f->cur->p, (size_t)f->size);
@@ -846,6 +885,8 @@ static void lg_put_header(uint8_t *p, uint8_t type, uint32_t klen, uint32_t vlen
  * SECTION: handle and shared structures
  * ====================================================================== */
 typedef struct hix_node hix_node;
+typedef uintptr_t hix_ref;  /* a tagged pointer to an index node */
+#define KV_NFREE 9         /* free lists: inner nodes and 8 leaf sizes */
 
 /* A read-only mapping of the log.  Versions hold references; the writer
  * creates, references and releases maps (so refs needs no lock). */
@@ -864,7 +905,7 @@ typedef struct kv_ver {
     uint64_t keys;         /* live keys */
     uint64_t live;         /* bytes of live records */
     uint64_t index_bytes;  /* heap of the index when it was made */
-    hix_node *root;        /* hash index */
+    hix_ref root;          /* hash index */
     kv_map *map;           /* mapping covering [0,end), or NULL (pread) */
     unsigned refs;         /* read transactions using it */
     hix_node *retired;     /* replaced nodes this is the newest version to see */
@@ -932,8 +973,8 @@ struct kvdb {
     uint64_t seq;          /* last commit sequence */
     kv_map *map;           /* newest mapping, or NULL (pread) */
     int use_map;
-    hix_node *free_inner, *free_leaf;   /* node free lists */
-    unsigned n_free_inner, n_free_leaf;
+    hix_node *free_nodes[KV_NFREE];     /* index node free lists */
+    unsigned n_free[KV_NFREE];
     uint64_t hix_bytes;    /* heap of the index nodes */
     kv_ver *free_ver;
     kvdb_txn wtxn;         /* the one write transaction */
@@ -1141,40 +1182,75 @@ static int rd_size(const kv_rd *r, uint64_t off, uint64_t *size)
  * and the original is "retired": it stays valid for the versions that can
  * still see it and is freed when they are gone.  Readers never lock.
  *
- * Memory: a leaf costs 12 bytes a slot; leaves run 44%..88% full, so the
- * index costs about 20 bytes per key plus 512 bytes per inner node.
+ * Layout for speed.  A child pointer carries the kind and size of the node
+ * in its low 4 bits (nodes are 16-byte aligned): 0 for an inner node, else
+ * a code for the leaf's capacity.  A lookup therefore never reads a node
+ * header: it reads one child slot per level and then the leaf's slots,
+ * each a packed 12-byte (tag, offset) pair, so a probe usually touches one
+ * cache line.  Leaf capacities are 8, 16, 32, 64, 80, 96, 112, 128 slots
+ * (homed by multiply-shift, so no power of two is needed): the two halves
+ * of a split 128-slot leaf land in 80-slot leaves, not 128.
+ *
+ * Memory: 12 bytes a slot, leaves 70%..87% full once past 64 slots, plus a
+ * 32-byte header per leaf and 544 bytes per inner node: 15..19 bytes per
+ * key, whatever the key length.
  * ====================================================================== */
 #define HIX_LEVELS 5
 #define HIX_FAN 64
 #define HIX_LEAF_MIN 8
 #define HIX_LEAF_SLOTS 128
-#define HIX_FREE_MAX 1024   /* nodes kept on each free list */
+#define HIX_NCAPS 8
+#define HIX_CODE_BIG 15     /* leaf above 128 slots: read its header */
+#define HIX_SLOT 12
+
+static const uint16_t hix_caps[HIX_NCAPS] = { 8, 16, 32, 64, 80, 96, 112, 128 };
+
+#define HIX_NODE(r) ((hix_node *)((r) & ~(uintptr_t)15))
+#define HIX_CODE(r) ((unsigned)((r) & 15u))
 
 struct hix_node {
     uint64_t gen;          /* write generation that allocated it */
     hix_node *link;        /* retired or free list */
     uint32_t count;        /* leaf: entries */
-    uint32_t cap;          /* leaf: slots (power of two); 0: inner node */
+    uint32_t cap;          /* leaf: slots; 0: inner node */
     uint8_t level;         /* inner: depth (root 0) */
     uint8_t ldepth;        /* leaf: local depth in its parent, 0..6 */
-    uint8_t shift;         /* leaf: 32 - log2(cap) */
-    uint8_t pad_[5];
-};
+    uint8_t code;          /* leaf: its pointer code; inner: 0 */
+    uint8_t adj;           /* bytes from the allocation to the node */
+    uint8_t pad_[4];
+};                         /* 32 bytes: keeps the slots 16-byte aligned */
 
 typedef struct hix_inner {
     hix_node h;
-    hix_node *child[HIX_FAN];
+    hix_ref child[HIX_FAN];
 } hix_inner;
-
-#define HIX_TAGS(l) ((uint32_t *)((hix_node *)(l) + 1))
-#define HIX_OFFS(l) ((uint64_t *)(HIX_TAGS(l) + (l)->cap))
 
 typedef struct hix_w {     /* a writer's context */
     kvdb *db;
     uint64_t gen;
-    hix_node *retired;     /* nodes replaced, for the new version */
+    hix_node *retired;     /* nodes replaced, for the base version */
     const kv_rd *rd;       /* to compare keys */
 } hix_w;
+
+static uint8_t *hix_slots(const hix_node *l) { return (uint8_t *)(uintptr_t)(l + 1); }
+static uint32_t hix_stag(const uint8_t *s)
+{
+    uint32_t t;
+    memcpy(&t, s, 4);
+    return t;
+}
+static uint64_t hix_soff(const uint8_t *s)
+{
+    uint64_t o;
+    memcpy(&o, s + 4, 8);
+    return o;
+}
+static void hix_sset(uint8_t *s, uint32_t tag, uint64_t off)
+{
+    memcpy(s, &tag, 4);
+    memcpy(s + 4, &off, 8);
+}
+static void hix_ssetoff(uint8_t *s, uint64_t off) { memcpy(s + 4, &off, 8); }
 
 static uint32_t hix_tag(uint64_t h)
 {
@@ -1182,65 +1258,108 @@ static uint32_t hix_tag(uint64_t h)
     return t ? t : 1;
 }
 static unsigned hix_idx(uint32_t tag, unsigned level) { return (tag >> (26 - 6 * level)) & 63u; }
-static uint32_t hix_home(uint32_t tag, const hix_node *l) { return (tag * 0x9E3779B1u) >> l->shift; }
-static size_t hix_size(uint32_t cap) { return cap ? sizeof(hix_node) + (size_t)cap * 12 : sizeof(hix_inner); }
+static uint32_t hix_home(uint32_t tag, uint32_t cap)
+{
+    return (uint32_t)(((uint64_t)(uint32_t)(tag * 0x9E3779B1u) * cap) >> 32);
+}
+static size_t hix_size(uint32_t cap) { return cap ? sizeof(hix_node) + (size_t)cap * HIX_SLOT : sizeof(hix_inner); }
 static int hix_full(const hix_node *l) { return l->count + 1 > l->cap - l->cap / 8; }
+static hix_ref hix_mkref(const hix_node *n) { return (hix_ref)n | n->code; }
 
-/* Smallest table for n entries: at most half full below 128 slots. */
+static unsigned hix_code_of(uint32_t cap)
+{
+    unsigned i;
+    for (i = 0; i < HIX_NCAPS; i++)
+        if (hix_caps[i] == cap) return i + 1;
+    return HIX_CODE_BIG;
+}
+
+/* The next capacity up the ladder (doubling past 128). */
+static uint32_t hix_next_cap(uint32_t cap)
+{
+    unsigned i;
+    for (i = 0; i + 1 < HIX_NCAPS; i++)
+        if (hix_caps[i] == cap) return hix_caps[i + 1];
+    return cap * 2;
+}
+
+/* The smallest capacity holding n entries at most 3/4 full. */
 static uint32_t hix_cap_for(uint32_t n)
 {
-    uint32_t cap = HIX_LEAF_MIN;
-    while ((cap < HIX_LEAF_SLOTS && n * 2 > cap) || n + 1 > cap - cap / 8) cap *= 2;
+    unsigned i;
+    uint32_t cap;
+    for (i = 0; i < HIX_NCAPS; i++)
+        if ((uint64_t)n * 4 <= (uint64_t)hix_caps[i] * 3) return hix_caps[i];
+    cap = HIX_LEAF_SLOTS;
+    while (n + 1 > cap - cap / 8) cap *= 2;
     return cap;
 }
 
-static hix_node *hix_alloc(hix_w *w, uint32_t cap)
+/* The free list for nodes of cap slots (0: inner), or NULL. */
+static hix_node **hix_free_list(kvdb *db, uint32_t cap, unsigned **count)
+{
+    unsigned c = cap ? hix_code_of(cap) : 0;
+    if (c == HIX_CODE_BIG) return NULL;
+    *count = &db->n_free[c];
+    return &db->free_nodes[c];
+}
+
+/* A node of cap slots (0: inner) owned by w, or NULL (KVDB_ENOMEM).  A
+ * leaf's slots are cleared unless the caller is about to copy over them. */
+static hix_node *hix_alloc_x(hix_w *w, uint32_t cap, int clear)
 {
     kvdb *db = w->db;
-    hix_node *n = NULL;
+    unsigned *nfree;
+    hix_node **fl = hix_free_list(db, cap, &nfree), *n = NULL;
     size_t sz = hix_size(cap);
-    if (cap == 0 && db->free_inner) {
-        n = db->free_inner;
-        db->free_inner = n->link;
-        db->n_free_inner--;
-    } else if (cap == HIX_LEAF_SLOTS && db->free_leaf) {
-        n = db->free_leaf;
-        db->free_leaf = n->link;
-        db->n_free_leaf--;
+    uint8_t adj = 0;
+    if (fl && *fl) {
+        n = *fl;
+        *fl = n->link;
+        (*nfree)--;
+        adj = n->adj;
     } else {
-        n = (hix_node *)kv_malloc(&db->al, sz);
-        if (!n) {
+        uint8_t *p = (uint8_t *)kv_malloc(&db->al, sz);
+        if (p && ((uintptr_t)p & 15)) { /* the allocator gave less than 16-byte alignment */
+            kv_free(&db->al, p);
+            p = (uint8_t *)kv_malloc(&db->al, sz + 16);
+            if (p) adj = (uint8_t)(16 - ((uintptr_t)p & 15));
+        }
+        if (!p) {
             kv_err(KVDB_ENOMEM, "out of memory for an index node");
             return NULL;
         }
+        n = (hix_node *)(void *)(p + adj);
+        db->hix_bytes += sz + adj;
     }
-    db->hix_bytes += sz;
     memset(n, 0, sizeof *n);
     n->gen = w->gen;
     n->cap = cap;
+    n->adj = adj;
     if (cap) {
-        uint32_t b = 0;
-        while ((1u << b) < cap) b++;
-        n->shift = (uint8_t)(32 - b);
-        memset(HIX_TAGS(n), 0, (size_t)cap * 4);
+        n->code = (uint8_t)hix_code_of(cap);
+        if (clear) memset(hix_slots(n), 0, (size_t)cap * HIX_SLOT);
     }
     return n;
 }
 
+static hix_node *hix_alloc(hix_w *w, uint32_t cap) { return hix_alloc_x(w, cap, 1); }
+
 static void hix_free_node(kvdb *db, hix_node *n)
 {
-    db->hix_bytes -= hix_size(n->cap);
-    if (n->cap == 0 && db->n_free_inner < HIX_FREE_MAX) {
-        n->link = db->free_inner;
-        db->free_inner = n;
-        db->n_free_inner++;
-    } else if (n->cap == HIX_LEAF_SLOTS && db->n_free_leaf < HIX_FREE_MAX) {
-        n->link = db->free_leaf;
-        db->free_leaf = n;
-        db->n_free_leaf++;
-    } else {
-        kv_free(&db->al, n);
+    unsigned *nfree;
+    hix_node **fl = hix_free_list(db, n->cap, &nfree);
+    size_t sz = hix_size(n->cap);
+    /* Keep freed nodes for reuse -- a commit frees about as many as the
+     * next one copies -- up to 1/16 of the index plus 64 KiB per size. */
+    if (fl && (uint64_t)*nfree * sz < (db->hix_bytes >> 4) / KV_NFREE + 65536) {
+        n->link = *fl;
+        *fl = n;
+        (*nfree)++;
+        return;
     }
+    db->hix_bytes -= hix_size(n->cap) + n->adj;
+    kv_free(&db->al, (uint8_t *)n - n->adj);
 }
 
 /* A node leaves the writer's tree: free it if only this writer could see
@@ -1255,9 +1374,10 @@ static void hix_drop(hix_w *w, hix_node *n)
     }
 }
 
-/* Free every node of tree n allocated by generation gen (0: all nodes). */
-static void hix_free_tree(kvdb *db, hix_node *n, uint64_t gen)
+/* Free every node of tree r allocated by generation gen (0: all nodes). */
+static void hix_free_tree(kvdb *db, hix_ref r, uint64_t gen)
 {
+    hix_node *n = HIX_NODE(r);
     if (gen && n->gen != gen) return;
     if (n->cap == 0) {
         hix_inner *in = (hix_inner *)n;
@@ -1270,83 +1390,84 @@ static void hix_free_tree(kvdb *db, hix_node *n, uint64_t gen)
 
 static void hix_leaf_add(hix_node *l, uint32_t tag, uint64_t off)
 {
-    uint32_t *tg = HIX_TAGS(l), mask = l->cap - 1, i = hix_home(tag, l);
-    uint64_t *of = HIX_OFFS(l);
-    while (tg[i]) i = (i + 1) & mask;
-    tg[i] = tag;
-    of[i] = off;
+    uint8_t *s = hix_slots(l);
+    uint32_t i = hix_home(tag, l->cap);
+    while (hix_stag(s + (size_t)i * HIX_SLOT)) i = i + 1 == l->cap ? 0 : i + 1;
+    hix_sset(s + (size_t)i * HIX_SLOT, tag, off);
     l->count++;
 }
 
-/* Remove slot i (backward-shift deletion). */
+/* Remove slot i (backward-shift deletion: no tombstones). */
 static void hix_leaf_remove(hix_node *l, uint32_t i)
 {
-    uint32_t *tg = HIX_TAGS(l), mask = l->cap - 1, j = i;
-    uint64_t *of = HIX_OFFS(l);
+    uint8_t *s = hix_slots(l);
+    uint32_t cap = l->cap, j = i;
     for (;;) {
-        uint32_t k;
-        j = (j + 1) & mask;
-        if (!tg[j]) break;
-        k = hix_home(tg[j], l);
-        if (((i - k) & mask) < ((j - k) & mask)) {
-            tg[i] = tg[j];
-            of[i] = of[j];
+        uint32_t t, k, dki, dkj;
+        j = j + 1 == cap ? 0 : j + 1;
+        t = hix_stag(s + (size_t)j * HIX_SLOT);
+        if (!t) break;
+        k = hix_home(t, cap);
+        dki = i >= k ? i - k : i + cap - k;
+        dkj = j >= k ? j - k : j + cap - k;
+        if (dki < dkj) { /* slot i lies on j's probe path: move j back */
+            memcpy(s + (size_t)i * HIX_SLOT, s + (size_t)j * HIX_SLOT, HIX_SLOT);
             i = j;
         }
     }
-    tg[i] = 0;
+    memset(s + (size_t)i * HIX_SLOT, 0, HIX_SLOT);
     l->count--;
 }
 
-/* Find key in leaf l: 1 and *slot, 0 if absent, or an error. */
-static int hix_leaf_find(const kv_rd *r, const hix_node *l, uint32_t tag, const void *key, size_t klen,
-                         uint32_t *slot, kv_hit *hit)
+/* Find key in leaf l of cap slots: 1 and *slot, 0 if absent, or an error. */
+static int hix_leaf_find(const kv_rd *r, const hix_node *l, uint32_t cap, uint32_t tag, const void *key,
+                         size_t klen, uint32_t *slot, kv_hit *hit)
 {
-    const uint32_t *tg = HIX_TAGS(l);
-    const uint64_t *of = HIX_OFFS(l);
-    uint32_t mask = l->cap - 1, i = hix_home(tag, l);
-    for (; tg[i]; i = (i + 1) & mask) {
-        if (tg[i] == tag) {
-            int rc = rd_match(r, of[i], key, klen, hit);
+    const uint8_t *s = hix_slots(l);
+    uint32_t i = hix_home(tag, cap), t;
+    while ((t = hix_stag(s + (size_t)i * HIX_SLOT)) != 0) {
+        if (t == tag) {
+            int rc = rd_match(r, hix_soff(s + (size_t)i * HIX_SLOT), key, klen, hit);
             if (rc) {
                 if (rc > 0) *slot = i;
                 return rc;
             }
         }
+        i = i + 1 == cap ? 0 : i + 1;
     }
     return 0;
 }
 
-static const hix_node *hix_leaf_of(const hix_node *n, uint32_t tag)
+/* Look key up in the tree at root: 1 (hit filled), 0, or an error.  Reads
+ * one child slot per level and no node header. */
+static int hix_get(const kv_rd *r, hix_ref root, uint64_t h, const void *key, size_t klen, kv_hit *hit)
 {
-    while (n->cap == 0) n = ((const hix_inner *)n)->child[hix_idx(tag, n->level)];
-    return n;
+    uint32_t tag = hix_tag(h), slot, cap;
+    unsigned level = 0, code;
+    hix_ref c = root;
+    do c = ((const hix_inner *)HIX_NODE(c))->child[hix_idx(tag, level++)];
+    while (!HIX_CODE(c));
+    code = HIX_CODE(c);
+    cap = code <= HIX_NCAPS ? hix_caps[code - 1] : HIX_NODE(c)->cap;
+    return hix_leaf_find(r, HIX_NODE(c), cap, tag, key, klen, &slot, hit);
 }
 
-/* Look key up in the tree at root: 1 (hit filled), 0, or an error. */
-static int hix_get(const kv_rd *r, const hix_node *root, uint64_t h, const void *key, size_t klen, kv_hit *hit)
-{
-    uint32_t tag = hix_tag(h), slot;
-    return hix_leaf_find(r, hix_leaf_of(root, tag), tag, key, klen, &slot, hit);
-}
-
-static void hix_set_range(hix_inner *in, unsigned idx, unsigned ldepth, hix_node *n)
+static void hix_set_range(hix_inner *in, unsigned idx, unsigned ldepth, hix_ref r)
 {
     unsigned span = 1u << (6 - ldepth), base = idx & ~(span - 1), i;
-    for (i = 0; i < span; i++) in->child[base + i] = n;
+    for (i = 0; i < span; i++) in->child[base + i] = r;
 }
 
-/* Make *slot (an inner node) writable. */
-static hix_inner *hix_own_inner(hix_w *w, hix_node **slot)
+/* Make the inner node at *slot writable. */
+static hix_inner *hix_own_inner(hix_w *w, hix_ref *slot)
 {
-    hix_node *n = *slot, *c;
+    hix_node *n = HIX_NODE(*slot), *c;
     if (n->gen == w->gen) return (hix_inner *)n;
     c = hix_alloc(w, 0);
     if (!c) return NULL;
-    memcpy(c, n, sizeof(hix_inner));
-    c->gen = w->gen;
-    c->link = NULL;
-    *slot = c;
+    c->level = n->level;
+    memcpy(((hix_inner *)c)->child, ((hix_inner *)n)->child, sizeof((hix_inner *)c)->child);
+    *slot = (hix_ref)c;
     hix_drop(w, n);
     return (hix_inner *)c;
 }
@@ -1356,12 +1477,12 @@ static hix_node *hix_own_leaf(hix_w *w, hix_inner *in, unsigned idx, hix_node *l
 {
     hix_node *c;
     if (l->gen == w->gen) return l;
-    c = hix_alloc(w, l->cap);
+    c = hix_alloc_x(w, l->cap, 0);
     if (!c) return NULL;
-    memcpy(c, l, hix_size(l->cap));
-    c->gen = w->gen;
-    c->link = NULL;
-    hix_set_range(in, idx, l->ldepth, c);
+    c->count = l->count;
+    c->ldepth = l->ldepth;
+    memcpy(hix_slots(c), hix_slots(l), (size_t)l->cap * HIX_SLOT);
+    hix_set_range(in, idx, l->ldepth, hix_mkref(c));
     hix_drop(w, l);
     return c;
 }
@@ -1371,14 +1492,14 @@ static hix_node *hix_own_leaf(hix_w *w, hix_inner *in, unsigned idx, hix_node *l
 static hix_node *hix_leaf_from(hix_w *w, const hix_node *src, uint32_t cap, int half, unsigned level, unsigned bitpos)
 {
     hix_node *n = hix_alloc(w, cap);
-    const uint32_t *tg = HIX_TAGS(src);
-    const uint64_t *of = HIX_OFFS(src);
+    const uint8_t *s = hix_slots(src);
     uint32_t i;
     if (!n) return NULL;
-    for (i = 0; i < src->cap; i++) {
-        if (!tg[i]) continue;
-        if (half >= 0 && (int)((hix_idx(tg[i], level) >> bitpos) & 1u) != half) continue;
-        hix_leaf_add(n, tg[i], of[i]);
+    for (i = 0; i < src->cap; i++, s += HIX_SLOT) {
+        uint32_t t = hix_stag(s);
+        if (!t) continue;
+        if (half >= 0 && (int)((hix_idx(t, level) >> bitpos) & 1u) != half) continue;
+        hix_leaf_add(n, t, hix_soff(s));
     }
     return n;
 }
@@ -1389,11 +1510,11 @@ static int hix_split(hix_w *w, hix_inner *in, unsigned idx, hix_node *l, unsigne
 {
     unsigned level = in->h.level, bitpos = 5 - d;
     unsigned span = 1u << (6 - d), base = idx & ~(span - 1), i;
-    const uint32_t *tg = HIX_TAGS(l);
-    uint32_t hi = 0;
+    const uint8_t *s = hix_slots(l);
+    uint32_t hi = 0, t;
     hix_node *a, *b;
     for (i = 0; i < l->cap; i++)
-        if (tg[i] && ((hix_idx(tg[i], level) >> bitpos) & 1u)) hi++;
+        if ((t = hix_stag(s + (size_t)i * HIX_SLOT)) != 0 && ((hix_idx(t, level) >> bitpos) & 1u)) hi++;
     a = hix_leaf_from(w, l, hix_cap_for(l->count - hi), 0, level, bitpos);
     if (!a) return KVDB_ENOMEM;
     b = hix_leaf_from(w, l, hix_cap_for(hi), 1, level, bitpos);
@@ -1402,8 +1523,8 @@ static int hix_split(hix_w *w, hix_inner *in, unsigned idx, hix_node *l, unsigne
         return KVDB_ENOMEM;
     }
     a->ldepth = b->ldepth = (uint8_t)(d + 1);
-    for (i = 0; i < span / 2; i++) in->child[base + i] = a;
-    for (; i < span; i++) in->child[base + i] = b;
+    for (i = 0; i < span / 2; i++) in->child[base + i] = hix_mkref(a);
+    for (; i < span; i++) in->child[base + i] = hix_mkref(b);
     hix_drop(w, l);
     return KVDB_OK;
 }
@@ -1416,10 +1537,10 @@ static int hix_expand(hix_w *w, hix_inner *in, unsigned idx, hix_node *l)
     unsigned i;
     int rc;
     if (l->cap < HIX_LEAF_SLOTS || (l->ldepth == 6 && level == HIX_LEVELS - 1)) {
-        hix_node *n = hix_leaf_from(w, l, l->cap * 2, -1, 0, 0);
+        hix_node *n = hix_leaf_from(w, l, hix_next_cap(l->cap), -1, 0, 0);
         if (!n) return KVDB_ENOMEM;
         n->ldepth = l->ldepth;
-        hix_set_range(in, idx, l->ldepth, n);
+        hix_set_range(in, idx, l->ldepth, hix_mkref(n));
         hix_drop(w, l);
         return KVDB_OK;
     }
@@ -1429,18 +1550,18 @@ static int hix_expand(hix_w *w, hix_inner *in, unsigned idx, hix_node *l)
     ni = (hix_inner *)hix_alloc(w, 0);
     if (!ni) return KVDB_ENOMEM;
     ni->h.level = (uint8_t)(level + 1);
-    for (i = 0; i < HIX_FAN; i++) ni->child[i] = l;
+    for (i = 0; i < HIX_FAN; i++) ni->child[i] = hix_mkref(l);
     rc = hix_split(w, ni, 0, l, 0);
     if (rc) {
         hix_free_node(w->db, &ni->h);
         return rc;
     }
-    in->child[idx] = &ni->h;
+    in->child[idx] = (hix_ref)ni;
     return KVDB_OK;
 }
 
 /* Insert or replace: *old = offset of the record replaced, or 0. */
-static int hix_put(hix_w *w, hix_node **rootp, uint64_t h, const void *key, size_t klen, uint64_t off, uint64_t *old)
+static int hix_put(hix_w *w, hix_ref *rootp, uint64_t h, const void *key, size_t klen, uint64_t off, uint64_t *old)
 {
     uint32_t tag = hix_tag(h), slot;
     hix_inner *in = hix_own_inner(w, rootp);
@@ -1449,13 +1570,14 @@ static int hix_put(hix_w *w, hix_node **rootp, uint64_t h, const void *key, size
     if (!in) return KVDB_ENOMEM;
     for (;;) {
         unsigned idx = hix_idx(tag, in->h.level);
-        hix_node *c = in->child[idx];
-        if (c->cap == 0) {
+        hix_node *c;
+        if (!HIX_CODE(in->child[idx])) {
             in = hix_own_inner(w, &in->child[idx]);
             if (!in) return KVDB_ENOMEM;
             continue;
         }
-        rc = hix_leaf_find(w->rd, c, tag, key, klen, &slot, NULL);
+        c = HIX_NODE(in->child[idx]);
+        rc = hix_leaf_find(w->rd, c, c->cap, tag, key, klen, &slot, NULL);
         if (rc < 0) return rc;
         if (rc == 0 && hix_full(c)) {
             rc = hix_expand(w, in, idx, c);
@@ -1465,8 +1587,9 @@ static int hix_put(hix_w *w, hix_node **rootp, uint64_t h, const void *key, size
         c = hix_own_leaf(w, in, idx, c);
         if (!c) return KVDB_ENOMEM;
         if (rc == 1) {
-            *old = HIX_OFFS(c)[slot];
-            HIX_OFFS(c)[slot] = off;
+            uint8_t *s = hix_slots(c) + (size_t)slot * HIX_SLOT;
+            *old = hix_soff(s);
+            hix_ssetoff(s, off);
         } else {
             hix_leaf_add(c, tag, off);
         }
@@ -1476,7 +1599,7 @@ static int hix_put(hix_w *w, hix_node **rootp, uint64_t h, const void *key, size
 
 /* Delete: *old = offset of the record removed; KVDB_NOTFOUND if absent
  * (and then nothing was copied). */
-static int hix_del(hix_w *w, hix_node **rootp, uint64_t h, const void *key, size_t klen, uint64_t *old)
+static int hix_del(hix_w *w, hix_ref *rootp, uint64_t h, const void *key, size_t klen, uint64_t *old)
 {
     uint32_t tag = hix_tag(h), slot;
     hix_inner *path[HIX_LEVELS];
@@ -1490,19 +1613,18 @@ static int hix_del(hix_w *w, hix_node **rootp, uint64_t h, const void *key, size
     if (!in) return KVDB_ENOMEM;
     for (;;) {
         idx = hix_idx(tag, in->h.level);
-        l = in->child[idx];
-        if (l->cap) break;
+        if (HIX_CODE(in->child[idx])) break;
         path[depth] = in;
         pidx[depth] = idx;
         depth++;
         in = hix_own_inner(w, &in->child[idx]);
         if (!in) return KVDB_ENOMEM;
     }
-    l = hix_own_leaf(w, in, idx, l);
+    l = hix_own_leaf(w, in, idx, HIX_NODE(in->child[idx]));
     if (!l) return KVDB_ENOMEM;
-    rc = hix_leaf_find(w->rd, l, tag, key, klen, &slot, NULL);
+    rc = hix_leaf_find(w->rd, l, l->cap, tag, key, klen, &slot, NULL);
     if (rc <= 0) return rc < 0 ? rc : kv_err(KVDB_ECORRUPT, "index changed under a delete");
-    *old = HIX_OFFS(l)[slot];
+    *old = hix_soff(hix_slots(l) + (size_t)slot * HIX_SLOT);
     hix_leaf_remove(l, slot);
 
     /* Shrink a sparse leaf. */
@@ -1510,7 +1632,7 @@ static int hix_del(hix_w *w, hix_node **rootp, uint64_t h, const void *key, size
         hix_node *n = hix_leaf_from(w, l, hix_cap_for(l->count), -1, 0, 0);
         if (n) {
             n->ldepth = l->ldepth;
-            hix_set_range(in, idx, l->ldepth, n);
+            hix_set_range(in, idx, l->ldepth, hix_mkref(n));
             hix_drop(w, l);
             l = n;
         }
@@ -1518,20 +1640,23 @@ static int hix_del(hix_w *w, hix_node **rootp, uint64_t h, const void *key, size
     /* Merge with a small buddy. */
     if (l->ldepth > 0) {
         unsigned d = l->ldepth, span = 1u << (6 - d), base = idx & ~(span - 1);
-        hix_node *b = in->child[base ^ span];
-        if (b->cap && b->ldepth == d && l->count + b->count <= HIX_LEAF_SLOTS / 4) {
+        hix_ref br = in->child[base ^ span];
+        hix_node *b = HIX_NODE(br);
+        if (HIX_CODE(br) && b->ldepth == d && l->count + b->count <= HIX_LEAF_SLOTS / 4) {
             hix_node *m = hix_alloc(w, hix_cap_for(l->count + b->count));
             if (m) {
                 const hix_node *src[2];
-                unsigned s;
+                unsigned k;
                 uint32_t i;
                 src[0] = l;
                 src[1] = b;
-                for (s = 0; s < 2; s++)
-                    for (i = 0; i < src[s]->cap; i++)
-                        if (HIX_TAGS(src[s])[i]) hix_leaf_add(m, HIX_TAGS(src[s])[i], HIX_OFFS(src[s])[i]);
+                for (k = 0; k < 2; k++) {
+                    const uint8_t *s = hix_slots(src[k]);
+                    for (i = 0; i < src[k]->cap; i++, s += HIX_SLOT)
+                        if (hix_stag(s)) hix_leaf_add(m, hix_stag(s), hix_soff(s));
+                }
                 m->ldepth = (uint8_t)(d - 1);
-                hix_set_range(in, idx, d - 1, m);
+                hix_set_range(in, idx, d - 1, hix_mkref(m));
                 hix_drop(w, l);
                 hix_drop(w, b);
                 l = m;
@@ -1541,8 +1666,8 @@ static int hix_del(hix_w *w, hix_node **rootp, uint64_t h, const void *key, size
     /* Fold an inner node that holds a single leaf into its parent. */
     if (l->ldepth == 0 && depth > 0) {
         hix_inner *p = path[depth - 1];
-        p->child[pidx[depth - 1]] = l;
         l->ldepth = 6;
+        p->child[pidx[depth - 1]] = hix_mkref(l);
         hix_drop(w, &in->h);
     }
     return KVDB_OK;
@@ -1578,9 +1703,12 @@ static void kv_map_release(kvdb *db, kv_map *m)
     }
 }
 
+/* Mapping size for need bytes: on 64-bit hosts 1 TiB of address space
+ * (it costs no memory), so a growing log is never remapped and no commit
+ * pays for unmapping; elsewhere doubling from 1 MiB. */
 static uint64_t kv_map_cap(const kvdb *db, uint64_t need)
 {
-    uint64_t cap = db->inmem ? ((uint64_t)1 << 16) : sizeof(size_t) >= 8 ? ((uint64_t)1 << 26) : ((uint64_t)1 << 20);
+    uint64_t cap = db->inmem ? ((uint64_t)1 << 16) : sizeof(size_t) >= 8 ? ((uint64_t)1 << 40) : ((uint64_t)1 << 20);
     while (cap < need) cap *= 2;
     return cap;
 }
@@ -1598,6 +1726,10 @@ static int kv_map_ensure(kvdb *db, uint64_t need)
     if (!db->use_map || (db->map && db->map->len >= need)) return KVDB_OK;
     cap = kv_map_cap(db, need);
     rc = db->vfs->map(db->vfs->ctx, db->file, cap, &p);
+    while (rc && !db->inmem && cap / 2 >= need && cap / 2 >= ((uint64_t)1 << 20)) {
+        cap /= 2; /* address space may be limited (32-bit, ulimit -v, sanitizers) */
+        rc = db->vfs->map(db->vfs->ctx, db->file, cap, &p);
+    }
     if (rc) {
         if (db->inmem) return rc;
         db->use_map = 0; /* keep going through pread */
@@ -2306,15 +2438,15 @@ static void kv_teardown(kvdb *db)
         db->free_ver = v->next;
         kv_free(&db->al, v);
     }
-    while (db->free_inner) {
-        hix_node *n = db->free_inner;
-        db->free_inner = n->link;
-        kv_free(&db->al, n);
-    }
-    while (db->free_leaf) {
-        hix_node *n = db->free_leaf;
-        db->free_leaf = n->link;
-        kv_free(&db->al, n);
+    {
+        unsigned i;
+        for (i = 0; i < KV_NFREE; i++) {
+            while (db->free_nodes[i]) {
+                hix_node *n = db->free_nodes[i];
+                db->free_nodes[i] = n->link;
+                kv_free(&db->al, (uint8_t *)n - n->adj);
+            }
+        }
     }
     kv_map_release(db, db->map);
     db->map = NULL;
@@ -2385,6 +2517,7 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     memset(db, 0, sizeof *db);
     db->al = *al;
     db->flags = o->flags;
+    if (db->flags & KVDB_INMEMORY) db->flags |= KVDB_CREATE; /* nothing to open: always new */
     db->rdonly = (o->flags & KVDB_RDONLY) != 0;
     db->inmem = (o->flags & KVDB_INMEMORY) != 0;
     db->sync_mode = db->inmem ? KVDB_SYNC_OFF : o->sync;
@@ -2456,13 +2589,17 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     w.gen = db->gen;
     w.retired = NULL;
     w.rd = NULL;
-    v->root = hix_alloc(&w, 0);
-    if (!v->root) { rc = KVDB_ENOMEM; goto fail; }
     {
         hix_node *leaf = hix_alloc(&w, HIX_LEAF_MIN);
+        hix_inner *root = leaf ? (hix_inner *)hix_alloc(&w, 0) : NULL;
         unsigned i;
-        if (!leaf) { rc = KVDB_ENOMEM; goto fail; }
-        for (i = 0; i < HIX_FAN; i++) ((hix_inner *)v->root)->child[i] = leaf;
+        if (!root) {
+            if (leaf) hix_free_node(db, leaf);
+            rc = KVDB_ENOMEM;
+            goto fail;
+        }
+        for (i = 0; i < HIX_FAN; i++) root->child[i] = hix_mkref(leaf);
+        v->root = (hix_ref)root;
     }
     rc = kv_map_ensure(db, size);
     if (rc) goto fail;

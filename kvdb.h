@@ -127,7 +127,7 @@ const char *kvdb_errmsg(void);
 /* ---- open flags ---- */
 #define KVDB_CREATE   0x1u   /* create the file if missing */
 #define KVDB_RDONLY   0x2u   /* no writes; shares the file with other readers */
-#define KVDB_INMEMORY 0x4u   /* no file at all; path may be NULL */
+#define KVDB_INMEMORY 0x4u   /* no file at all (implies KVDB_CREATE); path may be NULL */
 
 enum { KVDB_SYNC_FULL = 0, KVDB_SYNC_NORMAL = 1, KVDB_SYNC_OFF = 2 };
 
