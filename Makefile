@@ -12,7 +12,7 @@ LDLIBS  := -lpthread
 B       := build
 
 ENGINE  := kvdb.c kvdb.h
-TESTS   := api model crash threads
+TESTS   := unit api model crash threads
 
 .PHONY: all demo test test-build bench clean install
 

@@ -975,7 +975,8 @@ struct kvdb {
     int use_map;
     hix_node *free_nodes[KV_NFREE];     /* index node free lists */
     unsigned n_free[KV_NFREE];
-    uint64_t hix_bytes;    /* heap of the index nodes */
+    uint64_t hix_bytes;    /* heap of the index, free lists included */
+    uint64_t free_bytes;   /* of which on the free lists */
     kv_ver *free_ver;
     kvdb_txn wtxn;         /* the one write transaction */
 
@@ -1318,6 +1319,7 @@ static hix_node *hix_alloc_x(hix_w *w, uint32_t cap, int clear)
         *fl = n->link;
         (*nfree)--;
         adj = n->adj;
+        db->free_bytes -= sz + adj;
     } else {
         uint8_t *p = (uint8_t *)kv_malloc(&db->al, sz);
         if (p && ((uintptr_t)p & 15)) { /* the allocator gave less than 16-byte alignment */
@@ -1351,11 +1353,12 @@ static void hix_free_node(kvdb *db, hix_node *n)
     hix_node **fl = hix_free_list(db, n->cap, &nfree);
     size_t sz = hix_size(n->cap);
     /* Keep freed nodes for reuse -- a commit frees about as many as the
-     * next one copies -- up to 1/16 of the index plus 64 KiB per size. */
-    if (fl && (uint64_t)*nfree * sz < (db->hix_bytes >> 4) / KV_NFREE + 65536) {
+     * next one copies -- up to 1/16 of the index plus 16 KiB in all. */
+    if (fl && db->free_bytes + sz + n->adj <= (db->hix_bytes >> 4) + 16384) {
         n->link = *fl;
         *fl = n;
         (*nfree)++;
+        db->free_bytes += sz + n->adj;
         return;
     }
     db->hix_bytes -= hix_size(n->cap) + n->adj;
@@ -2298,7 +2301,6 @@ static int txn_commit_write(kvdb_txn *t)
     nv->map = db->map;
     if (nv->map) nv->map->refs++;
     nv->gen = t->gen;
-    nv->index_bytes = db->hix_bytes;
     if (w.retired) { /* base is the newest version that can see them */
         hix_node *n = w.retired;
         while (n->link) n = n->link;
@@ -2315,6 +2317,9 @@ static int txn_commit_write(kvdb_txn *t)
     db->commits++;
     kv_unlock(&db->mu_ver);
     ver_reclaim(db);
+    kv_lock(&db->mu_ver);
+    nv->index_bytes = db->hix_bytes; /* after reclamation: what is held now */
+    kv_unlock(&db->mu_ver);
     txn_release_writer(db);
 
     if (db->sync_mode == KVDB_SYNC_FULL) return kv_sync_to(db, end);
@@ -2480,6 +2485,8 @@ static int kv_open_file(kvdb *db, int *created)
         rc = db->vfs->open(db->vfs->ctx, db->path, KVDB_VFS_CREATE | KVDB_VFS_EXCL, &db->file);
         if (rc == KVDB_OK) *created = 1;
         else if (rc == KVDB_EBUSY) rc = db->vfs->open(db->vfs->ctx, db->path, vf, &db->file); /* lost a race */
+        else if (rc == KVDB_NOTFOUND) /* the directory is missing */
+            return kv_err(KVDB_EIO, "%s: cannot create: no such directory", db->path);
     }
     if (rc == KVDB_NOTFOUND)
         return kv_err(KVDB_NOTFOUND, "%s: no such database (open without KVDB_CREATE)", db->path);

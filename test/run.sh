@@ -23,7 +23,7 @@ run() {
     fail=$((fail + f))
 }
 for flavour in plain asan hash4; do
-    for t in api model crash; do
+    for t in unit api model crash; do
         [ -x "$B/$flavour/$t" ] && run "$flavour/$t" env KVDB_TEST_FLAVOUR=$flavour "$B/$flavour/$t"
     done
 done
