@@ -1,0 +1,769 @@
+/*
+ * threads.c -- kvdb shared by several threads (also built with TSan).
+ *
+ *   snapshot_sums_file / _mem   readers hold snapshots while a writer moves
+ *                               money between accounts: every snapshot sums
+ *                               right and stays the same for its whole life,
+ *                               and its zero-copy pointers stay valid.
+ *   committers_full / _off      4 threads auto-commit their own keys (group
+ *                               commit with SYNC_FULL): every key ends with
+ *                               its last value, also after reopening.
+ *   counter                     write transactions doing read-modify-write on
+ *                               one counter (waiting and NOWAIT begins): no
+ *                               increment is lost.
+ *   mixed_get_put_del           readers kvdb_get while writers put and delete:
+ *                               only values ever written for that key, never
+ *                               older than one already seen.
+ *
+ * Failures inside threads go through th_fail (serialized); the main thread
+ * only checks after joining.
+ */
+#include "../kvdb.c"
+#include "testutil.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
+
+#if defined(__SANITIZE_THREAD__)
+#define TH_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TH_TSAN 1
+#endif
+#endif
+#ifndef TH_TSAN
+#define TH_TSAN 0
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define TH_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TH_ASAN 1
+#endif
+#endif
+#ifndef TH_ASAN
+#define TH_ASAN 0
+#endif
+
+/* work scale: divide iteration counts by this */
+#if TH_TSAN || TH_ASAN
+#define TH_DIV 2
+#else
+#define TH_DIV 1
+#endif
+#define TH_N(n) ((n) / TH_DIV > 0 ? (n) / TH_DIV : 1)
+/* time limit of the concurrent phases, seconds */
+#define TH_MAXSEC (TH_TSAN ? 12.0 : 4.0)
+
+static double th_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static pthread_mutex_t th_fail_mu = PTHREAD_MUTEX_INITIALIZER;
+static int th_nfail;   /* guarded by th_fail_mu */
+
+/* record a failure from any thread; returns 0 so it can end loops */
+static void th_fail(const char *file, int line, const char *fmt, ...)
+{
+    char buf[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&th_fail_mu);
+    th_nfail++;
+    tu_fail(file, line, "%s", buf);
+    pthread_mutex_unlock(&th_fail_mu);
+}
+#define TH_FAIL(...) th_fail(__FILE__, __LINE__, __VA_ARGS__)
+
+static int th_failed(void)
+{
+    int n;
+    pthread_mutex_lock(&th_fail_mu);
+    n = th_nfail;
+    pthread_mutex_unlock(&th_fail_mu);
+    return n;
+}
+
+static int th_open(const char *path, unsigned flags, int sync, kvdb **db)
+{
+    kvdb_options o;
+    kvdb_options_init(&o);
+    o.flags = flags;
+    o.sync = sync;
+    *db = NULL;
+    return kvdb_open(path, &o, db);
+}
+
+static void th_sleep_us(long us)
+{
+    struct timespec ts;
+    ts.tv_sec = us / 1000000;
+    ts.tv_nsec = (us % 1000000) * 1000;
+    nanosleep(&ts, NULL);
+}
+
+static void th_le64(unsigned char *p, uint64_t v)
+{
+    int i;
+    for (i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint64_t th_ld64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    int i;
+    for (i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+/* ------------------------------------------------------------------ */
+/* 1. snapshots while a writer moves money between accounts */
+
+#define TH_NACC 40
+#define TH_START 1000
+
+typedef struct {
+    kvdb *db;
+    int id, writer_txns, done;   /* done: atomic */
+    long min_snaps;              /* writer: go on until the readers took this many snapshots */
+    long *snaps;                 /* all readers' snapshots so far (atomic) */
+    uint64_t seed;
+    /* results (read after join) */
+    long snapshots, saw_change, commits;
+} th_bank;
+
+static void th_acct(int i, char *k) { sprintf(k, "acct%03d", i); }
+
+static int th_read_i64(kvdb_txn *t, const char *k, int64_t *out, const void **ptr)
+{
+    const void *v = NULL;
+    size_t vl = 0;
+    int rc = kvdb_txn_get(t, k, strlen(k), &v, &vl);
+    if (rc != KVDB_OK) return rc;
+    if (vl != 8) return KVDB_ECORRUPT;
+    *out = (int64_t)th_ld64(v);
+    if (ptr) *ptr = v;
+    return KVDB_OK;
+}
+
+static void *th_bank_writer(void *arg)
+{
+    th_bank *b = arg;
+    uint64_t rng = b->seed | 1;
+    int n;
+    unsigned char fill[5000];
+    double t0 = th_now();
+    memset(fill, 'f', sizeof fill);
+    for (n = 0; (n < b->writer_txns || __atomic_load_n(b->snaps, __ATOMIC_ACQUIRE) < b->min_snaps) &&
+                n < 30 * b->writer_txns && !th_failed() && th_now() - t0 < TH_MAXSEC; n++) {
+        kvdb_txn *t;
+        int moves = 1 + (int)(tu_rand(&rng) % 4), m, rc;
+        int64_t ver;
+        unsigned char enc[8];
+        char k[32];
+        rc = kvdb_begin(b->db, 0, &t);
+        if (rc != KVDB_OK) { TH_FAIL("writer begin = %d [%s]", rc, kvdb_errmsg()); break; }
+        if ((rc = th_read_i64(t, "ver", &ver, NULL)) != KVDB_OK) { TH_FAIL("writer get ver = %d", rc); kvdb_abort(t); break; }
+        for (m = 0; m < moves; m++) {
+            int a = (int)(tu_rand(&rng) % TH_NACC), c = (int)(tu_rand(&rng) % TH_NACC);
+            int64_t va, vc, amt = (int64_t)(tu_rand(&rng) % 200) - 50;
+            char ka[32], kc[32];
+            th_acct(a, ka);
+            th_acct(c, kc);
+            if (th_read_i64(t, ka, &va, NULL) != KVDB_OK || th_read_i64(t, kc, &vc, NULL) != KVDB_OK) {
+                TH_FAIL("writer: account missing in txn");
+                kvdb_abort(t);
+                return NULL;
+            }
+            /* a == c is fine: the second read sees the first write */
+            th_le64(enc, (uint64_t)(va - amt));
+            if ((rc = kvdb_txn_put(t, ka, strlen(ka), enc, 8)) != KVDB_OK) { TH_FAIL("put = %d", rc); kvdb_abort(t); return NULL; }
+            if (th_read_i64(t, kc, &vc, NULL) != KVDB_OK) { TH_FAIL("reread"); kvdb_abort(t); return NULL; }
+            th_le64(enc, (uint64_t)(vc + amt));
+            if ((rc = kvdb_txn_put(t, kc, strlen(kc), enc, 8)) != KVDB_OK) { TH_FAIL("put = %d", rc); kvdb_abort(t); return NULL; }
+        }
+        if (tu_rand(&rng) % 32 == 0) {   /* grow the file: remaps under the readers */
+            sprintf(k, "fill%d", (int)(tu_rand(&rng) % 50));
+            rc = kvdb_txn_put(t, k, strlen(k), fill, 500 + (size_t)(tu_rand(&rng) % 4500));
+            if (rc != KVDB_OK) { TH_FAIL("put %s = %d", k, rc); kvdb_abort(t); return NULL; }
+        }
+        if (tu_rand(&rng) % 10 == 0) { kvdb_abort(t); continue; }
+        th_le64(enc, (uint64_t)(ver + 1));
+        if ((rc = kvdb_txn_put(t, "ver", 3, enc, 8)) != KVDB_OK) { TH_FAIL("put ver = %d", rc); kvdb_abort(t); return NULL; }
+        rc = kvdb_commit(t);
+        if (rc != KVDB_OK) { TH_FAIL("writer commit = %d [%s]", rc, kvdb_errmsg()); break; }
+        b->commits++;
+    }
+    return NULL;
+}
+
+static void *th_bank_reader(void *arg)
+{
+    th_bank *b = arg;
+    uint64_t rng = b->seed | 1;
+    int64_t prev_ver = -1;
+    while (!__atomic_load_n(&b->done, __ATOMIC_ACQUIRE) && !th_failed()) {
+        kvdb_txn *t;
+        const void *ptr[TH_NACC];
+        int64_t val[TH_NACC], ver, ver2, sum = 0, v;
+        int i, rc, hold;
+        char k[32];
+        rc = kvdb_begin(b->db, KVDB_TXN_RDONLY, &t);
+        if (rc != KVDB_OK) { TH_FAIL("reader begin = %d [%s]", rc, kvdb_errmsg()); break; }
+        if ((rc = th_read_i64(t, "ver", &ver, NULL)) != KVDB_OK) { TH_FAIL("reader get ver = %d", rc); kvdb_abort(t); break; }
+        if (ver < prev_ver) { TH_FAIL("reader %d: snapshot went back in time: ver %lld after %lld", b->id, (long long)ver, (long long)prev_ver); kvdb_abort(t); break; }
+        if (prev_ver >= 0 && ver != prev_ver) b->saw_change++;
+        prev_ver = ver;
+        for (i = 0; i < TH_NACC; i++) {
+            th_acct(i, k);
+            if ((rc = th_read_i64(t, k, &val[i], &ptr[i])) != KVDB_OK) { TH_FAIL("reader get %s = %d", k, rc); kvdb_abort(t); return NULL; }
+            sum += val[i];
+        }
+        if (sum != (int64_t)TH_NACC * TH_START) {
+            TH_FAIL("reader %d: snapshot at ver %lld sums to %lld, want %lld", b->id, (long long)ver, (long long)sum, (long long)TH_NACC * TH_START);
+            kvdb_abort(t);
+            break;
+        }
+        /* now and then an auto-commit put while holding the snapshot: no
+         * deadlock, and the snapshot does not see it */
+        if (b->snapshots % 16 == 3) {
+            char rk[32];
+            const void *p0 = NULL, *p1 = NULL;
+            size_t l0 = 0, l1 = 0, gl = 0;
+            int64_t mine = b->snapshots;
+            unsigned char enc[8], got[8];
+            int rc0, rc1;
+            sprintf(rk, "reader%d", b->id);
+            rc0 = kvdb_txn_get(t, rk, strlen(rk), &p0, &l0);
+            th_le64(enc, (uint64_t)mine);
+            rc = kvdb_put(b->db, rk, strlen(rk), enc, 8);
+            if (rc != KVDB_OK) { TH_FAIL("reader %d: kvdb_put while holding a read txn = %d", b->id, rc); kvdb_abort(t); break; }
+            rc1 = kvdb_txn_get(t, rk, strlen(rk), &p1, &l1);
+            if (rc0 != rc1 || l0 != l1 || (rc0 == KVDB_OK && memcmp(p0, p1, l0) != 0)) {
+                TH_FAIL("reader %d: a snapshot saw a put made after it began", b->id);
+                kvdb_abort(t);
+                break;
+            }
+            rc = kvdb_get(b->db, rk, strlen(rk), got, sizeof got, &gl);
+            if (rc != KVDB_OK || gl != 8 || memcmp(got, enc, 8) != 0) {
+                TH_FAIL("reader %d: kvdb_get right after kvdb_put: rc %d", b->id, rc);
+                kvdb_abort(t);
+                break;
+            }
+        }
+        /* hold the snapshot while the writer commits */
+        hold = (int)(tu_rand(&rng) % 4);
+        if (hold == 0) th_sleep_us(1000 + (long)(tu_rand(&rng) % 3000));
+        else for (i = 0; i < 40 * hold; i++) {   /* keep reading meanwhile */
+            int a = (int)(tu_rand(&rng) % TH_NACC);
+            th_acct(a, k);
+            if ((rc = th_read_i64(t, k, &v, NULL)) != KVDB_OK || v != val[a]) {
+                TH_FAIL("reader %d: %s changed inside a snapshot: %lld -> %lld (rc %d)", b->id, k, (long long)val[a], (long long)v, rc);
+                kvdb_abort(t);
+                return NULL;
+            }
+        }
+        /* the same state again, and the old pointers still hold it */
+        if ((rc = th_read_i64(t, "ver", &ver2, NULL)) != KVDB_OK || ver2 != ver) {
+            TH_FAIL("reader %d: ver changed inside a snapshot: %lld -> %lld (rc %d)", b->id, (long long)ver, (long long)ver2, rc);
+            kvdb_abort(t);
+            break;
+        }
+        for (i = 0; i < TH_NACC; i++) {
+            th_acct(i, k);
+            if ((rc = th_read_i64(t, k, &v, NULL)) != KVDB_OK || v != val[i]) {
+                TH_FAIL("reader %d: %s changed inside a snapshot: %lld -> %lld (rc %d)", b->id, k, (long long)val[i], (long long)v, rc);
+                kvdb_abort(t);
+                return NULL;
+            }
+            if ((int64_t)th_ld64(ptr[i]) != val[i]) {
+                TH_FAIL("reader %d: the pointer kvdb_txn_get returned for %s no longer holds the value", b->id, k);
+                kvdb_abort(t);
+                return NULL;
+            }
+        }
+        __atomic_add_fetch(b->snaps, 1, __ATOMIC_ACQ_REL);
+        if (b->snapshots++ % 2) kvdb_abort(t);
+        else if ((rc = kvdb_commit(t)) != KVDB_OK) { TH_FAIL("commit of a read txn = %d", rc); break; }
+    }
+    return NULL;
+}
+
+static void th_bank_check(kvdb *db, long commits)
+{
+    kvdb_txn *t;
+    int64_t sum = 0, v, ver = -1;
+    int i;
+    char k[32];
+    REQUIRE_OK(kvdb_begin(db, KVDB_TXN_RDONLY, &t));
+    for (i = 0; i < TH_NACC; i++) {
+        th_acct(i, k);
+        CHECK_OK(th_read_i64(t, k, &v, NULL));
+        sum += v;
+    }
+    CHECK_OK(th_read_i64(t, "ver", &ver, NULL));
+    kvdb_abort(t);
+    CHECK(sum == (int64_t)TH_NACC * TH_START);
+    CHECK(ver == commits);
+}
+
+static void th_snapshot_sums(int inmem)
+{
+    const char *path = inmem ? NULL : tu_path("bank.db");
+    kvdb *db;
+    kvdb_txn *t;
+    th_bank w, r[4];
+    pthread_t tw, tr[4];
+    int i, nr = 3;
+    long snaps = 0, changes = 0;
+    unsigned char enc[8];
+    char k[32];
+    if (path) unlink(path);
+    REQUIRE_OK(th_open(path, inmem ? KVDB_INMEMORY : KVDB_CREATE, KVDB_SYNC_OFF, &db));
+    REQUIRE_OK(kvdb_begin(db, 0, &t));
+    for (i = 0; i < TH_NACC; i++) {
+        th_acct(i, k);
+        th_le64(enc, TH_START);
+        CHECK_OK(kvdb_txn_put(t, k, strlen(k), enc, 8));
+    }
+    th_le64(enc, 0);
+    CHECK_OK(kvdb_txn_put(t, "ver", 3, enc, 8));
+    REQUIRE_OK(kvdb_commit(t));
+
+    memset(&w, 0, sizeof w);
+    w.db = db;
+    w.seed = 0x1111 + (uint64_t)inmem;
+    w.writer_txns = TH_N(3000);
+    w.min_snaps = TH_N(2000);
+    w.snaps = &snaps;
+    for (i = 0; i < nr; i++) {
+        memset(&r[i], 0, sizeof r[i]);
+        r[i].db = db;
+        r[i].id = i;
+        r[i].seed = 0x2222 + (uint64_t)i;
+        r[i].snaps = &snaps;
+        REQUIRE(pthread_create(&tr[i], NULL, th_bank_reader, &r[i]) == 0);
+    }
+    REQUIRE(pthread_create(&tw, NULL, th_bank_writer, &w) == 0);
+    pthread_join(tw, NULL);
+    for (i = 0; i < nr; i++) __atomic_store_n(&r[i].done, 1, __ATOMIC_RELEASE);
+    for (i = 0; i < nr; i++) pthread_join(tr[i], NULL);
+    if (th_failed()) { kvdb_close(db); return; }
+    for (i = 0; i < nr; i++) { CHECK(r[i].snapshots > 0); changes += r[i].saw_change; }
+    CHECK(changes > 0);   /* the readers did run concurrently with the writer */
+    if (getenv("KVDB_TEST_VERBOSE")) for (i = 0; i < nr; i++) printf("# reader %d: %ld snapshots, %ld saw a newer version; writer %ld commits\n", i, r[i].snapshots, r[i].saw_change, w.commits);
+    th_bank_check(db, w.commits);
+    CHECK_OK(kvdb_close(db));
+    if (!inmem) {
+        REQUIRE_OK(th_open(path, 0, KVDB_SYNC_OFF, &db));
+        th_bank_check(db, w.commits);
+        CHECK_OK(kvdb_close(db));
+    }
+}
+
+static void test_snapshot_sums_file(void) { th_snapshot_sums(0); }
+static void test_snapshot_sums_mem(void) { th_snapshot_sums(1); }
+
+/* ------------------------------------------------------------------ */
+/* 2a. several committers, auto-commit */
+
+typedef struct {
+    kvdb *db;
+    int id, nkeys, rounds;
+} th_comm;
+
+static size_t th_ckey(int id, int k, char *buf) { return (size_t)sprintf(buf, "w%d-%d", id, k); }
+static size_t th_cval(int id, int k, int round, char *buf)
+{
+    size_t n = (size_t)sprintf(buf, "w%d-%d-r%d:", id, k, round), want = n + (size_t)((k * 7 + round * 3) % 90);
+    while (n < want) { buf[n] = (char)('a' + (n + (size_t)round) % 26); n++; }
+    return n;
+}
+/* the last round deletes every fifth key */
+static int th_cdeleted(int k) { return k % 5 == 0; }
+
+static void *th_committer(void *arg)
+{
+    th_comm *c = arg;
+    int r, k, rc;
+    char key[32], val[200];
+    for (r = 0; r < c->rounds && !th_failed(); r++) {
+        for (k = 0; k < c->nkeys; k++) {
+            size_t kl = th_ckey(c->id, k, key);
+            if (r == c->rounds - 1 && th_cdeleted(k)) {
+                rc = kvdb_del(c->db, key, kl);
+            } else {
+                size_t vl = th_cval(c->id, k, r, val);
+                rc = kvdb_put(c->db, key, kl, val, vl);
+            }
+            if (rc != KVDB_OK) { TH_FAIL("thread %d round %d key %d: %d (%s) [%s]", c->id, r, k, rc, kvdb_strerror(rc), kvdb_errmsg()); return NULL; }
+        }
+    }
+    return NULL;
+}
+
+static int th_committers_check(kvdb *db, int nt, int nkeys, int rounds)
+{
+    int id, k, bad = 0;
+    char key[32], val[200], want[200];
+    for (id = 0; id < nt; id++) {
+        for (k = 0; k < nkeys; k++) {
+            size_t kl = th_ckey(id, k, key), vl = 0, wl = th_cval(id, k, rounds - 1, want);
+            int rc = kvdb_get(db, key, kl, val, sizeof val, &vl);
+            if (th_cdeleted(k) ? rc != KVDB_NOTFOUND : (rc != KVDB_OK || vl != wl || memcmp(val, want, wl) != 0)) {
+                if (!bad++) tu_fail(__FILE__, __LINE__, "%s: rc %d, vlen %zu, want %s", key, rc, vl, th_cdeleted(k) ? "deleted" : want);
+            }
+        }
+    }
+    return bad;
+}
+
+static void th_committers(int sync, int nkeys, int rounds)
+{
+    const char *path = tu_path(sync == KVDB_SYNC_FULL ? "comm-full.db" : "comm-off.db");
+    kvdb *db;
+    th_comm c[4];
+    pthread_t tid[4];
+    int i;
+    struct kvdb_stat st;
+    unlink(path);
+    REQUIRE_OK(th_open(path, KVDB_CREATE, sync, &db));
+    for (i = 0; i < 4; i++) {
+        c[i].db = db;
+        c[i].id = i;
+        c[i].nkeys = nkeys;
+        c[i].rounds = rounds;
+        REQUIRE(pthread_create(&tid[i], NULL, th_committer, &c[i]) == 0);
+    }
+    for (i = 0; i < 4; i++) pthread_join(tid[i], NULL);
+    if (th_failed()) { kvdb_close(db); return; }
+    th_committers_check(db, 4, nkeys, rounds);
+    CHECK_OK(kvdb_stat(db, &st));
+    CHECK(st.keys == (uint64_t)(4 * (nkeys - (nkeys + 4) / 5)));
+    CHECK(st.commits == (uint64_t)(4 * nkeys * rounds));
+    if (sync == KVDB_SYNC_FULL) CHECK(st.syncs >= 1 && st.syncs <= st.commits);
+    CHECK_OK(kvdb_close(db));
+    REQUIRE_OK(th_open(path, 0, sync, &db));
+    th_committers_check(db, 4, nkeys, rounds);
+    CHECK_OK(kvdb_close(db));
+}
+
+static void test_committers_full(void) { th_committers(KVDB_SYNC_FULL, TH_N(60), 3); }
+static void test_committers_off(void) { th_committers(KVDB_SYNC_OFF, TH_N(400), 8); }
+
+/* ------------------------------------------------------------------ */
+/* 2b. read-modify-write of one counter in write transactions */
+
+typedef struct {
+    kvdb *db;
+    int id, n;
+    long busy, aborted;
+} th_ctr;
+
+static void *th_counter(void *arg)
+{
+    th_ctr *c = arg;
+    int i = 0, rc;
+    while (i < c->n && !th_failed()) {
+        kvdb_txn *t;
+        const void *v;
+        size_t vl;
+        uint64_t cur;
+        unsigned char enc[8], got[8];
+        unsigned flags = (i % 3 == 0) ? KVDB_TXN_NOWAIT : 0;
+        rc = kvdb_begin(c->db, flags, &t);
+        if (rc == KVDB_EBUSY && flags) { c->busy++; sched_yield(); continue; }
+        if (rc != KVDB_OK) { TH_FAIL("thread %d: begin = %d (%s)", c->id, rc, kvdb_strerror(rc)); return NULL; }
+        rc = kvdb_txn_get(t, "counter", 7, &v, &vl);
+        if (rc != KVDB_OK || vl != 8) { TH_FAIL("get counter = %d", rc); kvdb_abort(t); return NULL; }
+        cur = th_ld64(v);
+        th_le64(enc, cur + 1);
+        rc = kvdb_txn_put(t, "counter", 7, enc, 8);
+        if (rc != KVDB_OK) { TH_FAIL("put counter = %d", rc); kvdb_abort(t); return NULL; }
+        if (i % 7 == 0) {
+            kvdb_txn *t2 = NULL;
+            /* the holder of the write txn: EBUSY for auto-commit writes and a second begin, never a deadlock */
+            rc = kvdb_put(c->db, "other", 5, "x", 1);
+            if (rc != KVDB_EBUSY) TH_FAIL("kvdb_put while holding the write txn = %d, want EBUSY", rc);
+            rc = kvdb_begin(c->db, 0, &t2);
+            if (rc != KVDB_EBUSY) { TH_FAIL("second write begin in the same thread = %d, want EBUSY", rc); if (rc == KVDB_OK) kvdb_abort(t2); }
+            /* kvdb_get reads the committed state: the value before this txn's put */
+            vl = 0;
+            rc = kvdb_get(c->db, "counter", 7, got, sizeof got, &vl);
+            if (rc != KVDB_OK || vl != 8 || th_ld64(got) != cur)
+                TH_FAIL("kvdb_get while holding the write txn: rc %d, %llu, want %llu", rc, (unsigned long long)th_ld64(got), (unsigned long long)cur);
+        }
+        if (i % 11 == 5 && c->aborted < i / 11 + 1) { c->aborted++; kvdb_abort(t); continue; }
+        rc = kvdb_commit(t);
+        if (rc != KVDB_OK) { TH_FAIL("commit = %d [%s]", rc, kvdb_errmsg()); return NULL; }
+        i++;
+    }
+    return NULL;
+}
+
+static void test_counter(void)
+{
+    const char *path = tu_path("counter.db");
+    kvdb *db;
+    th_ctr c[4];
+    pthread_t tid[4];
+    int i, n = TH_N(1500);
+    unsigned char enc[8], got[8];
+    size_t vl = 0;
+    unlink(path);
+    REQUIRE_OK(th_open(path, KVDB_CREATE, KVDB_SYNC_NORMAL, &db));
+    th_le64(enc, 0);
+    REQUIRE_OK(kvdb_put(db, "counter", 7, enc, 8));
+    for (i = 0; i < 4; i++) {
+        memset(&c[i], 0, sizeof c[i]);
+        c[i].db = db;
+        c[i].id = i;
+        c[i].n = n;
+        REQUIRE(pthread_create(&tid[i], NULL, th_counter, &c[i]) == 0);
+    }
+    for (i = 0; i < 4; i++) pthread_join(tid[i], NULL);
+    if (th_failed()) { kvdb_close(db); return; }
+    CHECK_OK(kvdb_get(db, "counter", 7, got, sizeof got, &vl));
+    CHECK(vl == 8 && th_ld64(got) == (uint64_t)(4 * n));
+    CHECK_OK(kvdb_close(db));
+    REQUIRE_OK(th_open(path, 0, KVDB_SYNC_NORMAL, &db));
+    CHECK_OK(kvdb_get(db, "counter", 7, got, sizeof got, &vl));
+    CHECK(vl == 8 && th_ld64(got) == (uint64_t)(4 * n));
+    CHECK_OK(kvdb_close(db));
+}
+
+/* ------------------------------------------------------------------ */
+/* 3. readers kvdb_get while writers put and delete */
+
+#define TH_MK 64
+
+typedef struct {
+    kvdb *db;
+    int id, nwriters, ops;
+    uint64_t seed;
+    uint64_t *pub;      /* pub[k]: highest version ever written for k (atomic) */
+    int *done;          /* atomic */
+    long min_reads;     /* writers: go on until the readers made this many reads */
+    long *nreads;       /* all readers' reads so far (atomic) */
+    /* writer results (own keys) */
+    uint64_t ver[TH_MK];
+    int present[TH_MK];
+    long reads, hits;
+} th_mix;
+
+static size_t th_mlen(int k, uint64_t ver)
+{
+    if (ver % 53 == 7) return 3000 + (size_t)(ver % 1000);
+    return 12 + (size_t)((ver * 13 + (uint64_t)k) % 200);
+}
+static unsigned char th_mbyte(int k, uint64_t ver, size_t p)
+{
+    return (unsigned char)((uint64_t)k * 31 + ver * 7 + p);
+}
+static size_t th_mval(int k, uint64_t ver, unsigned char *buf)
+{
+    size_t n = th_mlen(k, ver), p;
+    buf[0] = (unsigned char)k; buf[1] = 0x5a; buf[2] = 0xa5; buf[3] = (unsigned char)(k ^ 0xff);
+    th_le64(buf + 4, ver);
+    for (p = 12; p < n; p++) buf[p] = th_mbyte(k, ver, p);
+    return n;
+}
+static size_t th_mkey(int k, char *buf) { return (size_t)sprintf(buf, "mix:%d", k); }
+
+/* validate a value read for key k (the first min(cap, vl) bytes in buf) */
+static int th_mcheck(int k, const unsigned char *buf, size_t got, size_t vl, uint64_t *ver_out)
+{
+    uint64_t ver;
+    size_t p;
+    if (got < 12) return got == vl ? -1 : 0;    /* too short to decode; lengths are >= 12 */
+    if (buf[0] != (unsigned char)k || buf[1] != 0x5a || buf[2] != 0xa5 || buf[3] != (unsigned char)(k ^ 0xff)) return -1;
+    ver = th_ld64(buf + 4);
+    if (vl != th_mlen(k, ver)) return -1;
+    for (p = 12; p < got; p++)
+        if (buf[p] != th_mbyte(k, ver, p)) return -1;
+    *ver_out = ver;
+    return 1;
+}
+
+static void *th_mix_writer(void *arg)
+{
+    th_mix *w = arg;
+    uint64_t rng = w->seed | 1;
+    unsigned char val[4100];
+    char key[32];
+    int n, rc;
+    double t0 = th_now();
+    for (n = 0; (n < w->ops || __atomic_load_n(w->nreads, __ATOMIC_ACQUIRE) < w->min_reads) &&
+                n < 20 * w->ops && !th_failed() && th_now() - t0 < TH_MAXSEC; n++) {
+        int k = w->id + w->nwriters * (int)(tu_rand(&rng) % (TH_MK / w->nwriters));
+        size_t kl = th_mkey(k, key);
+        unsigned r = (unsigned)(tu_rand(&rng) % 8);
+        if (r == 0) {
+            rc = kvdb_del(w->db, key, kl);
+            if (rc != (w->present[k] ? KVDB_OK : KVDB_NOTFOUND)) { TH_FAIL("del %s = %d, present %d", key, rc, w->present[k]); return NULL; }
+            w->present[k] = 0;
+        } else if (r == 1) {
+            /* a write transaction touching two own keys */
+            int k2 = w->id + w->nwriters * (int)(tu_rand(&rng) % (TH_MK / w->nwriters));
+            kvdb_txn *t;
+            size_t vl;
+            char key2[32];
+            size_t kl2 = th_mkey(k2, key2);
+            rc = kvdb_begin(w->db, 0, &t);
+            if (rc != KVDB_OK) { TH_FAIL("begin = %d", rc); return NULL; }
+            w->ver[k]++;
+            __atomic_store_n(&w->pub[k], w->ver[k], __ATOMIC_RELEASE);
+            vl = th_mval(k, w->ver[k], val);
+            if ((rc = kvdb_txn_put(t, key, kl, val, vl)) != KVDB_OK) { TH_FAIL("txn_put = %d", rc); kvdb_abort(t); return NULL; }
+            if (k2 != k) {
+                w->ver[k2]++;
+                __atomic_store_n(&w->pub[k2], w->ver[k2], __ATOMIC_RELEASE);
+                vl = th_mval(k2, w->ver[k2], val);
+                if ((rc = kvdb_txn_put(t, key2, kl2, val, vl)) != KVDB_OK) { TH_FAIL("txn_put = %d", rc); kvdb_abort(t); return NULL; }
+            }
+            rc = kvdb_commit(t);
+            if (rc != KVDB_OK) { TH_FAIL("commit = %d", rc); return NULL; }
+            w->present[k] = w->present[k2] = 1;
+        } else {
+            size_t vl;
+            w->ver[k]++;
+            __atomic_store_n(&w->pub[k], w->ver[k], __ATOMIC_RELEASE);
+            vl = th_mval(k, w->ver[k], val);
+            rc = kvdb_put(w->db, key, kl, val, vl);
+            if (rc != KVDB_OK) { TH_FAIL("put %s = %d", key, rc); return NULL; }
+            w->present[k] = 1;
+        }
+    }
+    return NULL;
+}
+
+static void *th_mix_reader(void *arg)
+{
+    th_mix *r = arg;
+    uint64_t rng = r->seed | 1, seen[TH_MK];
+    unsigned char buf[4200];
+    char key[32];
+    memset(seen, 0, sizeof seen);
+    while (!__atomic_load_n(r->done, __ATOMIC_ACQUIRE) && !th_failed()) {
+        int k = (int)(tu_rand(&rng) % TH_MK);
+        size_t kl = th_mkey(k, key), vl = 0, cap;
+        unsigned c = (unsigned)(tu_rand(&rng) % 8);
+        uint64_t ver = 0, pub;
+        int rc, ok;
+        if (c == 7) {
+            /* a snapshot: the same version twice, pointers stable */
+            kvdb_txn *t;
+            const void *v1 = NULL, *v2 = NULL;
+            size_t l1 = 0, l2 = 0;
+            int rc2;
+            rc = kvdb_begin(r->db, KVDB_TXN_RDONLY, &t);
+            if (rc != KVDB_OK) { TH_FAIL("begin rdonly = %d", rc); break; }
+            rc = kvdb_txn_get(t, key, kl, &v1, &l1);
+            sched_yield();
+            rc2 = kvdb_txn_get(t, key, kl, &v2, &l2);
+            if (rc != rc2 || (rc == KVDB_OK && (l1 != l2 || memcmp(v1, v2, l1) != 0))) {
+                TH_FAIL("%s read twice in one snapshot: rc %d/%d, len %zu/%zu", key, rc, rc2, l1, l2);
+                kvdb_abort(t);
+                break;
+            }
+            if (rc == KVDB_OK) {
+                ok = th_mcheck(k, v1, l1, l1, &ver);
+                if (ok != 1) { TH_FAIL("%s: snapshot read a value never written for it (len %zu)", key, l1); kvdb_abort(t); break; }
+            } else if (rc == KVDB_NOTFOUND) {
+                kvdb_abort(t);
+                continue;
+            } else {
+                TH_FAIL("txn_get %s = %d", key, rc); kvdb_abort(t); break;
+            }
+            kvdb_abort(t);
+        } else {
+            cap = c < 2 ? (size_t)(tu_rand(&rng) % 40) : sizeof buf;
+            rc = kvdb_get(r->db, key, kl, cap ? buf : NULL, cap, &vl);
+            r->reads++;
+            __atomic_add_fetch(r->nreads, 1, __ATOMIC_ACQ_REL);
+            if (rc == KVDB_NOTFOUND) continue;
+            if (rc != KVDB_OK) { TH_FAIL("get %s = %d (%s)", key, rc, kvdb_strerror(rc)); break; }
+            r->hits++;
+            ok = th_mcheck(k, buf, cap < vl ? cap : vl, vl, &ver);
+            if (ok < 0) { TH_FAIL("%s: read a value never written for it (vlen %zu, cap %zu)", key, vl, cap); break; }
+            if (ok == 0) continue;   /* too little copied to decode */
+        }
+        pub = __atomic_load_n(&r->pub[k], __ATOMIC_ACQUIRE);
+        if (ver > pub) { TH_FAIL("%s: read version %llu, but only %llu were ever written", key, (unsigned long long)ver, (unsigned long long)pub); break; }
+        if (ver < seen[k]) { TH_FAIL("%s: read version %llu after having seen %llu", key, (unsigned long long)ver, (unsigned long long)seen[k]); break; }
+        seen[k] = ver;
+    }
+    return NULL;
+}
+
+static void test_mixed_get_put_del(void)
+{
+    const char *path = tu_path("mixed.db");
+    kvdb *db;
+    static th_mix w[2], r[3];
+    static uint64_t pub[TH_MK];
+    int done = 0, i, k;
+    long nreads = 0;
+    pthread_t tw[2], tr[3];
+    long hits = 0;
+    unlink(path);
+    memset(pub, 0, sizeof pub);
+    REQUIRE_OK(th_open(path, KVDB_CREATE, KVDB_SYNC_OFF, &db));
+    for (i = 0; i < 3; i++) {
+        memset(&r[i], 0, sizeof r[i]);
+        r[i].db = db; r[i].id = i; r[i].seed = 0x7000 + (uint64_t)i; r[i].pub = pub; r[i].done = &done; r[i].nreads = &nreads;
+        REQUIRE(pthread_create(&tr[i], NULL, th_mix_reader, &r[i]) == 0);
+    }
+    for (i = 0; i < 2; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].db = db; w[i].id = i; w[i].nwriters = 2; w[i].ops = TH_N(6000); w[i].seed = 0x8000 + (uint64_t)i; w[i].pub = pub;
+        w[i].min_reads = TH_N(60000); w[i].nreads = &nreads;
+        REQUIRE(pthread_create(&tw[i], NULL, th_mix_writer, &w[i]) == 0);
+    }
+    for (i = 0; i < 2; i++) pthread_join(tw[i], NULL);
+    __atomic_store_n(&done, 1, __ATOMIC_RELEASE);
+    for (i = 0; i < 3; i++) { pthread_join(tr[i], NULL); hits += r[i].hits; }
+    if (getenv("KVDB_TEST_VERBOSE"))
+        printf("# mixed: %ld reads, %ld found\n", nreads, hits);
+    if (th_failed()) { kvdb_close(db); return; }
+    CHECK(hits > 0);
+    /* the final state: each key's last version, or absent */
+    for (k = 0; k < TH_MK; k++) {
+        th_mix *o = &w[k % 2];
+        unsigned char buf[4200], want[4200];
+        char key[32];
+        size_t kl = th_mkey(k, key), vl = 0, wl;
+        int rc = kvdb_get(db, key, kl, buf, sizeof buf, &vl);
+        if (!o->present[k]) { CHECK_RC(rc, KVDB_NOTFOUND); continue; }
+        wl = th_mval(k, o->ver[k], want);
+        CHECK_OK(rc);
+        CHECK(vl == wl && memcmp(buf, want, wl) == 0);
+    }
+    CHECK_OK(kvdb_close(db));
+}
+
+static void th_reset(void)
+{
+    pthread_mutex_lock(&th_fail_mu);
+    th_nfail = 0;
+    pthread_mutex_unlock(&th_fail_mu);
+}
+#define TH_RUN(fn) do { th_reset(); RUN(fn); } while (0)
+
+int main(void)
+{
+    tu_tmpdir("threads");
+    TH_RUN(test_snapshot_sums_file);
+    TH_RUN(test_snapshot_sums_mem);
+    TH_RUN(test_committers_full);
+    TH_RUN(test_committers_off);
+    TH_RUN(test_counter);
+    TH_RUN(test_mixed_get_put_del);
+    tu_rmrf();
+    TEST_MAIN_END();
+}
