@@ -948,7 +948,10 @@ struct kvdb_txn {
     uint32_t nrec;
     kv_ws ws;
     kv_arena_blk *arena;   /* pread-mode value copies */
+    struct kvdb_iter *iters; /* open iterators, closed when the txn ends */
 };
+
+typedef struct srt_run srt_run;
 
 struct kvdb {
     kvdb_allocator al;
@@ -994,6 +997,12 @@ struct kvdb {
     int syncing;
     int sticky;            /* error that refuses further writes */
     uint64_t nsyncs;
+
+    /* sorted index: under mu_srt */
+    kv_mutex mu_srt;
+    srt_run **runs;        /* shared runs, oldest first, contiguous */
+    size_t nruns, runs_cap;
+    uint64_t srt_bytes;    /* heap of all live runs */
 
     /* found at open */
     uint64_t torn_bytes, recovered_txns;
@@ -1934,6 +1943,366 @@ static void ws_reset(kvdb *db, kv_ws *ws)
 }
 
 /* ======================================================================
+ * SECTION: sorted index
+ *
+ * Key order is kept apart from the hash index and built lazily, so that a
+ * put pays nothing for it.  A *run* is an immutable array of entries for
+ * one range [lo, hi) of the log: for every key written in the range, the
+ * offset of its newest record there (a PUT, or a DEL marked as tombstone)
+ * and the key's first 8 bytes packed big-endian ("prefix"), so that most
+ * comparisons need no log read.  Entries are sorted by key (memcmp order,
+ * a shorter key first when one is a prefix of the other).
+ *
+ * Invariants:
+ *   1. The shared runs (db->runs) cover [LG_HDR, end of the newest run)
+ *      contiguously, oldest first; every range ends at a commit boundary.
+ *   2. An iterator over a snapshot ending at E uses the shared runs with
+ *      hi <= E and, for the rest, one run built for [covered, E): appended
+ *      to the shared list if nothing newer is there, private otherwise (an
+ *      older snapshot).  Runs are refcounted under mu_srt and never change.
+ *   3. A key's entry in a newer run supersedes its entries in older runs;
+ *      a tombstone hides the key.  Tombstones are dropped only when merged
+ *      into the run that starts at LG_HDR (nothing older to hide).
+ *   4. The shared list is merged like a binary counter: a run absorbs its
+ *      successor while that one is at least half its size, so there are
+ *      O(log n) runs and each entry is copied O(log n) times.
+ * Cost: the first iterator after n new records scans and sorts them,
+ * O(n log n), comparing prefixes in the array and reading keys from the
+ * log only on equal prefixes.  Memory: 16 bytes per entry.
+ * ====================================================================== */
+#define SRT_DEL ((uint64_t)1 << 63)
+
+typedef struct srt_ent {
+    uint64_t pfx;          /* first 8 key bytes, big-endian, zero-padded */
+    uint64_t off;          /* record offset | SRT_DEL for a tombstone */
+} srt_ent;
+
+struct srt_run {
+    uint64_t lo, hi;       /* log range covered */
+    size_t n, cap;         /* entries used, allocated */
+    unsigned refs;
+    srt_ent e[];           /* n entries, sorted by key, one per key */
+};
+
+static uint64_t srt_pfx(const uint8_t *k, size_t n)
+{
+    uint64_t p = 0;
+    size_t i;
+    for (i = 0; i < 8; i++) p = (p << 8) | (i < n ? k[i] : 0);
+    return p;
+}
+
+static int kv_keycmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
+{
+    int c = memcmp(a, b, an < bn ? an : bn);
+    if (c) return c;
+    return an < bn ? -1 : an > bn;
+}
+
+/* The key of the record at off: a pointer into the mapping or the pending
+ * buffer, or read into kb (pread mode).  Bounds are checked. */
+static int srt_key(const kv_rd *r, uint64_t off, kv_buf *kb, const uint8_t **key, size_t *klen)
+{
+    const uint8_t *p;
+    uint8_t hdr[LG_REC];
+    size_t n;
+    int rc;
+    if (r->wb && off >= r->wb_off) {
+        p = r->wb + (off - r->wb_off);
+        *klen = kv_ld16(p + 10);
+        *key = p + LG_REC;
+        return KVDB_OK;
+    }
+    if (off < LG_HDR || off + LG_REC > r->end)
+        return kv_err(KVDB_ECORRUPT, "%s: sorted index points outside the log (offset %llu)", r->db->path,
+                      (unsigned long long)off);
+    if (r->base) {
+        p = r->base + off;
+        n = kv_ld16(p + 10);
+        if (off + LG_REC + n > r->end) return kv_err(KVDB_ECORRUPT, "%s: record at %llu runs past the log", r->db->path, (unsigned long long)off);
+        *klen = n;
+        *key = p + LG_REC;
+        return KVDB_OK;
+    }
+    rc = r->db->vfs->read(r->db->vfs->ctx, r->db->file, off, hdr, LG_REC);
+    if (rc) return rc;
+    n = kv_ld16(hdr + 10);
+    if (off + LG_REC + n > r->end) return kv_err(KVDB_ECORRUPT, "%s: record at %llu runs past the log", r->db->path, (unsigned long long)off);
+    kb->len = 0;
+    rc = kv_buf_reserve(&r->db->al, kb, n ? n : 1);
+    if (rc) return rc;
+    rc = r->db->vfs->read(r->db->vfs->ctx, r->db->file, off + LG_REC, kb->p, n);
+    if (rc) return rc;
+    *klen = n;
+    *key = kb->p;
+    return KVDB_OK;
+}
+
+/* Comparison context: a reader, two key buffers, the first error. */
+typedef struct srt_cx {
+    const kv_rd *r;
+    kv_buf ka, kb;
+    int rc;
+} srt_cx;
+
+static int srt_cmp(srt_cx *c, const srt_ent *a, const srt_ent *b)
+{
+    const uint8_t *x, *y;
+    size_t xn, yn;
+    int rc;
+    if (a->pfx != b->pfx) return a->pfx < b->pfx ? -1 : 1;
+    if ((a->off & ~SRT_DEL) == (b->off & ~SRT_DEL)) return 0;
+    rc = srt_key(c->r, a->off & ~SRT_DEL, &c->ka, &x, &xn);
+    if (!rc) rc = srt_key(c->r, b->off & ~SRT_DEL, &c->kb, &y, &yn);
+    if (rc) {
+        if (!c->rc) c->rc = rc;
+        return 0;
+    }
+    return kv_keycmp(x, xn, y, yn);
+}
+
+/* Compare entry a with a key. */
+static int srt_cmp_key(srt_cx *c, const srt_ent *a, uint64_t kpfx, const uint8_t *k, size_t kn)
+{
+    const uint8_t *x;
+    size_t xn;
+    int rc;
+    if (a->pfx != kpfx) return a->pfx < kpfx ? -1 : 1;
+    rc = srt_key(c->r, a->off & ~SRT_DEL, &c->ka, &x, &xn);
+    if (rc) {
+        if (!c->rc) c->rc = rc;
+        return 0;
+    }
+    return kv_keycmp(x, xn, k, kn);
+}
+
+/* Order for building a run: by key, and the newest record first. */
+static int srt_cmp_build(srt_cx *c, const srt_ent *a, const srt_ent *b)
+{
+    int d = srt_cmp(c, a, b);
+    if (d) return d;
+    return (a->off & ~SRT_DEL) > (b->off & ~SRT_DEL) ? -1 : (a->off & ~SRT_DEL) < (b->off & ~SRT_DEL);
+}
+
+/* Bottom-up merge sort of n entries (tmp has room for n). */
+static void srt_sort(srt_cx *c, srt_ent *e, srt_ent *tmp, size_t n)
+{
+    size_t w, i;
+    srt_ent *src = e, *dst = tmp;
+    for (i = 0; i + 1 < n; i += 2) /* pairs first */
+        if (srt_cmp_build(c, &e[i], &e[i + 1]) > 0) {
+            srt_ent t = e[i];
+            e[i] = e[i + 1];
+            e[i + 1] = t;
+        }
+    for (w = 2; w < n; w *= 2) {
+        for (i = 0; i < n; i += 2 * w) {
+            size_t a = i, am = i + w < n ? i + w : n, b = am, bm = i + 2 * w < n ? i + 2 * w : n, o = i;
+            while (a < am && b < bm) dst[o++] = srt_cmp_build(c, &src[a], &src[b]) <= 0 ? src[a++] : src[b++];
+            while (a < am) dst[o++] = src[a++];
+            while (b < bm) dst[o++] = src[b++];
+        }
+        { srt_ent *t = src; src = dst; dst = t; }
+    }
+    if (src != e) memcpy(e, src, n * sizeof *e);
+}
+
+static srt_run *srt_alloc(kvdb *db, size_t n)
+{
+    srt_run *run;
+    size_t sz = sizeof *run + n * sizeof(srt_ent);
+    if (n > ((size_t)-1 - sizeof *run) / sizeof(srt_ent) || !(run = (srt_run *)kv_malloc(&db->al, sz))) {
+        kv_err(KVDB_ENOMEM, "out of memory for a sorted run of %zu entries", n);
+        return NULL;
+    }
+    run->n = run->cap = n;
+    run->refs = 1;
+    db->srt_bytes += sz;
+    return run;
+}
+
+static void srt_release(kvdb *db, srt_run *run)
+{
+    if (run && --run->refs == 0) {
+        db->srt_bytes -= sizeof *run + run->cap * sizeof(srt_ent);
+        kv_free(&db->al, run);
+    }
+}
+
+/* Build the run for [lo, hi) of the log as seen by r (mu_srt held). */
+static int srt_build(kvdb *db, const kv_rd *r, uint64_t lo, uint64_t hi, srt_run **out)
+{
+    kv_buf ents = { NULL, 0, 0 }, tmp = { NULL, 0, 0 };
+    srt_cx c;
+    srt_run *run = NULL;
+    uint64_t off = lo;
+    size_t n = 0, i, k;
+    int rc = KVDB_OK;
+    memset(&c, 0, sizeof c);
+    c.r = r;
+    while (off < hi) {
+        uint8_t hdr[LG_REC + 8];
+        const uint8_t *p;
+        lg_rec rec;
+        srt_ent *e;
+        if (r->base) {
+            p = r->base + off;
+        } else {
+            rc = db->vfs->read(db->vfs->ctx, db->file, off, hdr, hi - off < sizeof hdr ? (size_t)(hi - off) : sizeof hdr);
+            if (rc) goto out;
+            p = hdr;
+        }
+        if (lg_parse(p, off, hi - off, &rec) != KVDB_OK) {
+            rc = kv_err(KVDB_ECORRUPT, "%s: bad record at offset %llu while sorting", db->path, (unsigned long long)off);
+            goto out;
+        }
+        if (rec.type != LG_COMMIT) {
+            rc = kv_buf_reserve(&db->al, &ents, sizeof *e);
+            if (rc) goto out;
+            e = (srt_ent *)(void *)ents.p + n;
+            e->pfx = srt_pfx(p + LG_REC, rec.klen < 8 ? rec.klen : 8);
+            e->off = off | (rec.type == LG_DEL ? SRT_DEL : 0);
+            ents.len += sizeof *e;
+            n++;
+        }
+        off += rec.size;
+    }
+    rc = kv_buf_reserve(&db->al, &tmp, n * sizeof(srt_ent) + 1);
+    if (rc) goto out;
+    srt_sort(&c, (srt_ent *)(void *)ents.p, (srt_ent *)(void *)tmp.p, n);
+    if (c.rc) { rc = c.rc; goto out; }
+    {   /* one entry per key: the first (newest) of each group */
+        srt_ent *e = (srt_ent *)(void *)ents.p;
+        for (i = 0, k = 0; i < n; i++)
+            if (k == 0 || srt_cmp(&c, &e[k - 1], &e[i]) != 0) e[k++] = e[i];
+        if (c.rc) { rc = c.rc; goto out; }
+        run = srt_alloc(db, k);
+        if (!run) { rc = KVDB_ENOMEM; goto out; }
+        run->lo = lo;
+        run->hi = hi;
+        if (k) memcpy(run->e, e, k * sizeof *e);
+        /* the first run has nothing older to hide: drop its tombstones */
+        if (lo == LG_HDR) {
+            size_t j = 0;
+            for (i = 0; i < k; i++)
+                if (!(run->e[i].off & SRT_DEL)) run->e[j++] = run->e[i];
+            run->n = j;
+        }
+    }
+out:
+    kv_free(&db->al, ents.p);
+    kv_free(&db->al, tmp.p);
+    kv_free(&db->al, c.ka.p);
+    kv_free(&db->al, c.kb.p);
+    *out = run;
+    return rc;
+}
+
+/* Merge two adjacent runs, a older than b, into one (mu_srt held). */
+static int srt_merge(kvdb *db, const kv_rd *r, const srt_run *a, const srt_run *b, srt_run **out)
+{
+    srt_cx c;
+    srt_run *m;
+    size_t i = 0, j = 0, k = 0;
+    int drop = a->lo == LG_HDR;
+    memset(&c, 0, sizeof c);
+    c.r = r;
+    *out = NULL;
+    m = srt_alloc(db, a->n + b->n);
+    if (!m) return KVDB_ENOMEM;
+    m->lo = a->lo;
+    m->hi = b->hi;
+    while (i < a->n || j < b->n) {
+        const srt_ent *e;
+        int d = i == a->n ? 1 : j == b->n ? -1 : srt_cmp(&c, &a->e[i], &b->e[j]);
+        if (d < 0) e = &a->e[i++];
+        else if (d > 0) e = &b->e[j++];
+        else { e = &b->e[j++]; i++; } /* the newer entry wins */
+        if (drop && (e->off & SRT_DEL)) continue;
+        m->e[k++] = *e;
+    }
+    m->n = k;
+    kv_free(&db->al, c.ka.p);
+    kv_free(&db->al, c.kb.p);
+    if (c.rc) {
+        srt_release(db, m);
+        return c.rc;
+    }
+    *out = m;
+    return KVDB_OK;
+}
+
+/* Runs covering [LG_HDR, end) for a reader (r must see [LG_HDR, end)):
+ * *out gets an allocated array of referenced runs, oldest first. */
+static int srt_acquire(kvdb *db, const kv_rd *r, uint64_t end, srt_run ***out, size_t *nout)
+{
+    srt_run **v = NULL, *fresh = NULL;
+    size_t k = 0, i;
+    uint64_t covered;
+    int rc = KVDB_OK, shared = 0;
+    *out = NULL;
+    *nout = 0;
+    kv_lock(&db->mu_srt);
+    while (k < db->nruns && db->runs[k]->hi <= end) k++;
+    covered = k ? db->runs[k - 1]->hi : LG_HDR;
+    if (covered < end) {
+        rc = srt_build(db, r, covered, end, &fresh);
+        if (rc) goto out;
+        if (k == db->nruns) { /* extends the shared list */
+            if (db->nruns == db->runs_cap) {
+                size_t ncap = db->runs_cap ? db->runs_cap * 2 : 8;
+                srt_run **nr = (srt_run **)kv_realloc(&db->al, db->runs, ncap * sizeof *nr);
+                if (!nr) {
+                    srt_release(db, fresh);
+                    rc = kv_err(KVDB_ENOMEM, "out of memory");
+                    goto out;
+                }
+                db->runs = nr;
+                db->runs_cap = ncap;
+            }
+            db->runs[db->nruns++] = fresh;
+            shared = 1;
+            /* binary-counter merging of the tail (invariant 4) */
+            while (db->nruns >= 2 &&
+                   (db->runs[db->nruns - 2]->n <= 2 * db->runs[db->nruns - 1]->n || db->nruns > 24)) {
+                srt_run *m;
+                if (srt_merge(db, r, db->runs[db->nruns - 2], db->runs[db->nruns - 1], &m) != KVDB_OK) break;
+                srt_release(db, db->runs[db->nruns - 2]);
+                srt_release(db, db->runs[db->nruns - 1]);
+                db->nruns--;
+                db->runs[db->nruns - 1] = m;
+            }
+            k = db->nruns;
+        }
+    }
+    v = (srt_run **)kv_malloc(&db->al, (k + 1) * sizeof *v);
+    if (!v) {
+        if (fresh && !shared) srt_release(db, fresh);
+        rc = kv_err(KVDB_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (i = 0; i < k; i++) {
+        v[i] = db->runs[i];
+        v[i]->refs++;
+    }
+    if (fresh && !shared) v[k++] = fresh; /* private: our reference */
+    *out = v;
+    *nout = k;
+out:
+    kv_unlock(&db->mu_srt);
+    return rc;
+}
+
+static void srt_release_all(kvdb *db, srt_run **v, size_t n)
+{
+    size_t i;
+    kv_lock(&db->mu_srt);
+    for (i = 0; i < n; i++) srt_release(db, v[i]);
+    kv_unlock(&db->mu_srt);
+    kv_free(&db->al, v);
+}
+
+/* ======================================================================
  * SECTION: recovery
  *
  * Rebuild the index from the log (see RECOVERY at the top).  Invariants:
@@ -2200,6 +2569,7 @@ static int txn_begin_write(kvdb *db, unsigned flags, kvdb_txn **out)
     t->gen = ++db->gen;
     t->wbuf.len = 0;
     t->nrec = 0;
+    t->iters = NULL;
     *out = t;
     return KVDB_OK;
 }
@@ -2364,6 +2734,353 @@ static void txn_arena_free(kvdb_txn *t)
 }
 
 /* ======================================================================
+ * SECTION: iterators
+ *
+ * An iterator merges its sources in key order: the sorted runs of its
+ * snapshot (oldest first) and, in a write transaction, the transaction's
+ * own writes as of the iterator's creation (newest).  Where several sources
+ * hold the same key the newest wins, and a tombstone hides it.  Each
+ * source is a cursor into a sorted array; a step compares the sources'
+ * current entries (prefix in the array, full key in the log only on a
+ * prefix tie), so a step costs O(sources) comparisons plus the record
+ * read, which is checksum-verified like a point read.
+ *
+ * Bounds are [lo, hi) in key order (NULL: unbounded); a prefix P is the
+ * range [P, P+1) where P+1 is P with trailing 0xff bytes dropped and the
+ * last byte incremented.  Reverse iteration walks the same set backwards.
+ * ====================================================================== */
+typedef struct it_src {
+    const srt_ent *e;
+    size_t n;
+    size_t cur;            /* index of the current entry; n = exhausted */
+} it_src;
+
+struct kvdb_iter {
+    kvdb_txn *t;
+    struct kvdb_iter *next, **pprev; /* the transaction's list */
+    unsigned flags;
+    kv_rd rd;
+    srt_run **runs;
+    size_t nruns;
+    srt_ent *own;          /* the write transaction's writes, sorted */
+    size_t nown;
+    it_src *src;           /* nruns (+1) sources, oldest first */
+    size_t nsrc;
+    srt_cx cx;             /* key buffers for comparisons */
+    kv_buf bnd;            /* lo then hi bytes */
+    size_t lolen, hilen;
+    int has_lo, has_hi;
+    uint64_t lopfx, hipfx;
+};
+
+#define IT_LO(it) ((it)->bnd.p)
+#define IT_HI(it) ((it)->bnd.p + (it)->lolen)
+
+/* Refresh the view of the write transaction's buffer (it may have moved). */
+static void it_sync(kvdb_iter *it)
+{
+    if (it->t->write) {
+        it->rd.wb = it->t->wbuf.p;
+        it->rd.wb_len = it->t->wbuf.len;
+    }
+}
+
+/* First index of src whose key is >= k (or > k when strict). */
+static size_t it_lower(kvdb_iter *it, const it_src *s, uint64_t kpfx, const uint8_t *k, size_t kn, int strict)
+{
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int d = srt_cmp_key(&it->cx, &s->e[mid], kpfx, k, kn);
+        if (d < 0 || (strict && d == 0)) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* Position every source: forward at the first key >= k (NULL: the start),
+ * reverse at the last key <= k (NULL: the end), within the bounds. */
+static void it_position(kvdb_iter *it, const uint8_t *k, size_t kn)
+{
+    size_t i;
+    int rev = (it->flags & KVDB_ITER_REVERSE) != 0;
+    uint64_t kp = k ? srt_pfx(k, kn < 8 ? kn : 8) : 0;
+    for (i = 0; i < it->nsrc; i++) {
+        it_src *s = &it->src[i];
+        if (!rev) {
+            size_t a = it->has_lo ? it_lower(it, s, it->lopfx, IT_LO(it), it->lolen, 0) : 0;
+            if (k) {
+                size_t b = it_lower(it, s, kp, k, kn, 0);
+                if (b > a) a = b;
+            }
+            s->cur = a;
+        } else {
+            size_t a = it->has_hi ? it_lower(it, s, it->hipfx, IT_HI(it), it->hilen, 0) : s->n;
+            if (k) {
+                size_t b = it_lower(it, s, kp, k, kn, 1);
+                if (b < a) a = b;
+            }
+            s->cur = a ? a - 1 : s->n; /* the entry before, or exhausted */
+        }
+    }
+}
+
+static void it_advance(const kvdb_iter *it, it_src *s)
+{
+    if (s->cur >= s->n) return;
+    if (it->flags & KVDB_ITER_REVERSE) s->cur = s->cur ? s->cur - 1 : s->n;
+    else s->cur++;
+}
+
+static void it_free(kvdb_iter *it)
+{
+    kvdb *db = it->t->db;
+    if (it->runs) srt_release_all(db, it->runs, it->nruns);
+    kv_free(&db->al, it->own);
+    kv_free(&db->al, it->src);
+    kv_free(&db->al, it->cx.ka.p);
+    kv_free(&db->al, it->cx.kb.p);
+    kv_free(&db->al, it->bnd.p);
+    kv_free(&db->al, it);
+}
+
+/* Close every iterator of a transaction that is ending. */
+static void txn_close_iters(kvdb_txn *t)
+{
+    while (t->iters) {
+        kvdb_iter *it = t->iters;
+        t->iters = it->next;
+        it_free(it);
+    }
+}
+
+/* The write transaction's own writes, sorted, as tombstones or PUTs at
+ * their pending offsets. */
+static int it_own_writes(kvdb_iter *it)
+{
+    kvdb_txn *t = it->t;
+    kvdb *db = t->db;
+    size_t n = t->ws.n, i, k = 0;
+    srt_ent *e, *tmp;
+    if (!n) return KVDB_OK;
+    e = (srt_ent *)kv_malloc(&db->al, n * sizeof *e);
+    tmp = (srt_ent *)kv_malloc(&db->al, n * sizeof *e);
+    if (!e || !tmp) {
+        kv_free(&db->al, e);
+        kv_free(&db->al, tmp);
+        return kv_err(KVDB_ENOMEM, "out of memory");
+    }
+    if (!t->ws.promoted) {
+        for (i = 0; i < t->ws.n; i++) e[k++].off = t->ws.inl[i].pos - 1;
+    } else {
+        for (i = 0; i < t->ws.cap; i++)
+            if (t->ws.tab[i].pos) e[k++].off = t->ws.tab[i].pos - 1;
+    }
+    for (i = 0; i < k; i++) {
+        const uint8_t *p = t->wbuf.p + e[i].off;
+        uint32_t kl = kv_ld16(p + 10);
+        e[i].pfx = srt_pfx(p + LG_REC, kl < 8 ? kl : 8);
+        e[i].off = (it->rd.wb_off + e[i].off) | (p[8] == LG_DEL ? SRT_DEL : 0);
+    }
+    srt_sort(&it->cx, e, tmp, k); /* keys are distinct: any order of equals is fine */
+    kv_free(&db->al, tmp);
+    it->own = e;
+    it->nown = k;
+    return it->cx.rc;
+}
+
+static int it_open(kvdb_txn *t, const void *lo, size_t lolen, const void *hi, size_t hilen, unsigned flags,
+                   kvdb_iter **out)
+{
+    kvdb *db;
+    kvdb_iter *it;
+    size_t i;
+    int rc;
+    if (!out) return kv_err(KVDB_EINVAL, "kvdb_iter: out is NULL");
+    *out = NULL;
+    if (!t) return kv_err(KVDB_EINVAL, "kvdb_iter: NULL transaction");
+    if (flags & ~KVDB_ITER_REVERSE) return kv_err(KVDB_EINVAL, "kvdb_iter: unknown flags");
+    if ((lo && lolen > KVDB_MAX_KEY) || (hi && hilen > KVDB_MAX_KEY + 1))
+        return kv_err(KVDB_ETOOBIG, "kvdb_iter: bound longer than the longest key");
+    db = t->db;
+    it = (kvdb_iter *)kv_malloc(&db->al, sizeof *it);
+    if (!it) return kv_err(KVDB_ENOMEM, "out of memory");
+    memset(it, 0, sizeof *it);
+    it->t = t;
+    it->flags = flags;
+    rd_init(&it->rd, db, t->ver);
+    if (t->write) {
+        it->rd.wb_off = t->ver->end;
+        it_sync(it);
+    }
+    it->cx.r = &it->rd;
+    it->has_lo = lo != NULL;
+    it->has_hi = hi != NULL;
+    it->lolen = lo ? lolen : 0;
+    it->hilen = hi ? hilen : 0;
+    rc = kv_buf_reserve(&db->al, &it->bnd, it->lolen + it->hilen + 1);
+    if (rc) goto fail;
+    if (it->lolen) memcpy(IT_LO(it), lo, it->lolen);
+    if (it->hilen) memcpy(IT_HI(it), hi, it->hilen);
+    it->lopfx = srt_pfx(IT_LO(it), it->lolen < 8 ? it->lolen : 8);
+    it->hipfx = srt_pfx(IT_HI(it), it->hilen < 8 ? it->hilen : 8);
+    rc = srt_acquire(db, &it->rd, t->ver->end, &it->runs, &it->nruns);
+    if (rc) goto fail;
+    if (t->write) {
+        rc = it_own_writes(it);
+        if (rc) goto fail;
+    }
+    it->nsrc = it->nruns + (it->nown ? 1 : 0);
+    it->src = (it_src *)kv_malloc(&db->al, (it->nsrc ? it->nsrc : 1) * sizeof *it->src);
+    if (!it->src) { rc = kv_err(KVDB_ENOMEM, "out of memory"); goto fail; }
+    for (i = 0; i < it->nruns; i++) {
+        it->src[i].e = it->runs[i]->e;
+        it->src[i].n = it->runs[i]->n;
+    }
+    if (it->nown) {
+        it->src[it->nruns].e = it->own;
+        it->src[it->nruns].n = it->nown;
+    }
+    it_position(it, NULL, 0);
+    if (it->cx.rc) { rc = it->cx.rc; goto fail; }
+    it->next = t->iters;
+    if (t->iters) t->iters->pprev = &it->next;
+    it->pprev = &t->iters;
+    t->iters = it;
+    *out = it;
+    return KVDB_OK;
+fail:
+    it_free(it);
+    return rc;
+}
+
+int kvdb_iter_range(kvdb_txn *t, const void *lo, size_t lolen, const void *hi, size_t hilen, unsigned flags,
+                    kvdb_iter **out)
+{
+    kv_clearerr();
+    return it_open(t, lo, lolen, hi, hilen, flags, out);
+}
+
+int kvdb_iter_prefix(kvdb_txn *t, const void *prefix, size_t plen, unsigned flags, kvdb_iter **out)
+{
+    uint8_t *hi;
+    size_t hl = plen;
+    int rc;
+    kv_clearerr();
+    if (!prefix && plen) return kv_err(KVDB_EINVAL, "kvdb_iter_prefix: NULL prefix with nonzero length");
+    if (!t) {
+        if (out) *out = NULL;
+        return kv_err(KVDB_EINVAL, "kvdb_iter_prefix: NULL transaction");
+    }
+    if (plen > KVDB_MAX_KEY) {
+        if (out) *out = NULL;
+        return kv_err(KVDB_ETOOBIG, "kvdb_iter_prefix: prefix longer than the longest key");
+    }
+    /* hi = the prefix with trailing 0xff dropped and the last byte + 1 */
+    hi = (uint8_t *)kv_malloc(&t->db->al, plen ? plen : 1);
+    if (!hi) return kv_err(KVDB_ENOMEM, "out of memory");
+    if (plen) memcpy(hi, prefix, plen);
+    while (hl && hi[hl - 1] == 0xff) hl--;
+    if (hl) hi[hl - 1]++;
+    rc = it_open(t, plen ? prefix : NULL, plen, hl ? hi : NULL, hl, flags, out);
+    kv_free(&t->db->al, hi);
+    return rc;
+}
+
+int kvdb_iter_seek(kvdb_iter *it, const void *key, size_t klen)
+{
+    kv_clearerr();
+    if (!it) return kv_err(KVDB_EINVAL, "kvdb_iter_seek: NULL iterator");
+    if (!key && klen) return kv_err(KVDB_EINVAL, "kvdb_iter_seek: NULL key with nonzero length");
+    if (klen > KVDB_MAX_KEY + 1) return kv_err(KVDB_ETOOBIG, "kvdb_iter_seek: key too long");
+    it_sync(it);
+    it->cx.rc = KVDB_OK;
+    it_position(it, key ? (const uint8_t *)key : (const uint8_t *)"", klen);
+    return it->cx.rc;
+}
+
+int kvdb_iter_next(kvdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen)
+{
+    int rev;
+    kv_clearerr();
+    if (!it) return kv_err(KVDB_EINVAL, "kvdb_iter_next: NULL iterator");
+    rev = (it->flags & KVDB_ITER_REVERSE) != 0;
+    it_sync(it);
+    it->cx.rc = KVDB_OK;
+    for (;;) {
+        size_t i, best = it->nsrc;
+        const srt_ent *e;
+        uint64_t off;
+        const uint8_t *k;
+        size_t kn;
+        kv_hit hit;
+        int rc, d;
+        /* the smallest (largest in reverse) key; the newest source on ties */
+        for (i = 0; i < it->nsrc; i++) {
+            const it_src *s = &it->src[i];
+            if (s->cur >= s->n) continue;
+            if (best == it->nsrc) { best = i; continue; }
+            d = srt_cmp(&it->cx, &s->e[s->cur], &it->src[best].e[it->src[best].cur]);
+            if (rev ? d >= 0 : d <= 0) best = i;
+        }
+        if (it->cx.rc) return it->cx.rc;
+        if (best == it->nsrc) return KVDB_DONE;
+        e = &it->src[best].e[it->src[best].cur];
+        /* step every source past this key */
+        for (i = 0; i < it->nsrc; i++) {
+            it_src *s = &it->src[i];
+            if (i != best && s->cur < s->n && srt_cmp(&it->cx, &s->e[s->cur], e) == 0) it_advance(it, s);
+        }
+        if (it->cx.rc) return it->cx.rc;
+        off = e->off;
+        it_advance(it, &it->src[best]);
+        /* bounds */
+        rc = srt_key(&it->rd, off & ~SRT_DEL, &it->cx.ka, &k, &kn);
+        if (rc) return rc;
+        if (!rev && it->has_hi && kv_keycmp(k, kn, IT_HI(it), it->hilen) >= 0) return KVDB_DONE;
+        if (rev && it->has_lo && kv_keycmp(k, kn, IT_LO(it), it->lolen) < 0) return KVDB_DONE;
+        if (off & SRT_DEL) continue;
+        /* the record: verified, pointers valid until the txn ends */
+        if (it->rd.base || (it->rd.wb && off >= it->rd.wb_off)) {
+            rc = rd_match(&it->rd, off, k, kn, &hit);
+            if (rc < 0) return rc;
+            if (rc == 0) return kv_err(KVDB_ECORRUPT, "%s: sorted index disagrees with the log at %llu", it->t->db->path, (unsigned long long)off);
+            if (key) *key = k;
+            if (klen) *klen = kn;
+            if (val) *val = hit.val;
+            if (vlen) *vlen = hit.vlen;
+            return KVDB_OK;
+        } else { /* pread: copy key and value into the transaction's arena */
+            uint8_t *p;
+            size_t kk = kn;
+            rc = rd_match(&it->rd, off, k, kn, &hit);
+            if (rc < 0) return rc;
+            if (rc == 0) return kv_err(KVDB_ECORRUPT, "%s: sorted index disagrees with the log at %llu", it->t->db->path, (unsigned long long)off);
+            p = (uint8_t *)txn_arena_alloc(it->t, kk + hit.vlen + 1);
+            if (!p) return kv_err(KVDB_ENOMEM, "out of memory");
+            memcpy(p, k, kk);
+            if (hit.vlen) {
+                rc = it->t->db->vfs->read(it->t->db->vfs->ctx, it->t->db->file, hit.voff, p + kk, hit.vlen);
+                if (rc) return rc;
+            }
+            if (key) *key = p;
+            if (klen) *klen = kk;
+            if (val) *val = p + kk;
+            if (vlen) *vlen = hit.vlen;
+            return KVDB_OK;
+        }
+    }
+}
+
+void kvdb_iter_close(kvdb_iter *it)
+{
+    if (!it) return;
+    *it->pprev = it->next;
+    if (it->next) it->next->pprev = it->pprev;
+    it_free(it);
+}
+
+/* ======================================================================
  * SECTION: public API
  * ====================================================================== */
 static int kv_check_key(const void *key, size_t klen)
@@ -2453,6 +3170,8 @@ static void kv_teardown(kvdb *db)
             }
         }
     }
+    while (db->nruns) srt_release(db, db->runs[--db->nruns]);
+    kv_free(&db->al, db->runs);
     kv_map_release(db, db->map);
     db->map = NULL;
     kv_free(&db->al, db->wtxn.wbuf.p);
@@ -2464,6 +3183,7 @@ static void kv_teardown(kvdb *db)
     kv_mutex_free(&db->mu_ver);
     kv_mutex_free(&db->mu_sync);
     kv_cond_free(&db->cv_sync);
+    kv_mutex_free(&db->mu_srt);
     kv_free(&db->al, db->path);
     {
         kvdb_allocator al = db->al;
@@ -2542,6 +3262,7 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     kv_mutex_init(&db->mu_ver);
     kv_mutex_init(&db->mu_sync);
     kv_cond_init(&db->cv_sync);
+    kv_mutex_init(&db->mu_srt);
     {
         const char *name = db->inmem ? "(in-memory)" : path;
         size_t n = strlen(name);
@@ -2710,6 +3431,7 @@ int kvdb_begin(kvdb *db, unsigned flags, kvdb_txn **out)
 static void txn_end_read(kvdb_txn *t)
 {
     kvdb *db = t->db;
+    txn_close_iters(t);
     kv_lock(&db->mu_ver);
     t->ver->refs--;
     db->nreaders--;
@@ -2722,6 +3444,7 @@ void kvdb_abort(kvdb_txn *t)
 {
     if (!t) return;
     if (t->write) {
+        txn_close_iters(t);
         txn_arena_free(t);
         txn_release_writer(t->db);
     } else {
@@ -2737,6 +3460,7 @@ int kvdb_commit(kvdb_txn *t)
         txn_end_read(t);
         return KVDB_OK;
     }
+    txn_close_iters(t);
     txn_arena_free(t);
     return txn_commit_write(t);
 }
@@ -2943,6 +3667,10 @@ int kvdb_stat(kvdb *db, struct kvdb_stat *st)
     kv_lock(&db->mu_sync);
     st->syncs = db->nsyncs;
     kv_unlock(&db->mu_sync);
+    kv_lock(&db->mu_srt);
+    st->sorted_bytes = db->srt_bytes;
+    st->sorted_runs = db->nruns;
+    kv_unlock(&db->mu_srt);
     st->torn_bytes = db->torn_bytes;
     st->recovered_txns = db->recovered_txns;
     st->format_version = KVDB_FORMAT_VERSION;

@@ -226,6 +226,34 @@ void kvdb_abort(kvdb_txn *t);
 /* Make everything committed so far durable (in every sync mode). */
 int kvdb_sync(kvdb *db);
 
+/* ---- ordered iteration ----
+ * An iterator walks the keys of its transaction's snapshot in key order
+ * (bytewise, memcmp; a shorter key first when one is a prefix of the
+ * other), or in descending order with KVDB_ITER_REVERSE.  In a write
+ * transaction it also sees the transaction's own writes made before the
+ * iterator was opened (deletes hide keys).  Key and value pointers stay
+ * valid until the transaction ends (in a write transaction, until its next
+ * write, for keys and values it wrote itself).  Iterators still open when
+ * their transaction ends are closed with it; their handles become invalid.
+ *
+ * Cost: key order is built lazily from the log, so puts pay nothing for
+ * it; the first iterator after n new records sorts them (O(n log n), about
+ * 16 bytes of heap per record until they are merged into a checkpoint),
+ * later iterators reuse that work.  Each step costs a comparison per
+ * internal run (O(log n) of them) and one checksum-verified record read. */
+#define KVDB_ITER_REVERSE 0x1u
+/* keys in [lo, hi); a NULL bound is unbounded */
+int kvdb_iter_range(kvdb_txn *t, const void *lo, size_t lolen, const void *hi, size_t hilen,
+                    unsigned flags, kvdb_iter **out);
+/* keys starting with prefix (plen 0: all keys) */
+int kvdb_iter_prefix(kvdb_txn *t, const void *prefix, size_t plen, unsigned flags, kvdb_iter **out);
+/* KVDB_OK with the next pair, KVDB_DONE at the end (and after it) */
+int kvdb_iter_next(kvdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen);
+/* Reposition: the next kvdb_iter_next returns the first key >= key (in
+ * reverse: the last key <= key), still within the iterator's bounds. */
+int kvdb_iter_seek(kvdb_iter *it, const void *key, size_t klen);
+void kvdb_iter_close(kvdb_iter *it);
+
 struct kvdb_stat {
     uint64_t keys;          /* live keys */
     uint64_t file_bytes;    /* bytes of log (header included) */
@@ -236,6 +264,8 @@ struct kvdb_stat {
     uint64_t syncs;         /* data syncs issued by this handle */
     uint64_t torn_bytes;    /* bytes cut from a torn tail at open */
     uint64_t recovered_txns;/* transactions replayed at open */
+    uint64_t sorted_bytes;  /* heap of the sorted index (its runs) */
+    uint64_t sorted_runs;   /* sorted runs shared by iterators */
     uint32_t format_version;
     int sync_mode;
     unsigned flags;
