@@ -1004,8 +1004,18 @@ struct kvdb {
     size_t nruns, runs_cap;
     uint64_t srt_bytes;    /* heap of all live runs */
 
+    kv_mutex mu_ckpt;      /* one checkpoint at a time */
+    /* the sidecar loaded at open (lives until close) */
+    const uint8_t *sc_base;
+    uint64_t sc_len;
+    int sc_heap;           /* read into the heap, not mapped */
+    kvdb_file *sc_file;
+    uint64_t sc_end;       /* log bytes the newest sidecar covers */
+    const char *sc_why;    /* what became of it at open */
+
     /* found at open */
-    uint64_t torn_bytes, recovered_txns;
+    uint64_t torn_bytes, recovered_txns, replayed_bytes;
+    int sc_loaded;
 };
 
 /* ======================================================================
@@ -1378,6 +1388,7 @@ static void hix_free_node(kvdb *db, hix_node *n)
  * it, else retire it for the versions that still can. */
 static void hix_drop(hix_w *w, hix_node *n)
 {
+    if (n->adj == 0xFF) return; /* inside the sidecar mapping: lives until close */
     if (n->gen == w->gen) {
         hix_free_node(w->db, n);
     } else {
@@ -1390,7 +1401,7 @@ static void hix_drop(hix_w *w, hix_node *n)
 static void hix_free_tree(kvdb *db, hix_ref r, uint64_t gen)
 {
     hix_node *n = HIX_NODE(r);
-    if (gen && n->gen != gen) return;
+    if (!r || n->adj == 0xFF || (gen && n->gen != gen)) return;
     if (n->cap == 0) {
         hix_inner *in = (hix_inner *)n;
         unsigned i;
@@ -1965,7 +1976,10 @@ static void ws_reset(kvdb *db, kv_ws *ws)
  *      into the run that starts at LG_HDR (nothing older to hide).
  *   4. The shared list is merged like a binary counter: a run absorbs its
  *      successor while that one is at least half its size, so there are
- *      O(log n) runs and each entry is copied O(log n) times.
+ *      O(log n) runs and each entry is copied O(log n) times.  The run
+ *      loaded from the sidecar (mapped, covering the log up to the
+ *      checkpoint) is never merged into the heap; the next checkpoint
+ *      replaces it.
  * Cost: the first iterator after n new records scans and sorts them,
  * O(n log n), comparing prefixes in the array and reading keys from the
  * log only on equal prefixes.  Memory: 16 bytes per entry.
@@ -1979,9 +1993,12 @@ typedef struct srt_ent {
 
 struct srt_run {
     uint64_t lo, hi;       /* log range covered */
-    size_t n, cap;         /* entries used, allocated */
+    size_t n, cap;         /* entries used, allocated here (0: mapped) */
     unsigned refs;
-    srt_ent e[];           /* n entries, sorted by key, one per key */
+    const srt_ent *e;      /* n entries, sorted by key, one per key: own[]
+                              or, for the run loaded from the sidecar, the
+                              mapping (which lives until close) */
+    srt_ent own[];
 };
 
 static uint64_t srt_pfx(const uint8_t *k, size_t n)
@@ -2117,6 +2134,7 @@ static srt_run *srt_alloc(kvdb *db, size_t n)
     }
     run->n = run->cap = n;
     run->refs = 1;
+    run->e = run->own;
     db->srt_bytes += sz;
     return run;
 }
@@ -2180,12 +2198,12 @@ static int srt_build(kvdb *db, const kv_rd *r, uint64_t lo, uint64_t hi, srt_run
         if (!run) { rc = KVDB_ENOMEM; goto out; }
         run->lo = lo;
         run->hi = hi;
-        if (k) memcpy(run->e, e, k * sizeof *e);
+        if (k) memcpy(run->own, e, k * sizeof *e);
         /* the first run has nothing older to hide: drop its tombstones */
         if (lo == LG_HDR) {
             size_t j = 0;
             for (i = 0; i < k; i++)
-                if (!(run->e[i].off & SRT_DEL)) run->e[j++] = run->e[i];
+                if (!(run->own[i].off & SRT_DEL)) run->own[j++] = run->own[i];
             run->n = j;
         }
     }
@@ -2219,7 +2237,7 @@ static int srt_merge(kvdb *db, const kv_rd *r, const srt_run *a, const srt_run *
         else if (d > 0) e = &b->e[j++];
         else { e = &b->e[j++]; i++; } /* the newer entry wins */
         if (drop && (e->off & SRT_DEL)) continue;
-        m->e[k++] = *e;
+        m->own[k++] = *e;
     }
     m->n = k;
     kv_free(&db->al, c.ka.p);
@@ -2263,7 +2281,7 @@ static int srt_acquire(kvdb *db, const kv_rd *r, uint64_t end, srt_run ***out, s
             db->runs[db->nruns++] = fresh;
             shared = 1;
             /* binary-counter merging of the tail (invariant 4) */
-            while (db->nruns >= 2 &&
+            while (db->nruns >= 2 && db->runs[db->nruns - 2]->cap != 0 &&
                    (db->runs[db->nruns - 2]->n <= 2 * db->runs[db->nruns - 1]->n || db->nruns > 24)) {
                 srt_run *m;
                 if (srt_merge(db, r, db->runs[db->nruns - 2], db->runs[db->nruns - 1], &m) != KVDB_OK) break;
@@ -2384,13 +2402,13 @@ static int rcv_apply(kvdb *db, hix_w *w, kv_ver *v, const kv_rd *r, rcv_pend *pd
     return KVDB_OK;
 }
 
-/* Scan [LG_HDR, size) into v.  *good = end of the last whole transaction. */
-static int rcv_scan(kvdb *db, kv_ver *v, uint64_t size, uint64_t *good)
+/* Scan [start, size) into v.  *good = end of the last whole transaction. */
+static int rcv_scan(kvdb *db, kv_ver *v, uint64_t start, uint64_t size, uint64_t *good)
 {
     kv_rd r;
     hix_w w;
     kv_buf pend = { NULL, 0, 0 }, buf = { NULL, 0, 0 }, kbuf = { NULL, 0, 0 };
-    uint64_t off = LG_HDR, last_seq = 0;
+    uint64_t off = start, last_seq = db->seq;
     size_t npend = 0;
     int rc = KVDB_OK;
 
@@ -2400,7 +2418,7 @@ static int rcv_scan(kvdb *db, kv_ver *v, uint64_t size, uint64_t *good)
     w.gen = db->gen;
     w.retired = NULL;
     w.rd = &r;
-    *good = LG_HDR;
+    *good = start;
     while (off < size) {
         const uint8_t *p;
         lg_rec rec;
@@ -2825,11 +2843,36 @@ static void it_position(kvdb_iter *it, const uint8_t *k, size_t kn)
     }
 }
 
-static void it_advance(const kvdb_iter *it, it_src *s)
+static void src_advance(it_src *s, int rev)
 {
     if (s->cur >= s->n) return;
-    if (it->flags & KVDB_ITER_REVERSE) s->cur = s->cur ? s->cur - 1 : s->n;
+    if (rev) s->cur = s->cur ? s->cur - 1 : s->n;
     else s->cur++;
+}
+
+/* One step of the k-way merge: the smallest key (largest in reverse), from
+ * the newest source holding it; every source moves past that key.
+ * 1 and *out, 0 when all sources are exhausted, or an error. */
+static int srt_kway_next(srt_cx *cx, it_src *src, size_t nsrc, int rev, srt_ent *out)
+{
+    size_t i, best = nsrc;
+    int d;
+    for (i = 0; i < nsrc; i++) {
+        const it_src *s = &src[i];
+        if (s->cur >= s->n) continue;
+        if (best == nsrc) { best = i; continue; }
+        d = srt_cmp(cx, &s->e[s->cur], &src[best].e[src[best].cur]);
+        if (rev ? d >= 0 : d <= 0) best = i;
+    }
+    if (cx->rc) return cx->rc;
+    if (best == nsrc) return 0;
+    *out = src[best].e[src[best].cur];
+    for (i = 0; i < nsrc; i++) {
+        it_src *s = &src[i];
+        if (i != best && s->cur < s->n && srt_cmp(cx, &s->e[s->cur], out) == 0) src_advance(s, rev);
+    }
+    src_advance(&src[best], rev);
+    return cx->rc ? cx->rc : 1;
 }
 
 static void it_free(kvdb_iter *it)
@@ -3008,32 +3051,14 @@ int kvdb_iter_next(kvdb_iter *it, const void **key, size_t *klen, const void **v
     it_sync(it);
     it->cx.rc = KVDB_OK;
     for (;;) {
-        size_t i, best = it->nsrc;
-        const srt_ent *e;
+        srt_ent e;
         uint64_t off;
         const uint8_t *k;
         size_t kn;
         kv_hit hit;
-        int rc, d;
-        /* the smallest (largest in reverse) key; the newest source on ties */
-        for (i = 0; i < it->nsrc; i++) {
-            const it_src *s = &it->src[i];
-            if (s->cur >= s->n) continue;
-            if (best == it->nsrc) { best = i; continue; }
-            d = srt_cmp(&it->cx, &s->e[s->cur], &it->src[best].e[it->src[best].cur]);
-            if (rev ? d >= 0 : d <= 0) best = i;
-        }
-        if (it->cx.rc) return it->cx.rc;
-        if (best == it->nsrc) return KVDB_DONE;
-        e = &it->src[best].e[it->src[best].cur];
-        /* step every source past this key */
-        for (i = 0; i < it->nsrc; i++) {
-            it_src *s = &it->src[i];
-            if (i != best && s->cur < s->n && srt_cmp(&it->cx, &s->e[s->cur], e) == 0) it_advance(it, s);
-        }
-        if (it->cx.rc) return it->cx.rc;
-        off = e->off;
-        it_advance(it, &it->src[best]);
+        int rc = srt_kway_next(&it->cx, it->src, it->nsrc, rev, &e);
+        if (rc <= 0) return rc ? rc : KVDB_DONE;
+        off = e.off;
         /* bounds */
         rc = srt_key(&it->rd, off & ~SRT_DEL, &it->cx.ka, &k, &kn);
         if (rc) return rc;
@@ -3078,6 +3103,400 @@ void kvdb_iter_close(kvdb_iter *it)
     *it->pprev = it->next;
     if (it->next) it->next->pprev = it->pprev;
     it_free(it);
+}
+
+/* ======================================================================
+ * SECTION: sidecar
+ *
+ * "<database>.idx" persists the indexes so that reopening reads them
+ * instead of the whole log.  It is derived data: the log alone always
+ * rebuilds it, and any doubt about it means it is ignored.
+ *
+ *   Header (128 bytes, little-endian)
+ *     [0,8)     magic "\x89KVX\r\n\x1a\n"
+ *     [8,12)    u32 sidecar version (1)
+ *     [12,16)   u32 layout: 1 for a little-endian host with 8-byte
+ *               pointers -- the leaf images are the in-memory layout, so a
+ *               host with another layout rebuilds from the log instead
+ *     [16,32)   database id            [32,40)  hash seed
+ *     [40,48)   u64 checksum of the log's header
+ *     [48,56)   u64 P: log bytes covered; the log must hold an intact
+ *               COMMIT record ending exactly at P with sequence [56,64)
+ *     [56,64)   u64 that sequence number
+ *     [64,72)   u64 sorted entries      [72,80)  u64 their offset
+ *     [80,88)   u64 leaves              [88,96)  u64 their offset
+ *     [96,104)  u64 live keys           [104,112) u64 live bytes
+ *     [112,120) u64 XXH3 of bytes [128, end), seeded with the hash seed
+ *     [120,128) u64 XXH3 of bytes [0,120)
+ *   Sorted entries: the merged runs, tombstones dropped, 16 bytes each.
+ *   Leaves: per leaf a 16-byte descriptor (u8 parent level, u8 local
+ *   depth, u16 0, u32 path = the child indices from the root, 6 bits per
+ *   level; u32 cap; u32 count) followed by the leaf's image (its 32-byte
+ *   header with gen 0 and adj 0xFF, then its slots).
+ *
+ * Loading maps the file; the leaves are used in place (never written or
+ * freed: hix_drop and hix_free_tree skip nodes with adj 0xFF, and a write
+ * copies them like any shared node) and the sorted entries become the
+ * oldest run, so memory is touched only as keys are used.  The mapping
+ * lives until close.  Writing happens at close and in kvdb_checkpoint():
+ * temporary file, sync, rename, directory sync.
+ * ====================================================================== */
+#define SC_MAGIC "\x89KVX\r\n\x1a\n"
+#define SC_HDR 128
+#define SC_MAPPED 0xFF     /* hix_node.adj of a node inside the sidecar */
+
+static uint32_t sc_layout(void)
+{
+    const uint16_t one = 1;
+    return (*(const uint8_t *)&one == 1 && sizeof(void *) == 8 && sizeof(hix_node) == 32) ? 1u : 0u;
+}
+
+static char *sc_name(kvdb *db, const char *suffix)
+{
+    size_t a = strlen(db->path), b = strlen(suffix);
+    char *p = (char *)kv_malloc(&db->al, a + b + 1);
+    if (!p) return NULL;
+    memcpy(p, db->path, a);
+    memcpy(p + a, suffix, b + 1);
+    return p;
+}
+
+/* Buffered writer with a running checksum. */
+typedef struct sc_out {
+    kvdb *db;
+    kvdb_file *f;
+    uint64_t off;          /* file offset of buf[0] */
+    kv_buf buf;
+    XXH3_state_t st;
+    int rc;
+} sc_out;
+
+static void sc_flush(sc_out *o)
+{
+    if (!o->rc && o->buf.len) o->rc = o->db->vfs->write(o->db->vfs->ctx, o->f, o->off, o->buf.p, o->buf.len);
+    o->off += o->buf.len;
+    o->buf.len = 0;
+}
+
+static void sc_put(sc_out *o, const void *p, size_t n)
+{
+    if (o->rc) return;
+    XXH3_64bits_update(&o->st, p, n);
+    if (o->buf.len + n > ((size_t)1 << 20)) sc_flush(o);
+    if (n > ((size_t)1 << 20)) {
+        if (!o->rc) o->rc = o->db->vfs->write(o->db->vfs->ctx, o->f, o->off, p, n);
+        o->off += n;
+        return;
+    }
+    if (!o->rc) o->rc = kv_buf_reserve(&o->db->al, &o->buf, n);
+    if (o->rc) return;
+    memcpy(o->buf.p + o->buf.len, p, n);
+    o->buf.len += n;
+}
+
+/* Write every leaf below inner node in, whose path so far is path. */
+static void sc_put_leaves(sc_out *o, const hix_inner *in, uint32_t path, uint64_t *nleaves)
+{
+    unsigned i = 0;
+    while (i < HIX_FAN && !o->rc) {
+        hix_ref c = in->child[i];
+        if (!HIX_CODE(c)) {
+            sc_put_leaves(o, (const hix_inner *)HIX_NODE(c), (path << 6) | i, nleaves);
+            i++;
+        } else {
+            const hix_node *l = HIX_NODE(c);
+            uint8_t d[16];
+            hix_node h;
+            d[0] = in->h.level;
+            d[1] = l->ldepth;
+            d[2] = d[3] = 0;
+            kv_st32(d + 4, (path << 6) | i);
+            kv_st32(d + 8, l->cap);
+            kv_st32(d + 12, l->count);
+            sc_put(o, d, sizeof d);
+            memset(&h, 0, sizeof h);
+            h.count = l->count;
+            h.cap = l->cap;
+            h.ldepth = l->ldepth;
+            h.code = l->code;
+            h.adj = SC_MAPPED;
+            sc_put(o, &h, sizeof h);
+            sc_put(o, hix_slots(l), (size_t)l->cap * HIX_SLOT);
+            (*nleaves)++;
+            i += 1u << (6 - l->ldepth);
+        }
+    }
+}
+
+/* Write the sidecar for version v (pinned by the caller). */
+static int sc_write(kvdb *db, kv_ver *v)
+{
+    sc_out o;
+    kv_rd r;
+    srt_run **runs = NULL;
+    size_t nruns = 0, i;
+    it_src *src = NULL;
+    srt_cx cx;
+    uint8_t h[SC_HDR], lh[LG_HDR];
+    uint64_t nent = 0, nleaves = 0, leaves_off;
+    char *name = NULL, *tmp = NULL;
+    int rc;
+
+    if (!sc_layout() || db->inmem || db->rdonly) return KVDB_OK;
+    memset(&o, 0, sizeof o);
+    memset(&cx, 0, sizeof cx);
+    rd_init(&r, db, v);
+    cx.r = &r;
+    rc = db->vfs->read(db->vfs->ctx, db->file, 0, lh, LG_HDR);
+    if (rc) return rc;
+    name = sc_name(db, ".idx");
+    tmp = sc_name(db, ".idx.tmp");
+    if (!name || !tmp) { rc = kv_err(KVDB_ENOMEM, "out of memory"); goto out; }
+    rc = srt_acquire(db, &r, v->end, &runs, &nruns);
+    if (rc) goto out;
+    src = (it_src *)kv_malloc(&db->al, (nruns ? nruns : 1) * sizeof *src);
+    if (!src) { rc = kv_err(KVDB_ENOMEM, "out of memory"); goto out; }
+    for (i = 0; i < nruns; i++) {
+        src[i].e = runs[i]->e;
+        src[i].n = runs[i]->n;
+        src[i].cur = 0;
+    }
+    db->vfs->remove(db->vfs->ctx, tmp);
+    rc = db->vfs->open(db->vfs->ctx, tmp, KVDB_VFS_CREATE | KVDB_VFS_EXCL, &o.f);
+    if (rc) goto out;
+    o.db = db;
+    o.off = SC_HDR;
+    XXH3_INITSTATE(&o.st);
+    XXH3_64bits_reset_withSeed(&o.st, db->seed);
+    for (;;) { /* the merged sorted entries */
+        srt_ent e;
+        int k = srt_kway_next(&cx, src, nruns, 0, &e);
+        if (k < 0) { rc = k; goto out; }
+        if (k == 0) break;
+        if (e.off & SRT_DEL) continue;
+        sc_put(&o, &e, sizeof e);
+        nent++;
+    }
+    leaves_off = SC_HDR + nent * sizeof(srt_ent);
+    sc_put_leaves(&o, (const hix_inner *)HIX_NODE(v->root), 0, &nleaves);
+    sc_flush(&o);
+    if (o.rc) { rc = o.rc; goto out; }
+    memset(h, 0, sizeof h);
+    memcpy(h, SC_MAGIC, 8);
+    kv_st32(h + 8, 1);
+    kv_st32(h + 12, sc_layout());
+    memcpy(h + 16, db->id, 16);
+    kv_st64(h + 32, db->seed);
+    kv_st64(h + 40, XXH3_64bits(lh, LG_HDR));
+    kv_st64(h + 48, v->end);
+    kv_st64(h + 56, v->seq);
+    kv_st64(h + 64, nent);
+    kv_st64(h + 72, SC_HDR);
+    kv_st64(h + 80, nleaves);
+    kv_st64(h + 88, leaves_off);
+    kv_st64(h + 96, v->keys);
+    kv_st64(h + 104, v->live);
+    kv_st64(h + 112, XXH3_64bits_digest(&o.st));
+    kv_st64(h + 120, XXH3_64bits(h, 120));
+    rc = db->vfs->write(db->vfs->ctx, o.f, 0, h, SC_HDR);
+    if (!rc) rc = db->vfs->sync(db->vfs->ctx, o.f);
+    if (!rc) {
+        rc = db->vfs->close(db->vfs->ctx, o.f);
+        o.f = NULL;
+    }
+    if (!rc) rc = db->vfs->rename(db->vfs->ctx, tmp, name);
+    if (!rc) rc = db->vfs->sync_dir(db->vfs->ctx, name);
+    if (!rc) db->sc_end = v->end;
+out:
+    if (o.f) db->vfs->close(db->vfs->ctx, o.f);
+    if (rc && tmp) db->vfs->remove(db->vfs->ctx, tmp);
+    kv_free(&db->al, o.buf.p);
+    kv_free(&db->al, cx.ka.p);
+    kv_free(&db->al, cx.kb.p);
+    kv_free(&db->al, src);
+    if (runs) srt_release_all(db, runs, nruns);
+    kv_free(&db->al, name);
+    kv_free(&db->al, tmp);
+    return rc;
+}
+
+/* Place one mapped leaf into the tree at root (inner nodes made as needed).
+ * 0 on success, -1 if the sidecar contradicts itself. */
+static int sc_place(hix_w *w, hix_inner *root, unsigned level, unsigned ldepth, uint32_t path, const hix_node *l)
+{
+    hix_inner *in = root;
+    unsigned lv, idx, span, base, i;
+    for (lv = 0; lv < level; lv++) {
+        hix_ref *slot = &in->child[(path >> (6 * (level - lv))) & 63u];
+        if (!*slot) {
+            hix_inner *ni = (hix_inner *)hix_alloc(w, 0);
+            if (!ni) return -2;
+            memset(ni->child, 0, sizeof ni->child);
+            ni->h.level = (uint8_t)(lv + 1);
+            *slot = (hix_ref)ni;
+        } else if (HIX_CODE(*slot)) {
+            return -1;
+        }
+        in = (hix_inner *)HIX_NODE(*slot);
+    }
+    idx = path & 63u;
+    span = 1u << (6 - ldepth);
+    base = idx & ~(span - 1);
+    if (idx != base) return -1;
+    for (i = 0; i < span; i++)
+        if (in->child[base + i]) return -1;
+    for (i = 0; i < span; i++) in->child[base + i] = hix_mkref(l);
+    return 0;
+}
+
+static int sc_complete(const hix_inner *in)
+{
+    unsigned i;
+    for (i = 0; i < HIX_FAN; i++) {
+        if (!in->child[i]) return 0;
+        if (!HIX_CODE(in->child[i]) && !sc_complete((const hix_inner *)HIX_NODE(in->child[i]))) return 0;
+    }
+    return 1;
+}
+
+/* Try to load the sidecar into v (whose tree is empty).  1: loaded, replay
+ * the log from *start; 0: not usable (why in db->sc_why), full replay;
+ * < 0: an error that fails the open (out of memory). */
+static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
+{
+    kvdb_file *f = NULL;
+    const uint8_t *m = NULL;
+    uint8_t *heap = NULL;
+    uint64_t size = 0, P, nent, eoff, nleaves, loff, pos, i;
+    uint8_t lh[LG_HDR];
+    hix_w w;
+    hix_inner *root = NULL;
+    srt_run *run = NULL;
+    char *name;
+    int rc, ok = 0;
+    const char *why = "no sidecar";
+
+    *start = LG_HDR;
+    if (!sc_layout() || db->inmem) return 0;
+    name = sc_name(db, ".idx");
+    if (!name) return kv_err(KVDB_ENOMEM, "out of memory");
+    rc = db->vfs->open(db->vfs->ctx, name, KVDB_VFS_RDONLY, &f);
+    kv_free(&db->al, name);
+    if (rc) { kv_clearerr(); goto out; }
+    why = "unreadable";
+    if (db->vfs->size(db->vfs->ctx, f, &size) || size < SC_HDR || size > ((uint64_t)1 << 46)) goto out;
+    if (db->use_map && db->vfs->map(db->vfs->ctx, f, size, (const void **)&m) == KVDB_OK) {
+        /* mapped */
+    } else {
+        m = NULL;
+        heap = (uint8_t *)kv_malloc(&db->al, (size_t)size);
+        if (!heap) { rc = kv_err(KVDB_ENOMEM, "out of memory reading the sidecar"); ok = rc; goto out; }
+        if (db->vfs->read(db->vfs->ctx, f, 0, heap, (size_t)size)) goto out;
+    }
+    {
+        const uint8_t *b = m ? m : heap;
+        why = "foreign or damaged";
+        if (memcmp(b, SC_MAGIC, 8) || kv_ld32(b + 8) != 1 || kv_ld32(b + 12) != sc_layout()) goto out;
+        if (kv_ld64(b + 120) != XXH3_64bits(b, 120)) goto out;
+        if (memcmp(b + 16, db->id, 16) || kv_ld64(b + 32) != db->seed) goto out;
+        if (db->vfs->read(db->vfs->ctx, db->file, 0, lh, LG_HDR) || kv_ld64(b + 40) != XXH3_64bits(lh, LG_HDR)) goto out;
+        P = kv_ld64(b + 48);
+        nent = kv_ld64(b + 64);
+        eoff = kv_ld64(b + 72);
+        nleaves = kv_ld64(b + 80);
+        loff = kv_ld64(b + 88);
+        why = "covers more log than there is";
+        if (P < LG_HDR || P > logsize) goto out;
+        why = "damaged";
+        if (eoff != SC_HDR || nent > (size - SC_HDR) / sizeof(srt_ent) || loff != SC_HDR + nent * sizeof(srt_ent) || loff > size) goto out;
+        if (kv_ld64(b + 112) != XXH3_64bits_withSeed(b + SC_HDR, (size_t)(size - SC_HDR), db->seed)) goto out;
+        why = "does not match the log";
+        if (P > LG_HDR) { /* an intact COMMIT must end at P, with the recorded sequence */
+            uint8_t c[LG_REC + LG_COMMIT_LEN];
+            lg_rec rec;
+            if (P < LG_HDR + sizeof c || db->vfs->read(db->vfs->ctx, db->file, P - sizeof c, c, sizeof c)) goto out;
+            if (lg_parse(c, P - sizeof c, sizeof c, &rec) || rec.type != LG_COMMIT ||
+                kv_ld64(c) != lg_checksum(db->seed, P - sizeof c, c, sizeof c) || kv_ld64(c + LG_REC) != kv_ld64(b + 56))
+                goto out;
+        } else if (nent || kv_ld64(b + 56)) {
+            goto out;
+        }
+        /* the hash index: inner nodes here, leaves in place */
+        w.db = db;
+        w.gen = db->gen;
+        w.retired = NULL;
+        w.rd = NULL;
+        root = (hix_inner *)hix_alloc(&w, 0);
+        if (!root) { ok = KVDB_ENOMEM; goto out; }
+        memset(root->child, 0, sizeof root->child);
+        why = "damaged index";
+        for (pos = loff, i = 0; i < nleaves; i++) {
+            const uint8_t *d = b + pos;
+            const hix_node *l;
+            uint32_t cap, cnt, k, seen = 0;
+            const uint8_t *sl;
+            int pr;
+            if (size - pos < 16 + sizeof(hix_node)) goto out;
+            cap = kv_ld32(d + 8);
+            cnt = kv_ld32(d + 12);
+            if (d[0] >= HIX_LEVELS || d[1] > 6 || cap < HIX_LEAF_MIN || cap > (1u << 24) || cap % 8 ||
+                (uint64_t)cap * HIX_SLOT > size - pos - 16 - sizeof(hix_node))
+                goto out;
+            l = (const hix_node *)(const void *)(d + 16);
+            if (((uintptr_t)l & 15) || l->gen || l->adj != SC_MAPPED || l->cap != cap || l->count != cnt ||
+                l->ldepth != d[1] || l->code != hix_code_of(cap) || cnt >= cap)
+                goto out;
+            for (k = 0, sl = hix_slots(l); k < cap; k++, sl += HIX_SLOT)
+                if (hix_stag(sl)) seen++;
+            if (seen != cnt) goto out;
+            pr = sc_place(&w, root, d[0], d[1], kv_ld32(d + 4), l);
+            if (pr == -2) { ok = KVDB_ENOMEM; goto out; }
+            if (pr) goto out;
+            pos += 16 + sizeof(hix_node) + (uint64_t)cap * HIX_SLOT;
+        }
+        if (pos != size || !sc_complete(root)) goto out;
+        /* the sorted entries: the oldest run */
+        run = (srt_run *)kv_malloc(&db->al, sizeof *run);
+        if (!run) { ok = KVDB_ENOMEM; goto out; }
+        run->lo = LG_HDR;
+        run->hi = P;
+        run->n = (size_t)nent;
+        run->cap = 0;
+        run->refs = 1;
+        run->e = (const srt_ent *)(const void *)(b + SC_HDR);
+        db->srt_bytes += sizeof *run;
+        /* install */
+        hix_free_tree(db, v->root, 0);
+        v->root = (hix_ref)root;
+        root = NULL;
+        v->keys = kv_ld64(b + 96);
+        v->live = kv_ld64(b + 104);
+        v->seq = kv_ld64(b + 56);
+        db->seq = v->seq;
+        db->runs = (srt_run **)kv_malloc(&db->al, 8 * sizeof *db->runs);
+        if (!db->runs) { kv_free(&db->al, run); db->srt_bytes -= sizeof *run; ok = KVDB_ENOMEM; goto out; }
+        db->runs_cap = 8;
+        db->runs[0] = run;
+        db->nruns = 1;
+        db->sc_base = m ? m : heap;
+        db->sc_len = size;
+        db->sc_heap = heap != NULL;
+        db->sc_file = f;
+        db->sc_end = P;
+        heap = NULL;
+        m = NULL;
+        f = NULL;
+        *start = P;
+        ok = 1;
+        why = "loaded";
+    }
+out:
+    if (root) hix_free_tree(db, (hix_ref)root, 0);
+    if (m) db->vfs->unmap(db->vfs->ctx, f, m, size);
+    kv_free(&db->al, heap);
+    if (f) db->vfs->close(db->vfs->ctx, f);
+    db->sc_why = why;
+    return ok;
 }
 
 /* ======================================================================
@@ -3172,6 +3591,13 @@ static void kv_teardown(kvdb *db)
     }
     while (db->nruns) srt_release(db, db->runs[--db->nruns]);
     kv_free(&db->al, db->runs);
+    if (db->sc_base) { /* after every tree and run that points into it */
+        if (db->sc_heap) kv_free(&db->al, (void *)(uintptr_t)db->sc_base);
+        else db->vfs->unmap(db->vfs->ctx, db->sc_file, db->sc_base, db->sc_len);
+        db->sc_base = NULL;
+    }
+    if (db->sc_file) db->vfs->close(db->vfs->ctx, db->sc_file);
+    db->sc_file = NULL;
     kv_map_release(db, db->map);
     db->map = NULL;
     kv_free(&db->al, db->wtxn.wbuf.p);
@@ -3184,6 +3610,7 @@ static void kv_teardown(kvdb *db)
     kv_mutex_free(&db->mu_sync);
     kv_cond_free(&db->cv_sync);
     kv_mutex_free(&db->mu_srt);
+    kv_mutex_free(&db->mu_ckpt);
     kv_free(&db->al, db->path);
     {
         kvdb_allocator al = db->al;
@@ -3263,6 +3690,7 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     kv_mutex_init(&db->mu_sync);
     kv_cond_init(&db->cv_sync);
     kv_mutex_init(&db->mu_srt);
+    kv_mutex_init(&db->mu_ckpt);
     {
         const char *name = db->inmem ? "(in-memory)" : path;
         size_t n = strlen(name);
@@ -3334,8 +3762,15 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     v->map = db->map;
     if (v->map) v->map->refs++;
     v->end = size;
-    rc = rcv_scan(db, v, size, &good);
-    if (rc) goto fail;
+    {
+        uint64_t start;
+        int sl = sc_load(db, v, size, &start);
+        if (sl < 0) { rc = sl; goto fail; }
+        db->sc_loaded = sl;
+        rc = rcv_scan(db, v, start, size, &good);
+        if (rc) goto fail;
+        db->replayed_bytes = good - start;
+    }
     db->torn_bytes = size - good;
     if (db->torn_bytes && !db->rdonly) {
         rc = db->vfs->truncate(db->vfs->ctx, db->file, good);
@@ -3390,6 +3825,14 @@ int kvdb_close(kvdb *db)
         kv_unlock(&db->mu_sync);
         rc = kv_sync_to(db, w);
     }
+    /* Checkpoint the indexes so the next open need not replay the log.
+     * The sidecar is a cache: if this fails, the next open replays more. */
+    if (!rc && !db->rdonly && !db->inmem && !kv_sticky(db) && db->cur->end != db->sc_end) {
+        char msg[sizeof kv_errbuf];
+        memcpy(msg, kv_errbuf, sizeof msg);
+        (void)sc_write(db, db->cur);
+        memcpy(kv_errbuf, msg, sizeof msg);
+    }
     kv_teardown(db);
     return rc;
 }
@@ -3404,6 +3847,24 @@ int kvdb_sync(kvdb *db)
     w = db->written;
     kv_unlock(&db->mu_sync);
     return kv_sync_to(db, w);
+}
+
+int kvdb_checkpoint(kvdb *db)
+{
+    kv_ver *v;
+    int rc;
+    kv_clearerr();
+    if (!db) return kv_err(KVDB_EINVAL, "kvdb_checkpoint: NULL handle");
+    if (db->rdonly) return kv_err(KVDB_EREADONLY, "%s: opened read-only", db->path);
+    if (db->inmem) return KVDB_OK;
+    rc = kv_sticky(db);
+    if (rc) return kv_err(rc, "%s: an earlier write or sync failed; the handle refuses writes until reopened", db->path);
+    v = ver_acquire(db); /* the published state: durable under SYNC_FULL */
+    kv_lock(&db->mu_ckpt);
+    rc = sc_write(db, v);
+    kv_unlock(&db->mu_ckpt);
+    ver_release(db, v);
+    return rc;
 }
 
 int kvdb_begin(kvdb *db, unsigned flags, kvdb_txn **out)
@@ -3673,6 +4134,8 @@ int kvdb_stat(kvdb *db, struct kvdb_stat *st)
     kv_unlock(&db->mu_srt);
     st->torn_bytes = db->torn_bytes;
     st->recovered_txns = db->recovered_txns;
+    st->sidecar_loaded = (unsigned)db->sc_loaded;
+    st->replayed_bytes = db->replayed_bytes;
     st->format_version = KVDB_FORMAT_VERSION;
     st->sync_mode = db->sync_mode;
     st->flags = db->flags;

@@ -226,6 +226,14 @@ void kvdb_abort(kvdb_txn *t);
 /* Make everything committed so far durable (in every sync mode). */
 int kvdb_sync(kvdb *db);
 
+/* Write the sidecar ("<path>.idx"): the indexes as of the last published
+ * commit, so that the next open replays only the log written after it.
+ * kvdb_close does this too.  The sidecar is derived data: if it is missing,
+ * stale, damaged or from another database, open ignores it and replays the
+ * log.  Runs beside readers and writers; costs a write of about 30 bytes
+ * per key.  In-memory databases: nothing to do. */
+int kvdb_checkpoint(kvdb *db);
+
 /* ---- ordered iteration ----
  * An iterator walks the keys of its transaction's snapshot in key order
  * (bytewise, memcmp; a shorter key first when one is a prefix of the
@@ -266,6 +274,8 @@ struct kvdb_stat {
     uint64_t recovered_txns;/* transactions replayed at open */
     uint64_t sorted_bytes;  /* heap of the sorted index (its runs) */
     uint64_t sorted_runs;   /* sorted runs shared by iterators */
+    uint64_t replayed_bytes;/* log bytes replayed at open (after the sidecar) */
+    unsigned sidecar_loaded;/* 1 if open used the sidecar instead of the whole log */
     uint32_t format_version;
     int sync_mode;
     unsigned flags;
