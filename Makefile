@@ -2,8 +2,13 @@
 #
 #   make            build tools/kvdb (the command-line tool) and tools/kvdb-bench
 #   make demo       build and run the command-line tool on ./demo.db
-#   make test       the whole test suite (plain, ASan+UBSan, 4-bit hashes, TSan)
-#   make bench      the micro-benchmark (not part of the tests)
+#   make test       the whole test suite (plain, ASan+UBSan, 4-bit hashes, TSan,
+#                   and each libFuzzer target for FUZZ_TEST_SECONDS under clang)
+#   make fuzz       the libFuzzer targets for FUZZ_SECONDS each (corpora kept in build/fuzz/corpus)
+#   make coverage   line and branch coverage of kvdb.c by the test programs (gcov)
+#   make bench      the micro-benchmark, then kvbench against the peers (not part of the tests)
+#   make kvbench    build tools/kvbench/kvbench (kvdb side by side with LMDB, RocksDB, ...)
+#   make bench-deps install the peers kvbench can compare against (Debian packages)
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -12,9 +17,9 @@ LDLIBS  := -lpthread
 B       := build
 
 ENGINE  := kvdb.c kvdb.h
-TESTS   := unit api model crash threads
+TESTS   := unit api model crash sidecar threads crashsim fault
 
-.PHONY: all demo test test-build bench clean install
+.PHONY: all demo test test-build fuzz fuzz-corpus coverage bench bench-kvdb bench-peers bench-deps kvbench clean install
 
 all: tools/kvdb tools/kvdb-bench
 
@@ -42,13 +47,19 @@ demo: tools/kvdb
 #   plain    -O2
 #   asan     -O1 -fsanitize=address,undefined
 #   hash4    -O2 -DKVDB_TEST_HASH_BITS=4 (hashes collide constantly)
-#   tsan     -O1 -fsanitize=thread (threads test only)
+#   tsan     -O1 -fsanitize=thread (threads test only; checkpoints run constantly)
+#   nommap   -DKVDB_NO_MMAP under ASan+UBSan: the pread path
+#   nothreads -DKVDB_NO_THREADS: the build without locks
 # Test programs #include "../kvdb.c" so they can reach internals; they print
 # "ok NAME" / "FAIL NAME: why" lines that test/run.sh counts.
 TFLAGS_plain := -O2 -g
 TFLAGS_asan  := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 TFLAGS_hash4 := -O2 -g -DKVDB_TEST_HASH_BITS=4
-TFLAGS_tsan  := -O1 -g -fsanitize=thread
+TFLAGS_tsan  := -O1 -g -fsanitize=thread -DKVDB_CK_MIN_BYTES=65536
+TFLAGS_nommap    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -DKVDB_NO_MMAP
+TFLAGS_nothreads := -O2 -g -DKVDB_NO_THREADS
+NOMMAP_TESTS    := unit api model crash sidecar
+NOTHREADS_TESTS := api model
 
 define test_rule
 $(B)/$(2)/$(1): test/$(1).c test/testutil.h $(ENGINE) | $(B)
@@ -57,16 +68,128 @@ $(B)/$(2)/$(1): test/$(1).c test/testutil.h $(ENGINE) | $(B)
 endef
 $(foreach t,$(TESTS),$(foreach f,plain asan hash4,$(eval $(call test_rule,$(t),$(f)))))
 $(eval $(call test_rule,threads,tsan))
+$(foreach t,$(NOMMAP_TESTS),$(eval $(call test_rule,$(t),nommap)))
+$(foreach t,$(NOTHREADS_TESTS),$(eval $(call test_rule,$(t),nothreads)))
 
-TEST_BINS := $(foreach f,plain asan hash4,$(foreach t,$(TESTS),$(B)/$(f)/$(t))) $(B)/tsan/threads
+TEST_BINS := $(foreach f,plain asan hash4,$(foreach t,$(TESTS),$(B)/$(f)/$(t))) $(B)/tsan/threads \
+             $(foreach t,$(NOMMAP_TESTS),$(B)/nommap/$(t)) $(foreach t,$(NOTHREADS_TESTS),$(B)/nothreads/$(t))
 
 test-build: $(TEST_BINS) tools/kvdb
 
 test: test-build
-	@sh test/run.sh $(B)
+	@FUZZ_TEST_SECONDS=$(FUZZ_TEST_SECONDS) sh test/run.sh $(B)
 
-bench: tools/kvdb-bench
+# ---- fuzzing (clang + libFuzzer; test/fuzz/run.sh builds the targets) ----
+FUZZ_TEST_SECONDS ?= 25
+FUZZ_SECONDS      ?= 600
+fuzz:
+	@mkdir -p $(B)/fuzz/corpus
+	FUZZ_KEEP=$(B)/fuzz/corpus sh test/fuzz/run.sh $(B) $(FUZZ_SECONDS)
+
+# regenerate the seed corpora in test/fuzz/corpus_*/ (deterministic)
+fuzz-corpus: | $(B)
+	$(CC) $(WARN) -Wno-unused-function -O1 -I. test/fuzz/mkcorpus.c -o $(B)/mkcorpus $(LDLIBS)
+	@mkdir -p test/fuzz/corpus_open test/fuzz/corpus_ops
+	./$(B)/mkcorpus test/fuzz
+
+# ---- coverage (gcc --coverage; not part of make test) --------------------
+# Every test program (plain flavour, -O0) runs once; the kvdb.c line and
+# branch counts of all of them are merged (a line or branch counts as
+# covered if any program covered it).  Per-line detail: $(B)/cov/kvdb.c.gcov.*
+COV_TESTS := $(TESTS)
+coverage: | $(B)
+	@rm -rf $(B)/cov && mkdir -p $(B)/cov
+	@for t in $(COV_TESTS); do \
+	    $(CC) $(WARN) -Wno-unused-function -O0 -g --coverage -I. test/$$t.c -o $(B)/cov/$$t $(LDLIBS) || exit 1; \
+	done
+	@for t in $(COV_TESTS); do \
+	    printf '== cov/%s\n' $$t; \
+	    KVDB_TEST_FLAVOUR=plain ./$(B)/cov/$$t | grep -c '^ok ' | sed 's/^/   ok lines: /'; \
+	done
+	@for t in $(COV_TESTS); do \
+	    gcov -b -c -t -o $(B)/cov $(B)/cov/$$t.gcda 2>/dev/null | \
+	        awk '/:    0:Source:/ { keep = ($$0 ~ /kvdb\.c$$/) } keep' > $(B)/cov/kvdb.c.gcov.$$t; \
+	done; \
+	cd $(B)/cov && \
+	awk -F: ' \
+	    /^ *(-|#####|=====|[0-9]+\*?):/ { c = $$1; gsub(/ /, "", c); ln = $$2 + 0; if (ln == 0) next; \
+	        if (c != "-") { exe[ln] = 1; if (c ~ /^[0-9]/) hit[ln] = 1 } bi = 0; next } \
+	    /^branch/ { key = ln ":" bi++; br[key] = 1; if ($$0 ~ /taken [1-9]/) bt[key] = 1; next } \
+	    END { for (l in exe) { nl++; if (l in hit) hl++ } for (b in br) { nb++; if (b in bt) hb++ } \
+	        printf "kvdb.c coverage (all test programs): lines %d/%d (%.1f%%), branches %d/%d (%.1f%%)\n", \
+	            hl, nl, 100 * hl / nl, hb, nb, 100 * hb / nb }' kvdb.c.gcov.*
+
+# ---- benchmarks (not part of the tests) ---------------------------------
+# kvbench: one adapter per engine in tools/kvbench/; a peer's adapter is built
+# only when its header is found (make bench-deps installs them), so kvbench
+# builds with whatever is installed.  KVBENCH_ARGS passes options, e.g.
+#   make bench-peers KVBENCH_ARGS='-n 10M --engines kvdb,lmdb,rocksdb,tkrzw-hash'
+KVB_HAVE = $(shell printf '\043include <$(1)>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo y)
+KVB_SRC     := tools/kvbench/e_kvdb.c tools/kvbench/e_base.c
+KVB_DEFS    :=
+KVB_LIBS    :=
+ifeq ($(call KVB_HAVE,lmdb.h),y)
+KVB_SRC  += tools/kvbench/e_lmdb.c
+KVB_DEFS += -DHAVE_LMDB
+KVB_LIBS += -llmdb
+endif
+ifeq ($(call KVB_HAVE,leveldb/c.h),y)
+KVB_SRC  += tools/kvbench/e_leveldb.c
+KVB_DEFS += -DHAVE_LEVELDB
+KVB_LIBS += -lleveldb
+endif
+ifeq ($(call KVB_HAVE,rocksdb/c.h),y)
+KVB_SRC  += tools/kvbench/e_rocksdb.c
+KVB_DEFS += -DHAVE_ROCKSDB
+KVB_LIBS += -lrocksdb
+endif
+ifeq ($(call KVB_HAVE,sqlite3.h),y)
+KVB_SRC  += tools/kvbench/e_sqlite.c
+KVB_DEFS += -DHAVE_SQLITE
+KVB_LIBS += -lsqlite3
+endif
+ifeq ($(call KVB_HAVE,tkrzw_langc.h),y)
+KVB_SRC  += tools/kvbench/e_tkrzw.c
+KVB_DEFS += -DHAVE_TKRZW
+KVB_LIBS += -ltkrzw
+endif
+ifeq ($(call KVB_HAVE,kclangc.h),y)
+KVB_SRC  += tools/kvbench/e_kyoto.c
+KVB_DEFS += -DHAVE_KYOTO
+KVB_LIBS += -lkyotocabinet
+endif
+ifeq ($(call KVB_HAVE,gdbm.h),y)
+KVB_SRC  += tools/kvbench/e_gdbm.c
+KVB_DEFS += -DHAVE_GDBM
+KVB_LIBS += -lgdbm
+endif
+KVB_OBJ := $(patsubst tools/kvbench/%.c,$(B)/kvbench/%.o,$(KVB_SRC))
+
+# Peer headers are compiled with the same warnings; any -Wno-... a header
+# needs goes on that adapter's line alone.
+$(B)/kvbench/%.o: tools/kvbench/%.c tools/kvbench/engine.h kvdb.h | $(B)
+	@mkdir -p $(B)/kvbench
+	$(CC) $(WARN) $(CFLAGS) -I. -Itools/kvbench -c $< -o $@
+
+tools/kvbench/kvbench: tools/kvbench.c tools/kvbench/engine.h $(KVB_OBJ) $(B)/kvdb.o
+	$(CC) $(WARN) $(CFLAGS) $(KVB_DEFS) -I. tools/kvbench.c $(KVB_OBJ) $(B)/kvdb.o -o $@ $(KVB_LIBS) -lm $(LDLIBS)
+
+kvbench: tools/kvbench/kvbench
+
+# make bench: the kvdb micro-benchmark, then kvbench (all installed engines).
+bench: bench-kvdb bench-peers
+
+bench-kvdb: tools/kvdb-bench
 	./tools/kvdb-bench
+
+bench-peers: tools/kvbench/kvbench
+	./tools/kvbench/kvbench $(KVBENCH_ARGS)
+
+# The peers kvbench compares against, and gnuplot for its chart (Debian).
+bench-deps:
+	apt-get update
+	apt-get install -y liblmdb-dev librocksdb-dev libleveldb-dev libsqlite3-dev \
+		libtkrzw-dev libkyotocabinet-dev libgdbm-dev gnuplot-nox
 
 PREFIX ?= /usr/local
 install: tools/kvdb
@@ -75,4 +198,4 @@ install: tools/kvdb
 	install -m 644 kvdb.h $(DESTDIR)$(PREFIX)/include/kvdb.h
 
 clean:
-	rm -rf $(B) tools/kvdb tools/kvdb-bench
+	rm -rf $(B) tools/kvdb tools/kvdb-bench tools/kvbench/kvbench

@@ -104,6 +104,8 @@
  *   KVDB_MALLOC/KVDB_REALLOC/KVDB_FREE   the default allocator (all or none)
  *   KVDB_TEST_HASH_BITS=n keep only the top n bits of every key hash, so
  *                         tests hit hash collisions constantly
+ *   KVDB_CK_MIN_BYTES=n   log growth that may trigger an automatic
+ *                         checkpoint (default 64 MiB; tests make it small)
  * ====================================================================== */
 #if !defined(_WIN32)
 #ifndef _POSIX_C_SOURCE
@@ -1005,12 +1007,16 @@ struct kvdb {
     uint64_t srt_bytes;    /* heap of all live runs */
 
     kv_mutex mu_ckpt;      /* one checkpoint at a time */
+    kv_mutex mu_ck;        /* the checkpointer thread's state: */
+    kv_cond cv_ck;
+    int ck_started, ck_want, ck_stop;
+    kv_thread ck_thread;
     /* the sidecar loaded at open (lives until close) */
     const uint8_t *sc_base;
     uint64_t sc_len;
     int sc_heap;           /* read into the heap, not mapped */
     kvdb_file *sc_file;
-    uint64_t sc_end;       /* log bytes the newest sidecar covers */
+    uint64_t sc_end;       /* log bytes the newest sidecar covers (mu_ck) */
     const char *sc_why;    /* what became of it at open */
 
     /* found at open */
@@ -1058,6 +1064,7 @@ typedef struct kv_hit {
 } kv_hit;
 
 static int kv_map_ensure(kvdb *db, uint64_t need);
+static void ck_maybe(kvdb *db, uint64_t end);
 
 /* Streaming check of a record through the file layer (pread mode). */
 static int rd_verify_pread(const kv_rd *r, const lg_rec *rec, const uint8_t *hdr)
@@ -2479,9 +2486,10 @@ out:
  *   1. append the COMMIT record, allocate the version, extend the mapping;
  *   2. apply the records to a copy-on-write root and fill in checksums;
  *   3. write the buffer with one call;
- *   4. link the version, then publish it: at once in SYNC_NORMAL/OFF, after
- *      a sync covering it in SYNC_FULL (group commit: whoever finds no sync
- *      running syncs everything written so far, the others wait for it).
+ *   4. link the version, then publish it: at once in SYNC_OFF and in
+ *      SYNC_NORMAL below sync_bytes, else only after a sync covering it
+ *      (group commit: whoever finds no sync running syncs everything
+ *      written so far, the others wait for it).
  * A failure in 1-3 frees the nodes of step 2 and truncates anything partly
  * written (if that fails too, the handle goes sticky); the transaction is
  * aborted and the file holds only whole transactions.
@@ -2597,6 +2605,7 @@ static int txn_commit_write(kvdb_txn *t)
     kvdb *db = t->db;
     kv_ver *base = db->cur, *nv;
     uint64_t start = db->end, pos, durable, end;
+    int publish;
     hix_w w;
     kv_rd r;
     uint8_t *p;
@@ -2695,13 +2704,19 @@ static int txn_commit_write(kvdb_txn *t)
         n->link = base->retired;
         base->retired = w.retired;
     }
+    /* Publish now, or only after a sync covering it: under SYNC_FULL, and
+     * under SYNC_NORMAL when this commit crosses sync_bytes -- so that a
+     * commit that returns an error is never visible in this process. */
     kv_lock(&db->mu_sync);
     db->written = end;
+    if (db->sync_mode == KVDB_SYNC_OFF) publish = 1;
+    else if (db->sync_mode == KVDB_SYNC_NORMAL) publish = end - db->synced < db->sync_bytes;
+    else publish = 0;
     kv_unlock(&db->mu_sync);
     kv_lock(&db->mu_ver);
     db->cur->next = nv;
     db->cur = nv;
-    if (db->sync_mode != KVDB_SYNC_FULL) db->pub = nv;
+    if (publish) db->pub = nv;
     db->commits++;
     kv_unlock(&db->mu_ver);
     ver_reclaim(db);
@@ -2710,15 +2725,9 @@ static int txn_commit_write(kvdb_txn *t)
     kv_unlock(&db->mu_ver);
     txn_release_writer(db);
 
-    if (db->sync_mode == KVDB_SYNC_FULL) return kv_sync_to(db, end);
-    if (db->sync_mode == KVDB_SYNC_NORMAL) {
-        uint64_t synced;
-        kv_lock(&db->mu_sync);
-        synced = db->synced;
-        kv_unlock(&db->mu_sync);
-        if (end - synced >= db->sync_bytes) return kv_sync_to(db, end);
-    }
-    return KVDB_OK;
+    if (!publish) rc = kv_sync_to(db, end);
+    if (!rc) ck_maybe(db, end);
+    return rc;
 fail:
     txn_release_writer(db);
     return rc;
@@ -3228,8 +3237,12 @@ static void sc_put_leaves(sc_out *o, const hix_inner *in, uint32_t path, uint64_
     }
 }
 
-/* Write the sidecar for version v (pinned by the caller). */
-static int sc_write(kvdb *db, kv_ver *v)
+/* Write the sidecar for version v (pinned by the caller).  A sidecar must
+ * never cover log bytes that are not durable: after a power loss the log
+ * could hold garbage below its position while still being long enough to
+ * pass the checks.  So the log is synced up to v first, or, when may_sync
+ * is 0 (SYNC_OFF), nothing is written unless it already is. */
+static int sc_write(kvdb *db, kv_ver *v, int may_sync)
 {
     sc_out o;
     kv_rd r;
@@ -3243,6 +3256,17 @@ static int sc_write(kvdb *db, kv_ver *v)
     int rc;
 
     if (!sc_layout() || db->inmem || db->rdonly) return KVDB_OK;
+    {
+        uint64_t synced;
+        kv_lock(&db->mu_sync);
+        synced = db->synced;
+        kv_unlock(&db->mu_sync);
+        if (v->end > synced) {
+            if (!may_sync) return KVDB_OK;
+            rc = kv_sync_to(db, v->end);
+            if (rc) return rc;
+        }
+    }
     memset(&o, 0, sizeof o);
     memset(&cx, 0, sizeof cx);
     rd_init(&r, db, v);
@@ -3306,7 +3330,11 @@ static int sc_write(kvdb *db, kv_ver *v)
     }
     if (!rc) rc = db->vfs->rename(db->vfs->ctx, tmp, name);
     if (!rc) rc = db->vfs->sync_dir(db->vfs->ctx, name);
-    if (!rc) db->sc_end = v->end;
+    if (!rc) {
+        kv_lock(&db->mu_ck);
+        db->sc_end = v->end;
+        kv_unlock(&db->mu_ck);
+    }
 out:
     if (o.f) db->vfs->close(db->vfs->ctx, o.f);
     if (rc && tmp) db->vfs->remove(db->vfs->ctx, tmp);
@@ -3371,7 +3399,7 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
     uint8_t lh[LG_HDR];
     hix_w w;
     hix_inner *root = NULL;
-    srt_run *run = NULL;
+    srt_run *run = NULL, **runs = NULL;
     char *name;
     int rc, ok = 0;
     const char *why = "no sidecar";
@@ -3455,9 +3483,16 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
             pos += 16 + sizeof(hix_node) + (uint64_t)cap * HIX_SLOT;
         }
         if (pos != size || !sc_complete(root)) goto out;
-        /* the sorted entries: the oldest run */
+        /* the sorted entries: the oldest run (allocate all before installing
+         * anything: after the switch below nothing may fail) */
         run = (srt_run *)kv_malloc(&db->al, sizeof *run);
-        if (!run) { ok = KVDB_ENOMEM; goto out; }
+        runs = (srt_run **)kv_malloc(&db->al, 8 * sizeof *runs);
+        if (!run || !runs) {
+            kv_free(&db->al, run);
+            kv_free(&db->al, runs);
+            ok = kv_err(KVDB_ENOMEM, "out of memory");
+            goto out;
+        }
         run->lo = LG_HDR;
         run->hi = P;
         run->n = (size_t)nent;
@@ -3473,8 +3508,7 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
         v->live = kv_ld64(b + 104);
         v->seq = kv_ld64(b + 56);
         db->seq = v->seq;
-        db->runs = (srt_run **)kv_malloc(&db->al, 8 * sizeof *db->runs);
-        if (!db->runs) { kv_free(&db->al, run); db->srt_bytes -= sizeof *run; ok = KVDB_ENOMEM; goto out; }
+        db->runs = runs;
         db->runs_cap = 8;
         db->runs[0] = run;
         db->nruns = 1;
@@ -3499,6 +3533,76 @@ out:
     return ok;
 }
 
+/* Automatic checkpoints.  After a commit, once the log has grown by half
+ * of what the sidecar covers (at least 64 MiB) since the last checkpoint, a
+ * helper thread writes a new one from the published snapshot -- readers and
+ * writers go on meanwhile.  Built without threads, checkpoints happen only
+ * at close and in kvdb_checkpoint(). */
+#ifndef KVDB_CK_MIN_BYTES /* tests lower it to run checkpoints constantly */
+#define KVDB_CK_MIN_BYTES ((uint64_t)64 << 20)
+#endif
+
+#ifndef KVDB_NO_THREADS
+static void *ck_main(void *arg)
+{
+    kvdb *db = (kvdb *)arg;
+    kv_lock(&db->mu_ck);
+    for (;;) {
+        kv_ver *v;
+        while (!db->ck_want && !db->ck_stop) kv_wait(&db->cv_ck, &db->mu_ck);
+        if (db->ck_stop) break;
+        db->ck_want = 0;
+        kv_unlock(&db->mu_ck);
+        if (!kv_sticky(db)) {
+            v = ver_acquire(db);
+            kv_lock(&db->mu_ckpt);
+            (void)sc_write(db, v, db->sync_mode != KVDB_SYNC_OFF); /* a failure leaves the old sidecar */
+            kv_unlock(&db->mu_ckpt);
+            ver_release(db, v);
+        }
+        kv_lock(&db->mu_ck);
+    }
+    kv_unlock(&db->mu_ck);
+    return NULL;
+}
+#endif
+
+static void ck_maybe(kvdb *db, uint64_t end)
+{
+#ifndef KVDB_NO_THREADS
+    uint64_t since;
+    if (db->inmem || db->rdonly) return;
+    kv_lock(&db->mu_ck);
+    since = end - db->sc_end;
+    if (!db->ck_stop && !db->ck_want && end > db->sc_end && since >= (uint64_t)(KVDB_CK_MIN_BYTES) && since >= db->sc_end / 2) {
+        if (!db->ck_started && pthread_create(&db->ck_thread, NULL, ck_main, db) == 0) db->ck_started = 1;
+        if (db->ck_started) {
+            db->ck_want = 1;
+            kv_broadcast(&db->cv_ck);
+        }
+    }
+    kv_unlock(&db->mu_ck);
+#else
+    (void)db;
+    (void)end;
+#endif
+}
+
+static void ck_stop(kvdb *db)
+{
+#ifndef KVDB_NO_THREADS
+    int started;
+    kv_lock(&db->mu_ck);
+    db->ck_stop = 1;
+    started = db->ck_started;
+    kv_broadcast(&db->cv_ck);
+    kv_unlock(&db->mu_ck);
+    if (started) pthread_join(db->ck_thread, NULL);
+#else
+    (void)db;
+#endif
+}
+
 /* ======================================================================
  * SECTION: public API
  * ====================================================================== */
@@ -3517,10 +3621,21 @@ void kvdb_options_init(kvdb_options *o)
     o->sync = KVDB_SYNC_FULL;
 }
 
-static int kv_write_header(kvdb *db, int created)
+/* Give a new database its header.  In memory: written in place.  On disk
+ * the file at db->path exists (we created it empty, or found it empty or
+ * holding a torn creation) and we hold its lock; the header is written to
+ * "<path>.new", synced, and renamed over it, then the directory is synced
+ * and the new file opened and locked in place of the old one.  A crash at
+ * any point leaves either the old (empty or torn) file, which the next
+ * KVDB_CREATE open takes again, or a complete header: never a half-written
+ * header that no open would accept. */
+static int kv_write_header(kvdb *db)
 {
     uint8_t h[LG_HDR];
     uint8_t rnd[24];
+    kvdb_file *nf = NULL;
+    char *tmp;
+    uint64_t size;
     int rc;
     memset(h, 0, sizeof h);
     rc = db->vfs->random(db->vfs->ctx, rnd, sizeof rnd);
@@ -3533,11 +3648,34 @@ static int kv_write_header(kvdb *db, int created)
     kv_st64(h + 56, XXH3_64bits(h, 56));
     db->seed = kv_ld64(h + 16);
     memcpy(db->id, h + 24, 16);
-    rc = db->vfs->truncate(db->vfs->ctx, db->file, 0);
-    if (!rc) rc = db->vfs->write(db->vfs->ctx, db->file, 0, h, LG_HDR);
-    if (!rc) rc = db->vfs->sync(db->vfs->ctx, db->file);
-    if (!rc && created && !db->inmem) rc = db->vfs->sync_dir(db->vfs->ctx, db->path);
-    return rc;
+    if (db->inmem) return db->vfs->write(db->vfs->ctx, db->file, 0, h, LG_HDR);
+    tmp = sc_name(db, ".new");
+    if (!tmp) return kv_err(KVDB_ENOMEM, "out of memory");
+    db->vfs->remove(db->vfs->ctx, tmp); /* a crashed creation's */
+    rc = db->vfs->open(db->vfs->ctx, tmp, KVDB_VFS_CREATE | KVDB_VFS_EXCL, &nf);
+    if (!rc) {
+        rc = db->vfs->write(db->vfs->ctx, nf, 0, h, LG_HDR);
+        if (!rc) rc = db->vfs->sync(db->vfs->ctx, nf);
+        db->vfs->close(db->vfs->ctx, nf);
+        nf = NULL;
+    }
+    if (!rc) rc = db->vfs->rename(db->vfs->ctx, tmp, db->path);
+    if (rc) db->vfs->remove(db->vfs->ctx, tmp);
+    kv_free(&db->al, tmp);
+    if (!rc) rc = db->vfs->sync_dir(db->vfs->ctx, db->path);
+    if (rc) return rc;
+    /* Our handle and lock are on the replaced file: take the new one. */
+    rc = db->vfs->open(db->vfs->ctx, db->path, 0, &nf);
+    if (!rc) rc = db->vfs->lock(db->vfs->ctx, nf, 1);
+    if (!rc) rc = db->vfs->size(db->vfs->ctx, nf, &size);
+    if (!rc && size != LG_HDR) rc = kv_err(KVDB_ELOCKED, "%s: changed by another process while being created", db->path);
+    if (rc) {
+        if (nf) db->vfs->close(db->vfs->ctx, nf);
+        return rc;
+    }
+    db->vfs->close(db->vfs->ctx, db->file);
+    db->file = nf;
+    return KVDB_OK;
 }
 
 static int kv_read_header(kvdb *db, uint64_t size)
@@ -3611,11 +3749,24 @@ static void kv_teardown(kvdb *db)
     kv_cond_free(&db->cv_sync);
     kv_mutex_free(&db->mu_srt);
     kv_mutex_free(&db->mu_ckpt);
+    kv_mutex_free(&db->mu_ck);
+    kv_cond_free(&db->cv_ck);
     kv_free(&db->al, db->path);
     {
         kvdb_allocator al = db->al;
         kv_free(&al, db);
     }
+}
+
+/* Is the 64-byte file all zeros (a creation whose header was lost)? */
+static int kv_all_zero_header(kvdb *db)
+{
+    uint8_t h[LG_HDR];
+    unsigned i;
+    if (db->vfs->read(db->vfs->ctx, db->file, 0, h, LG_HDR)) return 0;
+    for (i = 0; i < LG_HDR; i++)
+        if (h[i]) return 0;
+    return 1;
 }
 
 static int kv_open_file(kvdb *db, int *created)
@@ -3691,6 +3842,8 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     kv_cond_init(&db->cv_sync);
     kv_mutex_init(&db->mu_srt);
     kv_mutex_init(&db->mu_ckpt);
+    kv_mutex_init(&db->mu_ck);
+    kv_cond_init(&db->cv_ck);
     {
         const char *name = db->inmem ? "(in-memory)" : path;
         size_t n = strlen(name);
@@ -3705,34 +3858,46 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     if (rc) goto fail;
     rc = db->vfs->size(db->vfs->ctx, db->file, &size);
     if (rc) goto fail;
-    if (size < LG_HDR) {
-        /* Empty, or a header cut short while the file was created: a new
-         * database if we may create one, and only if what is there is the
-         * start of our own header. */
-        uint8_t h[8];
+    if (size < LG_HDR || (size == LG_HDR && kv_all_zero_header(db))) {
+        /* Empty, or a header cut short or lost while the file was created:
+         * a new database if we may create one, and only if what is there is
+         * the start of our own header or zeros. */
+        uint8_t h[LG_HDR];
         int ours = 1;
-        if (size) {
-            rc = db->vfs->read(db->vfs->ctx, db->file, 0, h, size < 8 ? (size_t)size : 8);
+        if (size) { /* the start of our magic, or zeros (the header never reached the disk) */
+            uint64_t i;
+            int zeros = 1;
+            rc = db->vfs->read(db->vfs->ctx, db->file, 0, h, (size_t)size);
             if (rc) goto fail;
-            ours = memcmp(h, LG_MAGIC, size < 8 ? (size_t)size : 8) == 0;
+            for (i = 0; i < size; i++) zeros &= h[i] == 0;
+            ours = zeros || memcmp(h, LG_MAGIC, size < 8 ? (size_t)size : 8) == 0;
         }
         if (!ours) {
             rc = kv_err(KVDB_ENOTDB, "%s: not a kvdb database (bad magic); nothing was changed", db->path);
             goto fail;
         }
         if (db->rdonly || !(db->flags & KVDB_CREATE)) {
-            rc = size ? kv_err(KVDB_ECORRUPT, "%s: truncated header (%llu bytes); nothing was changed", db->path,
+            rc = size ? kv_err(KVDB_ECORRUPT, "%s: incomplete header (%llu bytes); nothing was changed", db->path,
                                (unsigned long long)size)
                       : kv_err(KVDB_ENOTDB, "%s: empty file, not a kvdb database (open with KVDB_CREATE to "
                                "make it one); nothing was changed", db->path);
             goto fail;
         }
-        rc = kv_write_header(db, created);
+        rc = kv_write_header(db);
         if (rc) goto fail;
         size = LG_HDR;
     } else {
         rc = kv_read_header(db, size);
         if (rc) goto fail;
+    }
+    /* the file is ours: */
+    if (!db->rdonly && !db->inmem) { /* a checkpoint cut short by a crash */
+        char *tmp = sc_name(db, ".idx.tmp");
+        if (tmp) {
+            db->vfs->remove(db->vfs->ctx, tmp);
+            kv_free(&db->al, tmp);
+        }
+        kv_clearerr();
     }
 
     /* The first version: empty index, then the log replayed into it. */
@@ -3778,9 +3943,11 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
         if (rc) goto fail;
     } else if (!db->rdonly && !db->inmem && !created) {
         /* What we read may still be only in the OS cache (a previous
-         * SYNC_OFF writer): make it durable before claiming so in the
-         * durable field of new commits. */
+         * SYNC_OFF writer, or a creation cut short before its directory
+         * sync): make file and name durable before the durable field of a
+         * new commit claims so. */
         rc = db->vfs->sync(db->vfs->ctx, db->file);
+        if (!rc) rc = db->vfs->sync_dir(db->vfs->ctx, db->path);
         if (rc) goto fail;
     }
     db->end = good;
@@ -3818,6 +3985,7 @@ int kvdb_close(kvdb *db)
     }
     kv_unlock(&db->mu_ver);
     kv_unlock(&db->mu_write);
+    ck_stop(db);
     if (!db->rdonly && db->sync_mode != KVDB_SYNC_OFF) {
         uint64_t w;
         kv_lock(&db->mu_sync);
@@ -3830,7 +3998,7 @@ int kvdb_close(kvdb *db)
     if (!rc && !db->rdonly && !db->inmem && !kv_sticky(db) && db->cur->end != db->sc_end) {
         char msg[sizeof kv_errbuf];
         memcpy(msg, kv_errbuf, sizeof msg);
-        (void)sc_write(db, db->cur);
+        (void)sc_write(db, db->cur, db->sync_mode != KVDB_SYNC_OFF);
         memcpy(kv_errbuf, msg, sizeof msg);
     }
     kv_teardown(db);
@@ -3861,7 +4029,7 @@ int kvdb_checkpoint(kvdb *db)
     if (rc) return kv_err(rc, "%s: an earlier write or sync failed; the handle refuses writes until reopened", db->path);
     v = ver_acquire(db); /* the published state: durable under SYNC_FULL */
     kv_lock(&db->mu_ckpt);
-    rc = sc_write(db, v);
+    rc = sc_write(db, v, 1);
     kv_unlock(&db->mu_ckpt);
     ver_release(db, v);
     return rc;
@@ -4117,7 +4285,7 @@ int kvdb_stat(kvdb *db, struct kvdb_stat *st)
     if (!db || !st) return kv_err(KVDB_EINVAL, "kvdb_stat: NULL argument");
     memset(st, 0, sizeof *st);
     kv_lock(&db->mu_ver);
-    v = db->cur;
+    v = db->pub; /* what readers see: committed and, under SYNC_FULL, durable */
     st->keys = v->keys;
     st->file_bytes = v->end;
     st->live_bytes = v->live;

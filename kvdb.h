@@ -19,15 +19,21 @@
  *       KVDB_SYNC_NORMAL Each commit is handed to the operating system
  *                        (write(2)) before it returns, so a crash of the
  *                        process (kill -9, abort) loses nothing.  The file is
- *                        synced only by kvdb_sync(), by kvdb_close(), and
- *                        after every kvdb_options.sync_bytes of log (default
- *                        16 MiB).  A power loss or kernel crash may lose the
- *                        commits made since the last sync -- always whole
- *                        transactions, the newest ones, never a torn one.
+ *                        synced only by kvdb_sync(), by kvdb_close(), by
+ *                        checkpoints, and by the commit that crosses
+ *                        kvdb_options.sync_bytes of unsynced log (default
+ *                        16 MiB), which returns after that sync like a
+ *                        SYNC_FULL commit.  A power loss or kernel crash may
+ *                        lose the commits made since the last sync -- always
+ *                        whole transactions, the newest ones, never a torn
+ *                        one.
  *       KVDB_SYNC_OFF    Like NORMAL, but the engine never syncs on its own,
- *                        not even at close; only an explicit kvdb_sync()
- *                        makes data power-safe.  For scratch data and bulk
- *                        loads that end with kvdb_sync().
+ *                        not even at close; only an explicit kvdb_sync() or
+ *                        kvdb_checkpoint() makes data power-safe.  (The
+ *                        sidecar written at close then covers only what was
+ *                        synced, so reopening replays the rest of the log.)
+ *                        For scratch data and bulk loads that end with
+ *                        kvdb_sync().
  *  3. Readers never block writers and writers never block readers.  A read
  *     transaction is a snapshot: O(1) to begin, and it sees one consistent
  *     state for its whole life whatever is committed meanwhile.
@@ -228,10 +234,12 @@ int kvdb_sync(kvdb *db);
 
 /* Write the sidecar ("<path>.idx"): the indexes as of the last published
  * commit, so that the next open replays only the log written after it.
- * kvdb_close does this too.  The sidecar is derived data: if it is missing,
- * stale, damaged or from another database, open ignores it and replays the
- * log.  Runs beside readers and writers; costs a write of about 30 bytes
- * per key.  In-memory databases: nothing to do. */
+ * The log is synced up to that commit first (a sidecar never covers log
+ * that is not durable).  kvdb_close does this too, and a background thread
+ * does it as the log grows (see README).  The sidecar is derived data: if
+ * it is missing, stale, damaged or from another database, open ignores it
+ * and replays the log.  Runs beside readers and writers; costs a write of
+ * about 30 bytes per key.  In-memory databases: nothing to do. */
 int kvdb_checkpoint(kvdb *db);
 
 /* ---- ordered iteration ----
@@ -245,9 +253,10 @@ int kvdb_checkpoint(kvdb *db);
  * their transaction ends are closed with it; their handles become invalid.
  *
  * Cost: key order is built lazily from the log, so puts pay nothing for
- * it; the first iterator after n new records sorts them (O(n log n), about
- * 16 bytes of heap per record until they are merged into a checkpoint),
- * later iterators reuse that work.  Each step costs a comparison per
+ * it; the first iterator after n new records sorts them (O(n log n)) and
+ * later iterators reuse that work.  The sorted runs take up to 16 bytes of
+ * heap per key; after a reopen through the sidecar, only for keys written
+ * since its checkpoint.  Each step costs a comparison per
  * internal run (O(log n) of them) and one checksum-verified record read. */
 #define KVDB_ITER_REVERSE 0x1u
 /* keys in [lo, hi); a NULL bound is unbounded */

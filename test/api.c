@@ -1667,8 +1667,10 @@ static void test_alloc_reads_allocate_nothing(void)
             sprintf(k, "key%d", i);
             CHECK_RC(kvdb_txn_get(t, k, strlen(k), &vp, &n), i < 200 ? KVDB_OK : KVDB_NOTFOUND);
         }
+#ifndef KVDB_NO_MMAP /* without mmap, values are copied into the transaction's buffer (kvdb.h) */
         if (pass == 1 && t_allocs(&c) != before)
             tu_fail(__FILE__, __LINE__, "read kvdb_txn_get allocated %ld times", t_allocs(&c) - before);
+#endif
         CHECK_OK(kvdb_commit(t));
     }
     CHECK_OK(kvdb_close(db));
@@ -1838,8 +1840,10 @@ int main(void)
     RUN(test_txn_many_entries);
     RUN(test_snapshot_isolation);
     RUN(test_writer_same_thread);
+#ifndef KVDB_NO_THREADS /* one thread only in that build */
     RUN(test_writer_nowait_other_thread);
     RUN(test_writer_waits_other_thread);
+#endif
     RUN(test_close_busy);
     RUN(test_rdonly_handle);
     RUN(test_locking);

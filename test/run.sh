@@ -23,15 +23,23 @@ run() {
     fail=$((fail + f))
 }
 for flavour in plain asan hash4; do
-    for t in unit api model crash; do
+    for t in unit api model crash sidecar crashsim fault; do
         [ -x "$B/$flavour/$t" ] && run "$flavour/$t" env KVDB_TEST_FLAVOUR=$flavour "$B/$flavour/$t"
     done
+done
+for t in unit api model crash sidecar; do
+    [ -x "$B/nommap/$t" ] && run "nommap/$t" env KVDB_TEST_FLAVOUR=asan "$B/nommap/$t"
+done
+for t in api model; do
+    [ -x "$B/nothreads/$t" ] && run "nothreads/$t" env KVDB_TEST_FLAVOUR=asan "$B/nothreads/$t"
 done
 run "tsan/threads" env TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" "$B/tsan/threads"
 for flavour in plain asan hash4; do
     run "$flavour/threads" "$B/$flavour/threads"
 done
 [ -f test/cli.sh ] && run "cli" sh test/cli.sh
+# libFuzzer targets under ASan/UBSan for a bounded time (clang; FAIL if missing)
+run "fuzz" sh test/fuzz/run.sh "$B" "${FUZZ_TEST_SECONDS:-25}"
 rm -f "$log"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

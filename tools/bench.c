@@ -110,10 +110,19 @@ static void make_val(const unsigned char *k, unsigned char *v)
     }
 }
 
+/* Remove the database and its sidecar. */
+static void unlink_db(void)
+{
+    char idx[4200];
+    snprintf(idx, sizeof idx, "%s.idx", g_path);
+    unlink(g_path);
+    unlink(idx);
+}
+
 static void cleanup(void)
 {
     if (g_path[0]) {
-        unlink(g_path);
+        unlink_db();
     }
 }
 
@@ -151,6 +160,11 @@ static kvdb *open_db(unsigned flags)
 
 static kvdb *fresh_db(void)
 {
+    {
+        char idx[4200];
+        snprintf(idx, sizeof idx, "%s.idx", g_path);
+        unlink(idx);
+    }
     if (unlink(g_path) != 0 && errno != ENOENT) {
         perror(g_path);
         exit(1);
@@ -271,7 +285,14 @@ struct result {
     double close_ms, reopen_ms;
     double grow_mean[2], grow_wall_s[2], grow_rss_mib[2];
     uint64_t p50[2], p99[2], p999[2], max[2], max_at[2];
-    uint64_t max_cpu[2];     /* longest put in thread CPU time (no waiting) */
+    uint64_t max_cpu[2];     /* longest put in thread CPU time (no waits) */
+    double scan_first_ms;    /* first full ordered scan (builds the sorted runs) */
+    double scan_kps;         /* full ordered scan, keys/s, sorted index built */
+    double seek_sps;         /* 100-key range scans from random keys, scans/s */
+    double sorted_bpk;       /* heap of the sorted index per key */
+    double reopen_sc_ms;     /* reopen with the sidecar */
+    double reopen_nosc_ms;   /* reopen with the sidecar deleted (full replay) */
+    int sc_loaded;
     double snap_index_bpk;
     uint64_t stopped_at[2];  /* growth stopped at this many keys (memory cap); 0: no */
     double rss_mib;
@@ -416,6 +437,49 @@ static void bench_load_read(struct result *r)
     r->get_miss_ns = (double)(now_ns() - t0) / (double)ops;
     (void)sink;
 
+    /* ordered scans */
+    progress("kvdb-bench: N=%llu: %s\n", (unsigned long long)n, "ordered scans");
+    {
+        kvdb_iter *it;
+        const void *kp, *vp;
+        size_t kn, vn;
+        uint64_t cnt, pass, scans = n / 100 < 100000 ? n / 100 : 100000;
+        unsigned char prev[KLEN];
+        CK("kvdb_begin(RDONLY)", kvdb_begin(db, KVDB_TXN_RDONLY, &t));
+        for (pass = 0; pass < 2; pass++) { /* the first pass builds the sorted runs */
+            int rc;
+            cnt = 0;
+            t0 = now_ns();
+            CK("kvdb_iter_range", kvdb_iter_range(t, NULL, 0, NULL, 0, 0, &it));
+            while ((rc = kvdb_iter_next(it, &kp, &kn, &vp, &vn)) == KVDB_OK) {
+                if (kn != KLEN || (cnt && memcmp(prev, kp, KLEN) >= 0)) g_mismatch++;
+                memcpy(prev, kp, KLEN);
+                make_val((const unsigned char *)kp, v);
+                check_value(vp, vn, v);
+                cnt++;
+            }
+            if (rc != KVDB_DONE) die("kvdb_iter_next", rc);
+            kvdb_iter_close(it);
+            if (cnt != n) g_mismatch++;
+            if (pass == 0) r->scan_first_ms = (double)(now_ns() - t0) / 1e6;
+            else r->scan_kps = (double)n / ((double)(now_ns() - t0) / 1e9) / 1e6;
+        }
+        t0 = now_ns();
+        for (j = 0; j < scans; j++) {
+            make_key(MISS_BASE + j, k); /* a random key, usually not in the database */
+            CK("kvdb_iter_range", kvdb_iter_range(t, k, KLEN, NULL, 0, 0, &it));
+            for (cnt = 0; cnt < 100 && kvdb_iter_next(it, &kp, &kn, &vp, &vn) == KVDB_OK; cnt++) {
+                make_val((const unsigned char *)kp, v);
+                check_value(vp, vn, v);
+            }
+            kvdb_iter_close(it);
+        }
+        r->seek_sps = (double)scans / ((double)(now_ns() - t0) / 1e9);
+        kvdb_abort(t);
+        CK("kvdb_stat", kvdb_stat(db, &st));
+        r->sorted_bpk = (double)st.sorted_bytes / (double)n;
+    }
+
     progress("kvdb-bench: N=%llu: %s\n", (unsigned long long)n, "close and reopen");
     t0 = now_ns();
     close_db(db);
@@ -424,6 +488,8 @@ static void bench_load_read(struct result *r)
     db = open_db(0);
     r->reopen_ms = (double)(now_ns() - t0) / 1e6;
     CK("kvdb_stat", kvdb_stat(db, &st));
+    r->reopen_sc_ms = r->reopen_ms;
+    r->sc_loaded = (int)st.sidecar_loaded;
     if (st.keys != n || st.torn_bytes != 0) {
         fprintf(stderr, "kvdb-bench: after reopen: %llu keys (want %llu), %llu torn bytes\n",
                 (unsigned long long)st.keys, (unsigned long long)n,
@@ -432,7 +498,17 @@ static void bench_load_read(struct result *r)
     }
     verify_sample(db, n, 7777);
     close_db(db);
-    unlink(g_path);
+    {   /* the same reopen with the sidecar deleted: a full replay */
+        char idx[4200];
+        snprintf(idx, sizeof idx, "%s.idx", g_path);
+        unlink(idx);
+        t0 = now_ns();
+        db = open_db(0);
+        r->reopen_nosc_ms = (double)(now_ns() - t0) / 1e6;
+        verify_sample(db, n, 8888);
+        close_db(db);
+    }
+    unlink_db();
 }
 
 /* Grow from 0 to N keys with auto-commit puts, timing each one; with_snap:
@@ -501,7 +577,7 @@ static void bench_grow(struct result *r, int with_snap)
     }
     verify_sample(db, n, (uint64_t)with_snap * 99991u);
     close_db(db);
-    unlink(g_path);
+    unlink_db();
 
     r->grow_mean[with_snap] = (double)h->sum / (double)h->n;
     r->p50[with_snap] = hpct(h, 0.50);
@@ -573,7 +649,16 @@ static void print_table(const struct result *r, int nr, const char *dir, double 
     row_f("index heap bytes per key", r, nr, offsetof(struct result, index_bpk), 1);
     row_f("file bytes per key", r, nr, offsetof(struct result, file_bpk), 1);
     row_f("close                                ms", r, nr, offsetof(struct result, close_ms), 1);
-    row_f("reopen (kvdb_open)                   ms", r, nr, offsetof(struct result, reopen_ms), 1);
+    row_f("reopen with the sidecar              ms", r, nr, offsetof(struct result, reopen_sc_ms), 1);
+    row_f("reopen, sidecar deleted (replay)     ms", r, nr, offsetof(struct result, reopen_nosc_ms), 1);
+    printf("%-*s", LABEL_W, "  (sidecar used at reopen: 1 = yes)");
+    for (c = 0; c < nr; c++)
+        printf("%*d", COL_W, r[c].sc_loaded);
+    printf("\n");
+    row_f("first full ordered scan (sorts)      ms", r, nr, offsetof(struct result, scan_first_ms), 1);
+    row_f("full ordered scan, sorted     M keys/s", r, nr, offsetof(struct result, scan_kps), 2);
+    row_f("100-key range scans from random keys /s", r, nr, offsetof(struct result, seek_sps), 0);
+    row_f("sorted index heap bytes per key", r, nr, offsetof(struct result, sorted_bpk), 1);
     for (s = 0; s < 2; s++) {
         printf("%s\n", s ? "auto-commit kvdb_put, 0 -> N keys, read snapshot held open:"
                          : "auto-commit kvdb_put, 0 -> N keys, no snapshot:");

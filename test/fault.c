@@ -1,0 +1,891 @@
+/*
+ * fault.c -- I/O error loops, allocation failure loops, disk full.
+ *
+ * A fault-injecting kvdb_vfs wraps the POSIX layer: operation N of one kind
+ * (open, read, write, sync, size, truncate, lock, map, sync_dir, random,
+ * rename)
+ * fails, once (transient) or from then on (persistent).  A failing write
+ * first writes a random part of its bytes, as a real short write would.
+ * For every kind, both modes and N = 1, 2, ... until the workload runs to
+ * its end without the fault firing, one scripted workload runs (create,
+ * auto-commit puts and deletes, a transaction big enough for the write
+ * set's hash table, empty values, reads through kvdb_get and read
+ * transactions, kvdb_sync, close, reopen in SYNC_NORMAL with a small
+ * sync_bytes, reopen in SYNC_FULL), with mmap and without.  Checked:
+ *   - every call returns a kvdb code, errors with a message; no crash, and
+ *     no file handle or mapping left open (the layer counts them; ASan/LSan
+ *     in the asan flavour count memory);
+ *   - reads on a handle always give the handle's committed state (or an
+ *     error when a read itself fails), never wrong data;
+ *   - after a failed sync, or a failed write that was not KVDB_EFULL, the
+ *     handle refuses every further write (sticky) -- it never retries and
+ *     pretends; after a transient fault that is not sticky, everything
+ *     works again;
+ *   - every reopen (in the workload, and a final one with the healthy POSIX
+ *     layer) finds exactly the acknowledged commits plus possibly some of
+ *     the failed ones that had reached the file -- each whole or not at all.
+ * The allocation loop does the same through kvdb_options.alloc: allocation
+ * N fails (transient / persistent) for every N; calls return KVDB_ENOMEM
+ * or succeed, the hook's count of live blocks is 0 after every run, and a
+ * reopen with the normal allocator finds a committed prefix.
+ * Disk full: a quota on the file; writes get KVDB_EFULL (not sticky: the
+ * engine cuts the partial write), reads keep working, nothing committed is
+ * lost, writes resume when space is freed; KVDB_EFULL from a sync is sticky.
+ *
+ * The workload also writes the sidecar (kvdb_checkpoint, and every close),
+ * so faults hit its temporary file, rename and directory sync too.
+ * EXTEND HERE: compaction, and iterators in the workload.
+ *
+ * Files go to /dev/shm when it exists (fsync is free there) unless TMPDIR
+ * is set.  Flavour: env KVDB_TEST_FLAVOUR; env KVDB_TEST_VERBOSE.
+ */
+#include "../kvdb.c"
+#include "testutil.h"
+
+#include <time.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+static int fl_verbose;
+static long fl_points_io, fl_points_alloc;
+
+static int fl_valid_rc(int rc) { return rc >= KVDB_ENOTDB && rc <= KVDB_DONE; }
+
+/* ==================================================================
+ * the fault-injecting file layer
+ * ================================================================== */
+enum { FK_OPEN, FK_READ, FK_WRITE, FK_SYNC, FK_SIZE, FK_TRUNC, FK_LOCK, FK_MAP, FK_SYNCDIR, FK_RANDOM, FK_RENAME, FK_N };
+static const char *fk_name[FK_N] = { "open", "read", "write", "sync", "size", "truncate", "lock", "map",
+                                     "sync_dir", "random", "rename" };
+
+typedef struct {
+    const kvdb_vfs *base;
+    long count[FK_N];
+    int kind;               /* armed kind, or -1 */
+    long at;
+    int persistent, err;
+    long nfired;
+    long files, maps;       /* open handles and mappings now */
+    uint64_t quota;         /* 0: none; writes past it: KVDB_EFULL */
+    uint64_t rng;
+    kvdb_vfs vfs;
+} fv_ctx;
+
+static int fv_fail(fv_ctx *c, int kind)
+{
+    long n = ++c->count[kind];
+    if (kind != c->kind) return 0;
+    if (n == c->at || (c->persistent && n > c->at)) {
+        c->nfired++;
+        return 1;
+    }
+    return 0;
+}
+
+static int fv_err(fv_ctx *c, int kind, int rc)
+{
+    return kv_err(rc, "injected %s fault (%s #%ld)", fk_name[kind], c->persistent ? "persistent" : "transient",
+                  c->count[kind]);
+}
+
+static int fv_open(void *ctx, const char *path, unsigned flags, kvdb_file **out)
+{
+    fv_ctx *c = (fv_ctx *)ctx;
+    int rc;
+    *out = NULL;
+    if (fv_fail(c, FK_OPEN)) return fv_err(c, FK_OPEN, c->err == KVDB_EFULL ? KVDB_EFULL : KVDB_EIO);
+    rc = c->base->open(c->base->ctx, path, flags, out);
+    if (rc == KVDB_OK) c->files++;
+    return rc;
+}
+static int fv_close(void *ctx, kvdb_file *f)
+{
+    fv_ctx *c = (fv_ctx *)ctx;
+    c->files--;
+    return c->base->close(c->base->ctx, f);
+}
+static int fv_read(void *ctx, kvdb_file *f, uint64_t off, void *buf, size_t n)
+{
+    fv_ctx *c = (fv_ctx *)ctx;
+    if (fv_fail(c, FK_READ)) return fv_err(c, FK_READ, KVDB_EIO);
+    return c->base->read(c->base->ctx, f, off, buf, n);
+}
+static int fv_write(void *ctx, kvdb_file *f, uint64_t off, const void *buf, size_t n)
+{
+    fv_ctx *c = (fv_ctx *)ctx;
+    if (c->quota && off + n > c->quota) { /* disk full: what fits, then ENOSPC */
+        if (off < c->quota) c->base->write(c->base->ctx, f, off, buf, (size_t)(c->quota - off));
+        c->nfired++;
+        return kv_err(KVDB_EFULL, "injected: no space left on the device");
+    }
+    if (fv_fail(c, FK_WRITE)) {
+        size_t part = n ? (size_t)(tu_rand(&c->rng) % n) : 0;
+        if (part) c->base->write(c->base->ctx, f, off, buf, part);
+        return fv_err(c, FK_WRITE, c->err);
+    }
+    return c->base->write(c->base->ctx, f, off, buf, n);
+}
+static int fv_sync(void *ctx, kvdb_file *f)
+{
+    fv_ctx *c = (fv_ctx *)ctx;
+    if (fv_fail(c, FK_SYNC)) return fv_err(c, FK_SYNC, c->err);
+    return c->base->sync(c->base->ctx, f);
+}
+static int fv_size(void *ctx, kvdb_file *f, uint64_t *out)
+{
+    fv_ctx *c = (fv_ctx *)ctx;
+    if (fv_fail(c, FK_SIZE)) return fv_err(c, FK_SIZE, KVDB_EIO);
+    return c->base->size(c->base->ctx, f, out);
+}
+static int fv_truncate(void *ctx, kvdb_file *f, uint64_t size)
+{
+    fv_ctx *c = (fv_ctx *)ctx;
+    if (fv_fail(c, FK_TRUNC)) return fv_err(c, FK_TRUNC, KVDB_EIO);
+    return c->base->truncate(c->base->ctx, f, size);
+}
+static int fv_lock(void *ctx, kvdb_file *f, int ex)
+{
+    fv_ctx *c = (fv_ctx *)ctx;
+    if (fv_fail(c, FK_LOCK)) return fv_err(c, FK_LOCK, KVDB_EIO);
+    return c->base->lock(c->base->ctx, f, ex);
+}
+static int fv_map(void *ctx, kvdb_file *f, uint64_t len, const void **out)
+{
+    fv_ctx *c = (fv_ctx *)ctx;
+    int rc;
+    if (fv_fail(c, FK_MAP)) return fv_err(c, FK_MAP, KVDB_ENOMEM);
+    rc = c->base->map(c->base->ctx, f, len, out);
+    if (rc == KVDB_OK) c->maps++;
+    return rc;
+}
+static int fv_unmap(void *ctx, kvdb_file *f, const void *p, uint64_t len)
+{
+    fv_ctx *c = (fv_ctx *)ctx;
+    c->maps--;
+    return c->base->unmap(c->base->ctx, f, p, len);
+}
+static int fv_remove(void *ctx, const char *path)
+{
+    fv_ctx *c = (fv_ctx *)ctx;
+    return c->base->remove(c->base->ctx, path);
+}
+static int fv_rename(void *ctx, const char *a, const char *b)
+{
+    fv_ctx *c = (fv_ctx *)ctx;
+    if (fv_fail(c, FK_RENAME)) return fv_err(c, FK_RENAME, KVDB_EIO);
+    return c->base->rename(c->base->ctx, a, b);
+}
+static int fv_sync_dir(void *ctx, const char *path)
+{
+    fv_ctx *c = (fv_ctx *)ctx;
+    if (fv_fail(c, FK_SYNCDIR)) return fv_err(c, FK_SYNCDIR, KVDB_EIO);
+    return c->base->sync_dir(c->base->ctx, path);
+}
+static int fv_random(void *ctx, void *buf, size_t n)
+{
+    fv_ctx *c = (fv_ctx *)ctx;
+    if (fv_fail(c, FK_RANDOM)) return fv_err(c, FK_RANDOM, KVDB_EIO);
+    return c->base->random(c->base->ctx, buf, n);
+}
+
+static void fv_init(fv_ctx *c, int map)
+{
+    kvdb_vfs v = { NULL, fv_open, fv_close, fv_read, fv_write, fv_sync, fv_size, fv_truncate, fv_lock,
+                   fv_map, fv_unmap, fv_remove, fv_rename, fv_sync_dir, fv_random };
+    memset(c, 0, sizeof *c);
+    c->base = kvdb_vfs_posix();
+    c->kind = -1;
+    c->err = KVDB_EIO;
+    c->rng = 0x5eed;
+    v.ctx = c;
+    if (!map) v.map = NULL, v.unmap = NULL;
+    c->vfs = v;
+}
+
+/* ==================================================================
+ * the counting, failing allocator
+ * ================================================================== */
+typedef struct {
+    long live, count, at, nfired;
+    int persistent;
+} al_ctx;
+
+static int al_fail(al_ctx *a)
+{
+    long n = ++a->count;
+    if (a->at && (n == a->at || (a->persistent && n > a->at))) {
+        a->nfired++;
+        return 1;
+    }
+    return 0;
+}
+static void *al_malloc(void *ctx, size_t n)
+{
+    al_ctx *a = (al_ctx *)ctx;
+    void *p;
+    if (al_fail(a)) return NULL;
+    p = malloc(n);
+    if (p) a->live++;
+    return p;
+}
+static void *al_realloc(void *ctx, void *p, size_t n)
+{
+    al_ctx *a = (al_ctx *)ctx;
+    if (al_fail(a)) return NULL;
+    return realloc(p, n);
+}
+static void al_free(void *ctx, void *p)
+{
+    al_ctx *a = (al_ctx *)ctx;
+    if (p) a->live--;
+    free(p);
+}
+
+/* ==================================================================
+ * the model: NK keys; a value is (vseed, len), its bytes generated
+ * ================================================================== */
+#define FL_NK 24
+#define FL_MAXV 2000
+#define FL_MAXC 64
+
+typedef struct { uint8_t present; uint32_t len; uint64_t vseed; } fl_val;
+typedef struct { fl_val v[FL_NK]; } fl_state;
+
+static size_t fl_key(int i, unsigned char *k)
+{
+    size_t n = (size_t)sprintf((char *)k, "fk%02d", i);
+    if (i % 5 == 2) { k[n++] = 0; k[n++] = 'x'; }
+    return n;
+}
+static void fl_fill(uint64_t vseed, uint32_t len, unsigned char *v)
+{
+    uint64_t s = vseed * 0x9E3779B97F4A7C15ULL + 7;
+    uint32_t i;
+    for (i = 0; i < len; i++) v[i] = (unsigned char)(tu_rand(&s) >> 24);
+}
+
+/* a commit: its operations (key, value or delete) and its outcome */
+enum { C_OK, C_MAYBE, C_NO };
+typedef struct {
+    int status;
+    int n;
+    int key[16];
+    fl_val val[16];
+} fl_commit;
+
+typedef struct {
+    const char *what;       /* run description for messages */
+    fv_ctx *fv;
+    al_ctx *al;             /* NULL: default allocator */
+    int alloc_loop;         /* only KVDB_ENOMEM is a legitimate error */
+    const char *path;
+    kvdb *db;
+    int sticky;             /* the handle must refuse writes */
+    int transient_fired;    /* a transient fault has fired: from now on everything works */
+    fl_state cur;           /* the handle's committed state */
+    fl_state base;          /* the state at the last check against the file */
+    fl_commit log[FL_MAXC]; /* commits since base */
+    int nlog;
+    long fails;
+    uint64_t vs;
+} fl_run;
+
+#define FL_FAIL(R, ...) do { if ((R)->fails++ < 1) { char m_[1024]; snprintf(m_, sizeof m_, __VA_ARGS__); \
+    tu_fail(__FILE__, __LINE__, "%s: %s", (R)->what, m_); } } while (0)
+
+static long fl_fired(const fl_run *R) { return R->fv->nfired + (R->al ? R->al->nfired : 0); }
+
+/* check rc of a call made while `before` faults had fired */
+static void fl_rc(fl_run *R, int rc, long before, const char *op)
+{
+    int fired = fl_fired(R) > before;
+    if (!fl_valid_rc(rc)) FL_FAIL(R, "%s returned %d, not a kvdb code", op, rc);
+    if (rc < 0 && !kvdb_errmsg()[0]) FL_FAIL(R, "%s = %d without a message", op, rc);
+    if (rc < 0 && R->alloc_loop && rc != KVDB_ENOMEM) FL_FAIL(R, "%s = %d (%s) [%s], only ENOMEM may fail", op, rc, kvdb_strerror(rc), kvdb_errmsg());
+    if (rc < 0 && !fired && !R->sticky && (R->transient_fired || (!R->fv->persistent && R->fv->kind < 0 && !R->al)))
+        FL_FAIL(R, "%s = %d (%s) [%s] after the transient fault had passed", op, rc, kvdb_strerror(rc), kvdb_errmsg());
+}
+
+static char fl_why[200];
+
+static int fl_obs_match(kvdb *db, const fl_state *s, int via_txn, int *rcout)
+{
+    unsigned char k[40], buf[FL_MAXV], want[FL_MAXV];
+    kvdb_txn *t = NULL;
+    int i, ok = 1, rc;
+    *rcout = KVDB_OK;
+    if (via_txn) {
+        rc = kvdb_begin(db, KVDB_TXN_RDONLY, &t);
+        if (rc != KVDB_OK) { *rcout = rc; return 1; }
+    }
+    for (i = 0; i < FL_NK && ok; i++) {
+        size_t kl = fl_key(i, k), vl = 0;
+        const unsigned char *got = buf;
+        if (t) {
+            const void *vp = NULL;
+            rc = kvdb_txn_get(t, k, kl, &vp, &vl);
+            got = (const unsigned char *)vp;
+        } else {
+            rc = kvdb_get(db, k, kl, buf, sizeof buf, &vl);
+        }
+        if (rc < 0) { *rcout = rc; break; } /* a read error: no data, no verdict on the rest */
+        if (s->v[i].present) {
+            fl_fill(s->v[i].vseed, s->v[i].len, want);
+            if (rc != KVDB_OK || vl != s->v[i].len || memcmp(got, want, vl) != 0) {
+                ok = 0;
+                snprintf(fl_why, sizeof fl_why, "fk%02d: rc %d len %zu, want OK len %u", i, rc, vl, s->v[i].len);
+            }
+        } else if (rc != KVDB_NOTFOUND) {
+            ok = 0;
+            snprintf(fl_why, sizeof fl_why, "fk%02d: rc %d len %zu, want NOTFOUND", i, rc, vl);
+        }
+    }
+    if (t) kvdb_abort(t);
+    if (ok && *rcout == KVDB_OK) {
+        struct kvdb_stat st;
+        uint64_t n = 0;
+        for (i = 0; i < FL_NK; i++) n += s->v[i].present;
+        kvdb_stat(db, &st);
+        if (st.keys != n) {
+            ok = 0;
+            snprintf(fl_why, sizeof fl_why, "kvdb_stat keys %llu, want %llu", (unsigned long long)st.keys, (unsigned long long)n);
+        }
+    }
+    return ok;
+}
+
+/* reads on the live handle: the committed state, or a read error */
+static void fl_check_live(fl_run *R, int via_txn)
+{
+    long before = fl_fired(R);
+    int rc, ok;
+    if (!R->db) return;
+    ok = fl_obs_match(R->db, &R->cur, via_txn, &rc);
+    fl_rc(R, rc, before, via_txn ? "read txn" : "kvdb_get");
+    if (!ok) FL_FAIL(R, "reads on the handle disagree with its committed state: %s", fl_why);
+}
+
+static void fl_apply(fl_state *s, const fl_commit *c)
+{
+    int i;
+    for (i = 0; i < c->n; i++) s->v[c->key[i]] = c->val[i];
+}
+
+/* db (just opened) must hold base + the OK commits + any of the MAYBE ones.
+ * On success cur/base become what it holds. */
+static void fl_check_reopen(fl_run *R, kvdb *db, const char *when)
+{
+    int maybe[FL_MAXC], nm = 0, i;
+    unsigned long mask, lim;
+    for (i = 0; i < R->nlog; i++)
+        if (R->log[i].status == C_MAYBE && nm < 12) maybe[nm++] = i;
+    lim = 1ul << nm;
+    for (mask = 0; mask < lim; mask++) {
+        fl_state s = R->base;
+        int m = 0, rc;
+        for (i = 0; i < R->nlog; i++) {
+            if (R->log[i].status == C_OK) fl_apply(&s, &R->log[i]);
+            else if (m < nm && maybe[m] == i) {
+                if (mask & (1ul << m)) fl_apply(&s, &R->log[i]);
+                m++;
+            }
+        }
+        {
+            long before = fl_fired(R);
+            int ok = fl_obs_match(db, &s, 0, &rc), tries;
+            for (tries = 0; rc != KVDB_OK && fl_fired(R) > before && tries < 3; tries++) {
+                before = fl_fired(R); /* an injected read fault: read again */
+                ok = fl_obs_match(db, &s, 0, &rc);
+            }
+            if (ok && rc == KVDB_OK) {
+                R->base = R->cur = s;
+                R->nlog = 0;
+                return;
+            }
+            if (rc != KVDB_OK && fl_fired(R) > before) return; /* unreadable for now: the final check decides */
+        }
+        if (rc != KVDB_OK) { FL_FAIL(R, "%s: read = %d (%s) [%s]", when, rc, kvdb_strerror(rc), kvdb_errmsg()); return; }
+    }
+    FL_FAIL(R, "%s: the database holds no committed prefix (%d commits since the last check, %d failed ones that may be there)",
+            when, R->nlog, nm);
+}
+
+static void fl_open(fl_run *R, unsigned flags, int sync, uint64_t sync_bytes)
+{
+    kvdb_options o;
+    int attempt, rc;
+    kvdb_options_init(&o);
+    o.flags = flags;
+    o.sync = sync;
+    o.sync_bytes = sync_bytes;
+    o.vfs = &R->fv->vfs;
+    o.alloc = NULL;
+    if (R->al) {
+        static kvdb_allocator a;
+        a.ctx = R->al;
+        a.malloc = al_malloc;
+        a.realloc = al_realloc;
+        a.free = al_free;
+        o.alloc = &a;
+    }
+    R->sticky = 0;
+    for (attempt = 0; attempt < 2 && !R->db; attempt++) { /* a failed open may be retried */
+        long before = fl_fired(R);
+        rc = kvdb_open(R->path, &o, &R->db);
+        fl_rc(R, rc, before, "kvdb_open");
+        if (rc == KVDB_OK && !R->db) FL_FAIL(R, "open OK without a handle");
+        if (rc != KVDB_OK && R->db) FL_FAIL(R, "failed open left a handle");
+        if (fl_fired(R) > before && !R->fv->persistent && !(R->al && R->al->persistent)) R->transient_fired = 1;
+    }
+    if (R->db) fl_check_reopen(R, R->db, "reopen");
+}
+
+static void fl_close(fl_run *R)
+{
+    long before = fl_fired(R);
+    int rc;
+    if (!R->db) return;
+    rc = kvdb_close(R->db);
+    R->db = NULL;
+    fl_rc(R, rc, before, "kvdb_close");
+}
+
+/* one commit: n operations (put when val present, else delete) */
+static void fl_commit_ops(fl_run *R, int n, const int *keys, const fl_val *vals, int autocommit)
+{
+    fl_commit *c;
+    unsigned char k[40], v[FL_MAXV];
+    long before = fl_fired(R), w0 = R->fv->count[FK_WRITE];
+    int rc = KVDB_OK, i;
+    fl_state s = R->cur;
+    if (!R->db || R->nlog >= FL_MAXC) return;
+    c = &R->log[R->nlog];
+    c->n = 0;
+    if (autocommit) {
+        size_t kl = fl_key(keys[0], k);
+        if (vals[0].present) {
+            fl_fill(vals[0].vseed, vals[0].len, v);
+            rc = kvdb_put(R->db, k, kl, v, vals[0].len);
+        } else {
+            rc = kvdb_del(R->db, k, kl);
+            if (!s.v[keys[0]].present) { /* nothing to delete: nothing written */
+                if (rc != KVDB_NOTFOUND) fl_rc(R, rc, before, "kvdb_del of an absent key");
+                if (rc == KVDB_OK) FL_FAIL(R, "kvdb_del of an absent key = OK");
+                return;
+            }
+        }
+        c->key[0] = keys[0];
+        c->val[0] = vals[0];
+        c->n = 1;
+        fl_rc(R, rc, before, vals[0].present ? "kvdb_put" : "kvdb_del");
+    } else {
+        kvdb_txn *t;
+        rc = kvdb_begin(R->db, 0, &t);
+        fl_rc(R, rc, before, "kvdb_begin");
+        if (rc != KVDB_OK) {
+            if (!R->sticky && fl_fired(R) == before) FL_FAIL(R, "begin = %d without cause", rc);
+            goto done;
+        }
+        for (i = 0; i < n; i++) {
+            size_t kl = fl_key(keys[i], k);
+            if (vals[i].present) {
+                fl_fill(vals[i].vseed, vals[i].len, v);
+                rc = kvdb_txn_put(t, k, kl, v, vals[i].len);
+            } else {
+                rc = kvdb_txn_del(t, k, kl);
+                if (rc == KVDB_NOTFOUND && !s.v[keys[i]].present) rc = KVDB_OK;
+                else if (rc == KVDB_NOTFOUND) FL_FAIL(R, "txn_del of a present key = NOTFOUND");
+            }
+            fl_rc(R, rc, before, "txn_put/del");
+            if (rc != KVDB_OK) break;
+            if (vals[i].present || s.v[keys[i]].present) {
+                c->key[c->n] = keys[i];
+                c->val[c->n] = vals[i];
+                c->n++;
+            }
+            s.v[keys[i]] = vals[i];
+        }
+        if (rc != KVDB_OK) {
+            kvdb_abort(t);
+            goto done;
+        }
+        rc = kvdb_commit(t);
+        fl_rc(R, rc, before, "kvdb_commit");
+    }
+done:
+    if (rc == KVDB_OK) {
+        if (R->sticky) FL_FAIL(R, "a write succeeded on a handle whose sync or write had failed");
+        c->status = C_OK;
+        fl_apply(&R->cur, c);
+    } else {
+        c->status = R->fv->count[FK_WRITE] > w0 ? C_MAYBE : C_NO;
+        /* a failed sync, or a failed write other than disk full: sticky */
+        if (fl_fired(R) > before && !R->al &&
+            (R->fv->kind == FK_SYNC || (R->fv->kind == FK_WRITE && R->fv->err != KVDB_EFULL)) &&
+            R->fv->count[R->fv->kind] >= R->fv->at)
+            R->sticky = 1;
+    }
+    if (c->n) R->nlog++;
+    if (fl_fired(R) > before && !R->fv->persistent && !(R->al && R->al->persistent)) R->transient_fired = 1;
+}
+
+static fl_val fl_v(fl_run *R, uint32_t len)
+{
+    fl_val x;
+    x.present = 1;
+    x.len = len;
+    x.vseed = ++R->vs;
+    return x;
+}
+
+static void fl_put(fl_run *R, int key, uint32_t len)
+{
+    fl_val x = fl_v(R, len);
+    fl_commit_ops(R, 1, &key, &x, 1);
+}
+
+static void fl_del(fl_run *R, int key)
+{
+    fl_val x;
+    memset(&x, 0, sizeof x);
+    fl_commit_ops(R, 1, &key, &x, 1);
+}
+
+static void fl_sync(fl_run *R)
+{
+    long before = fl_fired(R);
+    int rc;
+    if (!R->db) return;
+    rc = kvdb_sync(R->db);
+    fl_rc(R, rc, before, "kvdb_sync");
+    if (rc == KVDB_OK && R->sticky) FL_FAIL(R, "kvdb_sync = OK after a failed sync");
+    if (rc != KVDB_OK && fl_fired(R) > before && R->fv->kind == FK_SYNC) R->sticky = 1;
+    if (fl_fired(R) > before && !R->fv->persistent && !(R->al && R->al->persistent)) R->transient_fired = 1;
+}
+
+/* the scripted workload; ends with the file's final check by a healthy open */
+static void fl_workload(fl_run *R)
+{
+    int i, keys[16];
+    fl_val vals[16];
+    R->vs = 100;
+    memset(&R->cur, 0, sizeof R->cur);
+    R->base = R->cur;
+    R->nlog = 0;
+    R->transient_fired = 0;
+    unlink(R->path);
+
+    fl_open(R, KVDB_CREATE, KVDB_SYNC_FULL, 0);
+    for (i = 0; i < 5; i++) fl_put(R, i, (uint32_t)(i * 37 % 90));
+    for (i = 0; i < 14; i++) { keys[i] = 5 + i; vals[i] = fl_v(R, (uint32_t)(i % 4 == 0 ? 0 : 10 + i * 13)); }
+    keys[12] = 0; memset(&vals[12], 0, sizeof vals[12]);   /* delete inside */
+    keys[13] = 6; vals[13] = fl_v(R, 0);                  /* overwrite inside, empty */
+    fl_commit_ops(R, 14, keys, vals, 0);
+    fl_check_live(R, 0);
+    fl_check_live(R, 1);
+    fl_del(R, 2);
+    fl_put(R, 3, 1500);
+    fl_sync(R);
+    fl_close(R);
+
+    fl_open(R, 0, KVDB_SYNC_NORMAL, 300);  /* small sync_bytes: the engine syncs by itself */
+    fl_put(R, 1, 40);
+    fl_put(R, 20, 700);
+    for (i = 0; i < 4; i++) { keys[i] = 7 + 3 * i; vals[i] = fl_v(R, (uint32_t)(i * 100)); }
+    keys[3] = 3; memset(&vals[3], 0, sizeof vals[3]);
+    fl_commit_ops(R, 4, keys, vals, 0);
+    fl_check_live(R, 1);
+    fl_sync(R);
+    fl_put(R, 21, 5);
+    fl_del(R, 5);
+    fl_check_live(R, 0);
+    fl_close(R);
+
+    {   /* a torn tail for the next open to cut (exercises truncate), if
+         * the database exists with its header */
+        FILE *f = fopen(R->path, "r+b");
+        char magic[8];
+        if (f) {
+            if (fread(magic, 1, 8, f) == 8 && memcmp(magic, "\x89KVDB\r\n\x1a", 8) == 0) {
+                fseek(f, 0, SEEK_END);
+                fputs("torn tail: no record here", f);
+            }
+            fclose(f);
+        }
+    }
+    fl_open(R, 0, KVDB_SYNC_FULL, 0);
+    fl_put(R, 22, 30);
+    if (R->db) { /* a checkpoint: the sidecar (temporary file, rename, directory sync) */
+        long before = fl_fired(R);
+        int rc = kvdb_checkpoint(R->db);
+        fl_rc(R, rc, before, "kvdb_checkpoint");
+        if (fl_fired(R) > before && !R->fv->persistent && !(R->al && R->al->persistent)) R->transient_fired = 1;
+    }
+    fl_put(R, 23, 3);
+    fl_check_live(R, 0);
+    fl_close(R);
+}
+
+/* after a run: nothing left open, and a healthy open finds a committed prefix */
+static void fl_final(fl_run *R)
+{
+    kvdb_options o;
+    kvdb *db = NULL;
+    int rc;
+    if (R->fv->files != 0 || R->fv->maps != 0)
+        FL_FAIL(R, "%ld file handles and %ld mappings left open", R->fv->files, R->fv->maps);
+    if (R->al && R->al->live != 0) FL_FAIL(R, "%ld allocations leaked", R->al->live);
+    kvdb_options_init(&o);
+    o.flags = KVDB_CREATE;
+    rc = kvdb_open(R->path, &o, &db);
+    if (rc != KVDB_OK) { FL_FAIL(R, "healthy open = %d (%s) [%s]", rc, kvdb_strerror(rc), kvdb_errmsg()); return; }
+    fl_check_reopen(R, db, "healthy reopen");
+    kvdb_close(db);
+}
+
+/* ==================================================================
+ * the loops
+ * ================================================================== */
+static long fl_io_loop(int kind, int err)
+{
+    int map, pers;
+    long runs = 0, points = 0, failed = 0;
+    char what[200];
+    for (map = 1; map >= 0; map--) {
+        if (!map && kind == FK_MAP) continue;
+        for (pers = 0; pers < 2; pers++) {
+            long n;
+            for (n = 1; n < 100000; n++) {
+                fv_ctx fv;
+                fl_run R;
+                fv_init(&fv, map);
+                fv.kind = kind;
+                fv.err = err;
+                fv.at = n;
+                fv.persistent = pers;
+                fv.rng = (uint64_t)n * 77 + 1;
+                memset(&R, 0, sizeof R);
+                snprintf(what, sizeof what, "%s %s fault #%ld (%s, %s)", pers ? "persistent" : "transient",
+                         fk_name[fv.kind], n, kvdb_strerror(fv.err), map ? "mmap" : "pread");
+                R.what = what;
+                R.fv = &fv;
+                R.path = tu_path("fault.db");
+                fl_workload(&R);
+                fv.kind = -1; /* healthy from here */
+                fl_final(&R);
+                runs++;
+                failed += R.fails != 0;
+                if (fv.nfired == 0) break; /* the workload ran to its end */
+                points++;
+            }
+        }
+    }
+    fl_points_io += points;
+    printf("# %s faults (%s): %ld failure points, %ld runs, %ld failed\n", fk_name[kind], kvdb_strerror(err), points, runs, failed);
+    CHECK(points > 0);
+    return points;
+}
+
+static void test_fault_open(void) { fl_io_loop(FK_OPEN, KVDB_EIO); }
+static void test_fault_read(void) { fl_io_loop(FK_READ, KVDB_EIO); }
+static void test_fault_write_eio(void) { fl_io_loop(FK_WRITE, KVDB_EIO); }
+static void test_fault_write_efull(void) { fl_io_loop(FK_WRITE, KVDB_EFULL); }
+static void test_fault_sync_eio(void) { fl_io_loop(FK_SYNC, KVDB_EIO); }
+static void test_fault_sync_efull(void) { fl_io_loop(FK_SYNC, KVDB_EFULL); }
+static void test_fault_size(void) { fl_io_loop(FK_SIZE, KVDB_EIO); }
+static void test_fault_truncate(void) { fl_io_loop(FK_TRUNC, KVDB_EIO); }
+static void test_fault_lock(void) { fl_io_loop(FK_LOCK, KVDB_EIO); }
+static void test_fault_map(void) { fl_io_loop(FK_MAP, KVDB_ENOMEM); }
+static void test_fault_sync_dir(void) { fl_io_loop(FK_SYNCDIR, KVDB_EIO); }
+static void test_fault_random(void) { fl_io_loop(FK_RANDOM, KVDB_EIO); }
+static void test_fault_rename(void) { fl_io_loop(FK_RENAME, KVDB_EIO); }
+
+/* the run in progress, in memory shared with the parent: a child that
+ * crashes is reported with the failure point it crashed at */
+static char *fl_progress;
+
+static void fl_alloc_loops(void)
+{
+    int map, pers;
+    long runs = 0, total_allocs = 0;
+    char what[200];
+    for (map = 1; map >= 0; map--) {
+        for (pers = 0; pers < 2; pers++) {
+            long n;
+            for (n = 1; n < 1000000; n++) {
+                fv_ctx fv;
+                al_ctx al;
+                fl_run R;
+                fv_init(&fv, map);
+                memset(&al, 0, sizeof al);
+                al.at = n;
+                al.persistent = pers;
+                memset(&R, 0, sizeof R);
+                snprintf(what, sizeof what, "%s allocation failure #%ld (%s)", pers ? "persistent" : "transient", n,
+                         map ? "mmap" : "pread");
+                R.what = what;
+                if (fl_progress) snprintf(fl_progress, 256, "%s", what);
+                R.fv = &fv;
+                R.al = &al;
+                R.alloc_loop = 1;
+                R.path = tu_path("alloc.db");
+                fl_workload(&R);
+                al.at = 0;
+                fl_final(&R);
+                runs++;
+                if (al.nfired == 0) { total_allocs += al.count; break; }
+                fl_points_alloc++;
+            }
+        }
+    }
+    printf("# allocation failures: %ld failure points, %ld runs (%ld allocations per clean run)\n", fl_points_alloc,
+           runs, total_allocs / 4);
+    CHECK(fl_points_alloc > 100);
+}
+
+/* The allocation loops run in a child process, so that a crash inside the
+ * engine is reported as a failure of this test with its failure point. */
+static void test_alloc_faults(void)
+{
+    pid_t pid;
+    int st = 0;
+    fl_progress = (char *)mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(fl_progress != MAP_FAILED);
+    fl_progress[0] = 0;
+    fflush(stdout);
+    pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        fl_alloc_loops();
+        if (tu_cur_failed) snprintf(fl_progress + 256, 3000, "%s", tu_cur_msg);
+        fflush(stdout);
+        _exit(tu_cur_failed ? 1 : 0);
+    }
+    while (waitpid(pid, &st, 0) < 0) {}
+    if (WIFSIGNALED(st))
+        tu_fail(__FILE__, __LINE__, "crashed (signal %d) at %s", WTERMSIG(st), fl_progress);
+    else if (WEXITSTATUS(st) != 0)
+        tu_fail(__FILE__, __LINE__, "%s", fl_progress[256] ? fl_progress + 256 : "child failed");
+    munmap(fl_progress, 4096);
+    fl_progress = NULL;
+}
+
+/* ==================================================================
+ * disk full
+ * ================================================================== */
+static void fl_full_mode(int sync)
+{
+    fv_ctx fv;
+    fl_run R;
+    char what[80];
+    struct kvdb_stat st;
+    int i, rc, nfull = 0;
+    fv_init(&fv, sync == KVDB_SYNC_FULL);
+    memset(&R, 0, sizeof R);
+    snprintf(what, sizeof what, "disk full (%s)", sync == KVDB_SYNC_FULL ? "SYNC_FULL, mmap" : "SYNC_NORMAL, pread");
+    R.what = what;
+    R.fv = &fv;
+    R.path = tu_path("full.db");
+    unlink(R.path);
+    fl_open(&R, KVDB_CREATE, sync, 0);
+    REQUIRE(R.db);
+    fv.quota = 4000;
+    for (i = 0; i < 40 && !R.fails; i++) {
+        int key = i % FL_NK;
+        fl_val x = fl_v(&R, 300);
+        unsigned char k[40], v[FL_MAXV];
+        size_t kl = fl_key(key, k);
+        fl_fill(x.vseed, x.len, v);
+        rc = kvdb_put(R.db, k, kl, v, x.len);
+        if (rc == KVDB_OK) {
+            R.cur.v[key] = x;
+            R.base = R.cur;
+        } else {
+            CHECK_RC(rc, KVDB_EFULL);
+            nfull++;
+        }
+        fl_check_live(&R, i & 1);  /* reads keep working, the failed put invisible */
+    }
+    CHECK(nfull > 10);
+    CHECK_OK(kvdb_stat(R.db, &st));
+    CHECK(st.file_bytes <= 4000);
+    /* a multi-key transaction that does not fit: nothing of it */
+    {
+        int keys[6] = { 0, 1, 2, 3, 4, 5 };
+        fl_val vals[6];
+        for (i = 0; i < 6; i++) vals[i] = fl_v(&R, 500);
+        fl_commit_ops(&R, 6, keys, vals, 0);
+        CHECK(R.nlog == 0 || R.log[R.nlog - 1].status != C_OK);
+        R.nlog = 0;
+        fl_check_live(&R, 0);
+    }
+    /* space again: the same handle writes (EFULL was not sticky) */
+    fv.quota = 0;
+    fl_put(&R, 7, 900);
+    CHECK(R.nlog == 1 && R.log[0].status == C_OK);
+    CHECK_OK(kvdb_sync(R.db));
+    fl_close(&R);
+    fl_open(&R, 0, sync, 0);
+    CHECK(R.db != NULL);
+    /* EFULL from the sync itself (delayed allocation): sticky EFULL */
+    fv.kind = FK_SYNC;
+    fv.err = KVDB_EFULL;
+    fv.at = fv.count[FK_SYNC] + 1;
+    if (sync == KVDB_SYNC_FULL) {
+        fl_put(&R, 8, 10);
+        CHECK(R.nlog == 1 && R.log[0].status != C_OK);
+    } else {
+        fl_put(&R, 8, 10);
+        CHECK_RC(kvdb_sync(R.db), KVDB_EFULL);
+    }
+    fv.kind = -1;
+    {
+        unsigned char k[40];
+        size_t kl = fl_key(9, k);
+        CHECK_RC(kvdb_put(R.db, k, kl, "x", 1), KVDB_EFULL);   /* sticky */
+        CHECK_RC(kvdb_sync(R.db), KVDB_EFULL);
+    }
+    fl_check_live(&R, 1);
+    kvdb_close(R.db);
+    R.db = NULL;
+    fl_final(&R);
+    if (R.fails) return;
+    CHECK(fv.files == 0 && fv.maps == 0);
+}
+
+static void test_disk_full(void)
+{
+    fl_full_mode(KVDB_SYNC_FULL);
+    fl_full_mode(KVDB_SYNC_NORMAL);
+}
+
+int main(void)
+{
+    struct stat sb;
+    clock_t t0 = clock();
+    const char *t = getenv("TMPDIR");
+    if ((!t || !*t) && stat("/dev/shm", &sb) == 0 && S_ISDIR(sb.st_mode) && access("/dev/shm", W_OK) == 0)
+        setenv("TMPDIR", "/dev/shm", 1);
+    fl_verbose = getenv("KVDB_TEST_VERBOSE") != NULL;
+    tu_tmpdir("fault");
+    RUN(test_fault_open);
+    RUN(test_fault_read);
+    RUN(test_fault_write_eio);
+    RUN(test_fault_write_efull);
+    RUN(test_fault_sync_eio);
+    RUN(test_fault_sync_efull);
+    RUN(test_fault_size);
+    RUN(test_fault_truncate);
+    RUN(test_fault_lock);
+    RUN(test_fault_map);
+    RUN(test_fault_sync_dir);
+    RUN(test_fault_random);
+    RUN(test_fault_rename);
+    RUN(test_disk_full);
+    RUN(test_alloc_faults);
+    printf("# fault: %ld I/O failure points (allocation failure points: see above), %.1f s\n", fl_points_io,
+           (double)(clock() - t0) / CLOCKS_PER_SEC);
+    tu_rmrf();
+    TEST_MAIN_END();
+}

@@ -1,0 +1,471 @@
+/*
+ * sidecar.c -- the sidecar ("<db>.idx") is derived data: whatever happens
+ * to it, the database opens with exactly its committed contents, and a good
+ * sidecar is actually used.
+ */
+#include "../kvdb.c"
+#include "testutil.h"
+
+#include <sys/wait.h>
+
+#define NKEYS 3000
+
+/* The model: value version per key id, 0 = absent. */
+static uint32_t model[NKEYS];
+
+static size_t mkkey(uint32_t id, uint8_t *k)
+{
+    /* binary keys of varying length; ids keep them distinct */
+    size_t n = 2 + id % 7, i;
+    for (i = 0; i < n - 2; i++) k[i] = (uint8_t)((id * 131 + i * 7) & 0xff);
+    k[n - 2] = (uint8_t)(id >> 8);
+    k[n - 1] = (uint8_t)id;
+    return n;
+}
+
+static size_t mkval(uint32_t id, uint32_t ver, uint8_t *v)
+{
+    size_t n = (id * 7 + ver) % 200, i;
+    for (i = 0; i < n; i++) v[i] = (uint8_t)(id + ver + i);
+    return n;
+}
+
+static kvdb *open_at(const char *path, unsigned flags)
+{
+    kvdb_options o;
+    kvdb *db = NULL;
+    kvdb_options_init(&o);
+    o.flags = flags;
+    o.sync = KVDB_SYNC_NORMAL;
+    if (kvdb_open(path, &o, &db) != KVDB_OK) return NULL;
+    return db;
+}
+
+/* Random committed work on the model. */
+static int work(kvdb *db, uint64_t *seed, int txns)
+{
+    uint8_t k[16], v[256];
+    int t;
+    for (t = 0; t < txns; t++) {
+        kvdb_txn *tx;
+        uint32_t staged[NKEYS / 10][2];
+        int n = 1 + (int)(tu_rand(seed) % 20), i, ns = 0;
+        if (kvdb_begin(db, 0, &tx) != KVDB_OK) return -1;
+        for (i = 0; i < n; i++) {
+            uint32_t id = (uint32_t)(tu_rand(seed) % NKEYS);
+            size_t kn = mkkey(id, k);
+            if (tu_rand(seed) % 4 == 0) {
+                int rc = kvdb_txn_del(tx, k, kn);
+                if (rc != KVDB_OK && rc != KVDB_NOTFOUND) return -1;
+                staged[ns][0] = id;
+                staged[ns++][1] = 0;
+            } else {
+                uint32_t ver = (uint32_t)(tu_rand(seed) % 1000000) + 1;
+                if (kvdb_txn_put(tx, k, kn, v, mkval(id, ver, v)) != KVDB_OK) return -1;
+                staged[ns][0] = id;
+                staged[ns++][1] = ver;
+            }
+        }
+        if (kvdb_commit(tx) != KVDB_OK) return -1;
+        for (i = 0; i < ns; i++) model[staged[i][0]] = staged[i][1];
+    }
+    return 0;
+}
+
+/* Everything in db equals the model: every key by get, and the whole
+ * ordered iteration (count and order). */
+static int same_as_model(kvdb *db)
+{
+    uint8_t k[16], v[256], buf[256];
+    uint32_t id, live = 0, seen = 0;
+    kvdb_txn *t;
+    kvdb_iter *it;
+    const void *kp, *vp, *prev = NULL;
+    size_t kn, vn, pn = 0, got;
+    int rc;
+    for (id = 0; id < NKEYS; id++) {
+        size_t n = mkkey(id, k);
+        rc = kvdb_get(db, k, n, buf, sizeof buf, &got);
+        if (model[id]) {
+            size_t want = mkval(id, model[id], v);
+            live++;
+            if (rc != KVDB_OK || got != want || memcmp(buf, v, want) != 0) return 1;
+        } else if (rc != KVDB_NOTFOUND) {
+            return 2;
+        }
+    }
+    if (kvdb_begin(db, KVDB_TXN_RDONLY, &t) != KVDB_OK) return 3;
+    if (kvdb_iter_range(t, NULL, 0, NULL, 0, 0, &it) != KVDB_OK) { kvdb_abort(t); return 4; }
+    while ((rc = kvdb_iter_next(it, &kp, &kn, &vp, &vn)) == KVDB_OK) {
+        if (prev && kv_keycmp((const uint8_t *)prev, pn, (const uint8_t *)kp, kn) >= 0) { kvdb_abort(t); return 5; }
+        prev = kp;
+        pn = kn;
+        seen++;
+    }
+    kvdb_abort(t);
+    if (rc != KVDB_DONE || seen != live) return 6;
+    return 0;
+}
+
+static void copy_file(const char *from, const char *to, long len)
+{
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    char buf[65536];
+    long done = 0;
+    size_t n;
+    if (!a || !b) { if (a) fclose(a); if (b) fclose(b); return; }
+    while ((len < 0 || done < len) && (n = fread(buf, 1, sizeof buf, a)) > 0) {
+        if (len >= 0 && done + (long)n > len) n = (size_t)(len - done);
+        fwrite(buf, 1, n, b);
+        done += (long)n;
+    }
+    fclose(a);
+    fclose(b);
+}
+
+static long file_size(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static const char *idx_of(const char *db)
+{
+    static char b[4][700];
+    static int i;
+    i = (i + 1) & 3;
+    snprintf(b[i], sizeof b[i], "%s.idx", db);
+    return b[i];
+}
+
+/* A database with history, closed cleanly (so it has a sidecar). */
+static int build(const char *path, uint64_t seed)
+{
+    kvdb *db;
+    memset(model, 0, sizeof model);
+    unlink(path);
+    unlink(idx_of(path));
+    db = open_at(path, KVDB_CREATE);
+    if (!db || work(db, &seed, 400)) return -1;
+    return kvdb_close(db);
+}
+
+static void test_sidecar_used(void)
+{
+    const char *p = tu_path("used.db");
+    struct kvdb_stat st;
+    kvdb *db;
+    REQUIRE(build(p, 1) == 0);
+    REQUIRE(file_size(idx_of(p)) > 0);
+    db = open_at(p, 0);
+    REQUIRE(db);
+    CHECK_OK(kvdb_stat(db, &st));
+    CHECK(st.sidecar_loaded == 1);
+    CHECK(st.replayed_bytes == 0);
+    CHECK(same_as_model(db) == 0);
+    kvdb_close(db);
+}
+
+/* Damage of every kind: always the committed contents, never the sidecar. */
+static void check_ignored(const char *p, const char *what)
+{
+    struct kvdb_stat st;
+    kvdb *db = open_at(p, 0);
+    int r;
+    if (!db) { tu_fail(__FILE__, __LINE__, "%s: open failed: %s", what, kvdb_errmsg()); return; }
+    kvdb_stat(db, &st);
+    if (st.sidecar_loaded) tu_fail(__FILE__, __LINE__, "%s: the sidecar was trusted", what);
+    if ((r = same_as_model(db)) != 0) tu_fail(__FILE__, __LINE__, "%s: contents differ (%d)", what, r);
+    kvdb_close(db); /* writes a good sidecar again */
+}
+
+static void test_sidecar_deleted(void)
+{
+    const char *p = tu_path("del.db");
+    REQUIRE(build(p, 2) == 0);
+    unlink(idx_of(p));
+    check_ignored(p, "deleted");
+    CHECK(file_size(idx_of(p)) > 0); /* rebuilt at close */
+}
+
+static void test_sidecar_truncated(void)
+{
+    const char *p = tu_path("trunc.db"), *save = tu_path("trunc.idx.save");
+    long n, cut;
+    REQUIRE(build(p, 3) == 0);
+    copy_file(idx_of(p), save, -1);
+    n = file_size(save);
+    REQUIRE(n > 200);
+    for (cut = 0; cut < n; cut += n / 13 + 1) {
+        char what[64];
+        copy_file(save, idx_of(p), cut);
+        snprintf(what, sizeof what, "truncated to %ld", cut);
+        check_ignored(p, what);
+    }
+    copy_file(save, idx_of(p), n - 1);
+    check_ignored(p, "one byte short");
+}
+
+static void test_sidecar_flipped(void)
+{
+    const char *p = tu_path("flip.db"), *save = tu_path("flip.idx.save");
+    long n, at;
+    int stride;
+    REQUIRE(build(p, 4) == 0);
+    copy_file(idx_of(p), save, -1);
+    n = file_size(save);
+    REQUIRE(n > 200);
+    stride = getenv("KVDB_TEST_FLAVOUR") && strcmp(getenv("KVDB_TEST_FLAVOUR"), "plain") ? 301 : 61;
+    for (at = 0; at < n; at += at < 128 ? 1 : stride) {
+        char what[64];
+        FILE *f;
+        int c;
+        copy_file(save, idx_of(p), -1);
+        f = fopen(idx_of(p), "r+b");
+        REQUIRE(f);
+        fseek(f, at, SEEK_SET);
+        c = fgetc(f);
+        fseek(f, at, SEEK_SET);
+        fputc(c ^ 0x10, f);
+        fclose(f);
+        snprintf(what, sizeof what, "byte %ld flipped", at);
+        check_ignored(p, what);
+        if (tu_cur_failed) return;
+    }
+}
+
+static void test_sidecar_foreign(void)
+{
+    const char *a = tu_path("fa.db"), *b = tu_path("fb.db");
+    uint32_t saved[NKEYS];
+    REQUIRE(build(b, 50) == 0);
+    REQUIRE(build(a, 5) == 0); /* the model now holds a's contents */
+    memcpy(saved, model, sizeof saved);
+    copy_file(idx_of(b), idx_of(a), -1);
+    check_ignored(a, "another database's sidecar");
+    memcpy(model, saved, sizeof saved);
+}
+
+/* The log cut shorter than the sidecar claims (a lost tail). */
+static void test_log_shorter_than_sidecar(void)
+{
+    const char *p = tu_path("short.db");
+    uint32_t before[NKEYS];
+    uint64_t seed = 6;
+    long cut;
+    kvdb *db;
+    memset(model, 0, sizeof model);
+    unlink(p);
+    unlink(idx_of(p));
+    db = open_at(p, KVDB_CREATE);
+    REQUIRE(db);
+    REQUIRE(work(db, &seed, 100) == 0);
+    REQUIRE_OK(kvdb_sync(db));
+    cut = file_size(p); /* a commit boundary */
+    memcpy(before, model, sizeof before);
+    REQUIRE(work(db, &seed, 100) == 0);
+    REQUIRE_OK(kvdb_close(db)); /* its sidecar covers all 200 transactions */
+    REQUIRE(truncate(p, cut) == 0);
+    memcpy(model, before, sizeof model);
+    check_ignored(p, "log cut at a commit before the sidecar's position");
+    /* mid-record: the same committed prefix, the tail cut as torn */
+    REQUIRE(build(p, 7) == 0);
+    memcpy(before, model, sizeof before);
+    {
+        kvdb *d2 = open_at(p, 0);
+        REQUIRE(d2);
+        REQUIRE(work(d2, &seed, 50) == 0);
+        REQUIRE_OK(kvdb_close(d2));
+    }
+    memcpy(model, before, sizeof model);
+    /* cutting the last 50 txns off is not enough: cut inside one of them */
+    {
+        long full = file_size(p);
+        REQUIRE(truncate(p, full - 7) == 0);
+        db = open_at(p, 0);
+        REQUIRE(db);
+        {
+            struct kvdb_stat st;
+            kvdb_stat(db, &st);
+            CHECK(st.sidecar_loaded == 0);
+            CHECK(st.torn_bytes > 0);
+        }
+        kvdb_close(db);
+    }
+}
+
+/* A checkpoint cut short by a crash leaves a temporary file: ignored and
+ * removed at the next writable open; the old sidecar still works. */
+static void test_crashed_checkpoint(void)
+{
+    const char *p = tu_path("tmp.db");
+    char tmp[700];
+    FILE *f;
+    kvdb *db;
+    struct kvdb_stat st;
+    REQUIRE(build(p, 8) == 0);
+    snprintf(tmp, sizeof tmp, "%s.idx.tmp", p);
+    f = fopen(tmp, "wb");
+    REQUIRE(f);
+    fputs("half a sidecar", f);
+    fclose(f);
+    db = open_at(p, 0);
+    REQUIRE(db);
+    kvdb_stat(db, &st);
+    CHECK(st.sidecar_loaded == 1);
+    CHECK(same_as_model(db) == 0);
+    CHECK(access(tmp, F_OK) != 0);
+    kvdb_close(db);
+}
+
+/* A stale sidecar (commits after the checkpoint, then a crash without
+ * close): loaded, and only the tail is replayed. */
+static void test_stale_sidecar_replays_tail(void)
+{
+    const char *p = tu_path("stale.db"), *cp = tu_path("stale-copy.db");
+    uint64_t seed = 9;
+    struct kvdb_stat st;
+    kvdb *db;
+    REQUIRE(build(p, 9) == 0);
+    db = open_at(p, 0);
+    REQUIRE(db);
+    REQUIRE(work(db, &seed, 100) == 0);
+    REQUIRE_OK(kvdb_checkpoint(db));
+    REQUIRE(work(db, &seed, 100) == 0);
+    REQUIRE_OK(kvdb_sync(db));
+    /* the state a crash would leave: copy both files while open */
+    copy_file(p, cp, -1);
+    copy_file(idx_of(p), idx_of(cp), -1);
+    kvdb_close(db);
+    db = open_at(cp, 0);
+    REQUIRE(db);
+    kvdb_stat(db, &st);
+    CHECK(st.sidecar_loaded == 1);
+    CHECK(st.replayed_bytes > 0);
+    CHECK(same_as_model(db) == 0);
+    kvdb_close(db);
+}
+
+/* After a load: writes copy mapped leaves, deletes, iterators, snapshots,
+ * and the next reopen, all agree with the model. */
+static void test_work_after_load(void)
+{
+    const char *p = tu_path("after.db");
+    uint64_t seed = 10;
+    int round;
+    REQUIRE(build(p, 10) == 0);
+    for (round = 0; round < 4; round++) {
+        kvdb *db = open_at(p, 0);
+        kvdb_txn *snap;
+        uint32_t at_snap[NKEYS];
+        struct kvdb_stat st;
+        REQUIRE(db);
+        kvdb_stat(db, &st);
+        CHECK(st.sidecar_loaded == 1);
+        REQUIRE_OK(kvdb_begin(db, KVDB_TXN_RDONLY, &snap));
+        memcpy(at_snap, model, sizeof at_snap);
+        REQUIRE(work(db, &seed, 150) == 0);
+        CHECK(same_as_model(db) == 0);
+        {   /* the snapshot still sees the loaded state */
+            uint8_t k[16], v[256];
+            uint32_t id;
+            for (id = 0; id < NKEYS; id += 7) {
+                const void *val;
+                size_t vl, kn = mkkey(id, k);
+                int rc = kvdb_txn_get(snap, k, kn, &val, &vl);
+                if (at_snap[id]) {
+                    size_t want = mkval(id, at_snap[id], v);
+                    CHECK(rc == KVDB_OK && vl == want && memcmp(val, v, want) == 0);
+                } else {
+                    CHECK(rc == KVDB_NOTFOUND);
+                }
+            }
+        }
+        kvdb_abort(snap);
+        REQUIRE_OK(kvdb_close(db));
+    }
+}
+
+/* A large database reopens through the sidecar (the fast path). */
+static void test_reopen_large(void)
+{
+    const char *p = tu_path("large.db");
+    const char *fl = getenv("KVDB_TEST_FLAVOUR");
+    uint64_t n = fl && strcmp(fl, "plain") ? 100000 : 1000000, i;
+    struct kvdb_stat st;
+    uint8_t k[16], v[32], buf[32];
+    size_t got;
+    kvdb *db;
+    kvdb_options o;
+    kvdb_options_init(&o);
+    o.flags = KVDB_CREATE;
+    o.sync = KVDB_SYNC_OFF;
+    unlink(p);
+    unlink(idx_of(p));
+    REQUIRE_OK(kvdb_open(p, &o, &db));
+    for (i = 0; i < n; i += 1000) {
+        kvdb_txn *t;
+        uint64_t j;
+        REQUIRE_OK(kvdb_begin(db, 0, &t));
+        for (j = i; j < i + 1000 && j < n; j++) {
+            kv_st64(k, j * 0x9E3779B97F4A7C15ull);
+            kv_st64(k + 8, j);
+            kv_st64(v, j);
+            REQUIRE_OK(kvdb_txn_put(t, k, 16, v, 8));
+        }
+        REQUIRE_OK(kvdb_commit(t));
+    }
+    REQUIRE_OK(kvdb_sync(db));
+    REQUIRE_OK(kvdb_close(db));
+    o.flags = 0;
+    REQUIRE_OK(kvdb_open(p, &o, &db));
+    kvdb_stat(db, &st);
+    CHECK(st.sidecar_loaded == 1);
+    CHECK(st.replayed_bytes == 0);
+    CHECK(st.keys == n);
+    for (i = 0; i < n; i += 997) {
+        kv_st64(k, i * 0x9E3779B97F4A7C15ull);
+        kv_st64(k + 8, i);
+        CHECK(kvdb_get(db, k, 16, buf, sizeof buf, &got) == KVDB_OK && got == 8 && kv_ld64(buf) == i);
+    }
+    kvdb_close(db);
+    unlink(p);
+    unlink(idx_of(p));
+}
+
+/* A read-only open uses the sidecar and writes nothing. */
+static void test_rdonly_uses_sidecar(void)
+{
+    const char *p = tu_path("ro.db");
+    struct kvdb_stat st;
+    long before;
+    kvdb *db;
+    REQUIRE(build(p, 11) == 0);
+    before = file_size(idx_of(p));
+    db = open_at(p, KVDB_RDONLY);
+    REQUIRE(db);
+    kvdb_stat(db, &st);
+    CHECK(st.sidecar_loaded == 1);
+    CHECK(same_as_model(db) == 0);
+    CHECK_RC(kvdb_checkpoint(db), KVDB_EREADONLY);
+    kvdb_close(db);
+    CHECK(file_size(idx_of(p)) == before);
+}
+
+int main(void)
+{
+    tu_tmpdir("sidecar");
+    RUN(test_sidecar_used);
+    RUN(test_sidecar_deleted);
+    RUN(test_sidecar_truncated);
+    RUN(test_sidecar_flipped);
+    RUN(test_sidecar_foreign);
+    RUN(test_log_shorter_than_sidecar);
+    RUN(test_crashed_checkpoint);
+    RUN(test_stale_sidecar_replays_tail);
+    RUN(test_work_after_load);
+    RUN(test_reopen_large);
+    RUN(test_rdonly_uses_sidecar);
+    tu_rmrf();
+    TEST_MAIN_END();
+}
