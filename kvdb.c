@@ -190,9 +190,11 @@ typedef int kv_thread;
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
+#define KV_PREFETCH(p) __builtin_prefetch(p)
 #define KV_LIKELY(x) __builtin_expect(!!(x), 1)
 #define KV_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
+#define KV_PREFETCH(p) ((void)(p))
 #define KV_LIKELY(x) (x)
 #define KV_UNLIKELY(x) (x)
 #endif
@@ -951,6 +953,7 @@ struct kvdb_txn {
     kv_ws ws;
     kv_arena_blk *arena;   /* pread-mode value copies */
     struct kvdb_iter *iters; /* open iterators, closed when the txn ends */
+    struct srt_run *priv;  /* a private sorted run built for this snapshot */
 };
 
 typedef struct srt_run srt_run;
@@ -1005,6 +1008,7 @@ struct kvdb {
     srt_run **runs;        /* shared runs, oldest first, contiguous */
     size_t nruns, runs_cap;
     uint64_t srt_bytes;    /* heap of all live runs */
+    uint64_t srt_builds;   /* runs built from the log (tests count them) */
 
     kv_mutex mu_ckpt;      /* one checkpoint at a time */
     kv_mutex mu_ck;        /* the checkpointer thread's state: */
@@ -2071,8 +2075,8 @@ typedef struct srt_cx {
 
 static int srt_cmp(srt_cx *c, const srt_ent *a, const srt_ent *b)
 {
-    const uint8_t *x, *y;
-    size_t xn, yn;
+    const uint8_t *x = NULL, *y = NULL;
+    size_t xn = 0, yn = 0;
     int rc;
     if (a->pfx != b->pfx) return a->pfx < b->pfx ? -1 : 1;
     if ((a->off & ~SRT_DEL) == (b->off & ~SRT_DEL)) return 0;
@@ -2088,8 +2092,8 @@ static int srt_cmp(srt_cx *c, const srt_ent *a, const srt_ent *b)
 /* Compare entry a with a key. */
 static int srt_cmp_key(srt_cx *c, const srt_ent *a, uint64_t kpfx, const uint8_t *k, size_t kn)
 {
-    const uint8_t *x;
-    size_t xn;
+    const uint8_t *x = NULL;
+    size_t xn = 0;
     int rc;
     if (a->pfx != kpfx) return a->pfx < kpfx ? -1 : 1;
     rc = srt_key(c->r, a->off & ~SRT_DEL, &c->ka, &x, &xn);
@@ -2165,6 +2169,7 @@ static int srt_build(kvdb *db, const kv_rd *r, uint64_t lo, uint64_t hi, srt_run
     int rc = KVDB_OK;
     memset(&c, 0, sizeof c);
     c.r = r;
+    db->srt_builds++;
     while (off < hi) {
         uint8_t hdr[LG_REC + 8];
         const uint8_t *p;
@@ -2258,8 +2263,10 @@ static int srt_merge(kvdb *db, const kv_rd *r, const srt_run *a, const srt_run *
 }
 
 /* Runs covering [LG_HDR, end) for a reader (r must see [LG_HDR, end)):
- * *out gets an allocated array of referenced runs, oldest first. */
-static int srt_acquire(kvdb *db, const kv_rd *r, uint64_t end, srt_run ***out, size_t *nout)
+ * *out gets an allocated array of referenced runs, oldest first.  A
+ * private run (invariant 2) is kept in *priv, if given, for the reader's
+ * next iterators. */
+static int srt_acquire(kvdb *db, const kv_rd *r, uint64_t end, srt_run **priv, srt_run ***out, size_t *nout)
 {
     srt_run **v = NULL, *fresh = NULL;
     size_t k = 0, i;
@@ -2270,9 +2277,17 @@ static int srt_acquire(kvdb *db, const kv_rd *r, uint64_t end, srt_run ***out, s
     kv_lock(&db->mu_srt);
     while (k < db->nruns && db->runs[k]->hi <= end) k++;
     covered = k ? db->runs[k - 1]->hi : LG_HDR;
-    if (covered < end) {
+    if (covered < end && priv && *priv && (*priv)->lo == covered && (*priv)->hi == end) {
+        fresh = *priv; /* built by an earlier iterator of this snapshot */
+        fresh->refs++;
+    } else if (covered < end) {
         rc = srt_build(db, r, covered, end, &fresh);
         if (rc) goto out;
+        if (k < db->nruns && priv) { /* private: keep it for the next iterator */
+            if (*priv) srt_release(db, *priv);
+            *priv = fresh;
+            fresh->refs++;
+        }
         if (k == db->nruns) { /* extends the shared list */
             if (db->nruns == db->runs_cap) {
                 size_t ncap = db->runs_cap ? db->runs_cap * 2 : 8;
@@ -2596,6 +2611,7 @@ static int txn_begin_write(kvdb *db, unsigned flags, kvdb_txn **out)
     t->wbuf.len = 0;
     t->nrec = 0;
     t->iters = NULL;
+    t->priv = NULL;
     *out = t;
     return KVDB_OK;
 }
@@ -2776,6 +2792,8 @@ static void txn_arena_free(kvdb_txn *t)
  * range [P, P+1) where P+1 is P with trailing 0xff bytes dropped and the
  * last byte incremented.  Reverse iteration walks the same set backwards.
  * ====================================================================== */
+#define IT_PREFETCH 12   /* records fetched ahead of an iterator */
+
 typedef struct it_src {
     const srt_ent *e;
     size_t n;
@@ -2862,7 +2880,7 @@ static void src_advance(it_src *s, int rev)
 /* One step of the k-way merge: the smallest key (largest in reverse), from
  * the newest source holding it; every source moves past that key.
  * 1 and *out, 0 when all sources are exhausted, or an error. */
-static int srt_kway_next(srt_cx *cx, it_src *src, size_t nsrc, int rev, srt_ent *out)
+static int srt_kway_next(srt_cx *cx, it_src *src, size_t nsrc, int rev, srt_ent *out, size_t *from)
 {
     size_t i, best = nsrc;
     int d;
@@ -2876,6 +2894,7 @@ static int srt_kway_next(srt_cx *cx, it_src *src, size_t nsrc, int rev, srt_ent 
     if (cx->rc) return cx->rc;
     if (best == nsrc) return 0;
     *out = src[best].e[src[best].cur];
+    if (from) *from = best;
     for (i = 0; i < nsrc; i++) {
         it_src *s = &src[i];
         if (i != best && s->cur < s->n && srt_cmp(cx, &s->e[s->cur], out) == 0) src_advance(s, rev);
@@ -2896,13 +2915,20 @@ static void it_free(kvdb_iter *it)
     kv_free(&db->al, it);
 }
 
-/* Close every iterator of a transaction that is ending. */
+/* Close every iterator of a transaction that is ending, and drop its
+ * private run. */
 static void txn_close_iters(kvdb_txn *t)
 {
     while (t->iters) {
         kvdb_iter *it = t->iters;
         t->iters = it->next;
         it_free(it);
+    }
+    if (t->priv) {
+        kv_lock(&t->db->mu_srt);
+        srt_release(t->db, t->priv);
+        kv_unlock(&t->db->mu_srt);
+        t->priv = NULL;
     }
 }
 
@@ -2976,7 +3002,7 @@ static int it_open(kvdb_txn *t, const void *lo, size_t lolen, const void *hi, si
     if (it->hilen) memcpy(IT_HI(it), hi, it->hilen);
     it->lopfx = srt_pfx(IT_LO(it), it->lolen < 8 ? it->lolen : 8);
     it->hipfx = srt_pfx(IT_HI(it), it->hilen < 8 ? it->hilen : 8);
-    rc = srt_acquire(db, &it->rd, t->ver->end, &it->runs, &it->nruns);
+    rc = srt_acquire(db, &it->rd, t->ver->end, &t->priv, &it->runs, &it->nruns);
     if (rc) goto fail;
     if (t->write) {
         rc = it_own_writes(it);
@@ -3019,6 +3045,7 @@ int kvdb_iter_prefix(kvdb_txn *t, const void *prefix, size_t plen, unsigned flag
     size_t hl = plen;
     int rc;
     kv_clearerr();
+    if (out) *out = NULL;
     if (!prefix && plen) return kv_err(KVDB_EINVAL, "kvdb_iter_prefix: NULL prefix with nonzero length");
     if (!t) {
         if (out) *out = NULL;
@@ -3065,9 +3092,19 @@ int kvdb_iter_next(kvdb_iter *it, const void **key, size_t *klen, const void **v
         const uint8_t *k;
         size_t kn;
         kv_hit hit;
-        int rc = srt_kway_next(&it->cx, it->src, it->nsrc, rev, &e);
+        size_t from;
+        int rc = srt_kway_next(&it->cx, it->src, it->nsrc, rev, &e, &from);
         if (rc <= 0) return rc ? rc : KVDB_DONE;
         off = e.off;
+        if (it->rd.base) { /* before compaction, key order is random in the log: fetch ahead */
+            const it_src *s = &it->src[from];
+            size_t ahead = rev ? (s->cur >= IT_PREFETCH && s->cur < s->n ? s->cur - IT_PREFETCH : s->n)
+                               : s->cur + IT_PREFETCH;
+            if (ahead < s->n) {
+                uint64_t po = s->e[ahead].off & ~SRT_DEL;
+                if (po < it->rd.end) KV_PREFETCH(it->rd.base + po);
+            }
+        }
         /* bounds */
         rc = srt_key(&it->rd, off & ~SRT_DEL, &it->cx.ka, &k, &kn);
         if (rc) return rc;
@@ -3276,7 +3313,7 @@ static int sc_write(kvdb *db, kv_ver *v, int may_sync)
     name = sc_name(db, ".idx");
     tmp = sc_name(db, ".idx.tmp");
     if (!name || !tmp) { rc = kv_err(KVDB_ENOMEM, "out of memory"); goto out; }
-    rc = srt_acquire(db, &r, v->end, &runs, &nruns);
+    rc = srt_acquire(db, &r, v->end, NULL, &runs, &nruns);
     if (rc) goto out;
     src = (it_src *)kv_malloc(&db->al, (nruns ? nruns : 1) * sizeof *src);
     if (!src) { rc = kv_err(KVDB_ENOMEM, "out of memory"); goto out; }
@@ -3294,7 +3331,7 @@ static int sc_write(kvdb *db, kv_ver *v, int may_sync)
     XXH3_64bits_reset_withSeed(&o.st, db->seed);
     for (;;) { /* the merged sorted entries */
         srt_ent e;
-        int k = srt_kway_next(&cx, src, nruns, 0, &e);
+        int k = srt_kway_next(&cx, src, nruns, 0, &e, NULL);
         if (k < 0) { rc = k; goto out; }
         if (k == 0) break;
         if (e.off & SRT_DEL) continue;
@@ -4214,7 +4251,7 @@ int kvdb_txn_del(kvdb_txn *t, const void *key, size_t klen)
 
 int kvdb_put(kvdb *db, const void *key, size_t klen, const void *val, size_t vlen)
 {
-    kvdb_txn *t;
+    kvdb_txn *t = NULL;
     int rc;
     kv_clearerr();
     if (!db) return kv_err(KVDB_EINVAL, "kvdb_put: NULL handle");
@@ -4234,7 +4271,7 @@ int kvdb_put(kvdb *db, const void *key, size_t klen, const void *val, size_t vle
 
 int kvdb_del(kvdb *db, const void *key, size_t klen)
 {
-    kvdb_txn *t;
+    kvdb_txn *t = NULL;
     int rc;
     kv_clearerr();
     if (!db) return kv_err(KVDB_EINVAL, "kvdb_del: NULL handle");

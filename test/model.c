@@ -8,6 +8,19 @@
  * read snapshots held across later commits, and close+reopen with full
  * verification, under changing sync modes.  Uses only the public API.
  *
+ * Ordered iterators are checked against the model's keys sorted once per
+ * seed (MG.sorted): random ranges (bounds that are keys or not, NULL,
+ * empty and inverted ranges) and prefixes (empty, runs of 0xFF, longer than
+ * any key), forward and reverse, walked partly or fully with random seeks;
+ * in read snapshots where they stay open across later commits (some opened
+ * late, when the snapshot's end lies inside a newer shared run), in fresh
+ * read transactions, in write transactions (seeing the writes made before
+ * they were opened, not later ones; left open at commit/abort), and whole
+ * walks after reopens.  Iterators are used in half of the stretches between
+ * reopens (the first iterator after an open sorts the log since the
+ * sidecar: the main cost) and draw from their own random stream, so the
+ * other operations of a seed are the same as without them.
+ *
  * Every seed is deterministic.  On a mismatch the seed, the op number and
  * the key (hex) are printed.  To rerun one seed:
  *     KVDB_MODEL_SEED=N [KVDB_MODEL_OPS=n] [KVDB_MODEL_INMEM=1] build/plain/model
@@ -24,6 +37,35 @@ typedef struct {
 #define M_MAX_VLEN   (110u * 1024)
 #define M_MAX_SNAPS  3
 #define M_MAX_TXN_OPS 20
+#define M_MAX_ITS    2     /* iterators kept open per snapshot / write txn */
+#ifndef M_ITER_PERMILLE
+#define M_ITER_PERMILLE 8     /* share of iterator ops in read txns */
+#endif
+#ifndef M_ITER_STRETCH_PCT   /* share of open..close stretches with iterators */
+#ifdef KVDB_NO_MMAP
+#define M_ITER_STRETCH_PCT 15 /* sorting reads every compared key with pread */
+#else
+#define M_ITER_STRETCH_PCT 50
+#endif
+#endif
+#ifndef M_TXN_ITER_PERMILLE
+#define M_TXN_ITER_PERMILLE 30 /* share of iterator uses among write txn ops */
+#endif
+#define M_MAX_BOUND  4200  /* longest generated bound (keys are <= 4000) */
+
+/* An engine iterator and its expectation: the ids of the key space in key
+ * order (MG.sorted) restricted to positions [plo, phi), of which the ones
+ * present in view are expected; cur is the position of the next candidate
+ * (forward) or one past it (reverse). */
+struct m_it {
+    kvdb_iter *it;
+    const m_val *view;     /* the model as the iterator must see it */
+    m_val *own;            /* view owned by this iterator (write txns), or NULL */
+    int rev;
+    size_t plo, phi, cur;
+    uint64_t steps;
+    char desc[160];
+};
 
 struct m_snap {
     kvdb_txn *t;
@@ -34,6 +76,14 @@ struct m_snap {
     const void *pin;
     size_t pin_id;
     m_val pin_val;
+    /* iterators over the snapshot, kept open across later commits, and one
+     * key/value pointer pair returned by one of them (valid until the end) */
+    struct m_it its[M_MAX_ITS];
+    int nits;
+    int late_opens;        /* iterators opened after later commits */
+    const void *ipin_k, *ipin_v;
+    size_t ipin_id;
+    m_val ipin_val;
 };
 
 static struct {
@@ -42,24 +92,36 @@ static struct {
     uint64_t op;          /* operation counter */
     int bad;              /* a mismatch was reported: stop this seed */
     uint64_t rs;          /* the op stream's random state */
+    uint64_t irs;         /* the iterator stream's */
     size_t nkeys;
     unsigned char **key;
     size_t *klen;
     m_val *m;
+    size_t *sorted;       /* all key ids in key order */
     uint64_t count;       /* present keys in the model */
     kvdb *db;
     char path[600];
     int sync;
     uint64_t reopen_at;
+    /* iterators are used between some reopens only: the first iterator
+     * after an open sorts the log written since the sidecar, which costs
+     * more than the rest of such a stretch (keeps the runtime in budget) */
+    int iters_on;
     struct m_snap snaps[M_MAX_SNAPS];
     int nsnap;
     unsigned char *vbuf;  /* values to write / expected values */
     unsigned char *gbuf;  /* values read back */
     uint64_t reopens, txns, commits, aborts, snaps_taken;
+    uint64_t iters, iter_steps, seeks, sidecar_loads;
 } MG;
 
 static uint64_t m_rnd(void) { return tu_rand(&MG.rs); }
 static uint64_t m_below(uint64_t n) { return n ? m_rnd() % n : 0; }
+/* iterator decisions draw from their own stream, so that the other ops
+ * (and so the files, sync modes and reopens) are the same with or without
+ * iterators */
+static uint64_t m_irnd(void) { return tu_rand(&MG.irs); }
+static uint64_t m_ibelow(uint64_t n) { return n ? m_irnd() % n : 0; }
 
 /* ------------------------------------------------------------------ */
 /* keys and values                                                    */
@@ -67,6 +129,9 @@ static uint64_t m_below(uint64_t n) { return n ? m_rnd() % n : 0; }
 /* Key classes (unique by construction):
  *   - ids < 256 with id % 4 == 1: the single byte (id)            length 1
  *   - id % 53 == 7: 0xFF, id (4 bytes LE), filler                 100..4000
+ *   - id % 17 == 4: "p" then j = id / 17 in bijective base 3 over the
+ *     digits 0x00, 'a', 0xFF ("p", "p\0", "pa", "p\xff", "p\0\0", ...):
+ *     chains of keys that are prefixes of each other                1..6
  *   - id % 3 == 0: 0x00, id (4 bytes LE), binary bytes (many NULs) 5..44
  *   - otherwise:   "k<decimal id>/" and letters                   3..30   */
 static void m_make_key(size_t id, unsigned char **out, size_t *outlen)
@@ -88,6 +153,18 @@ static void m_make_key(size_t id, unsigned char **out, size_t *outlen)
         k[0] = 0xFF;
         for (i = 0; i < 4; i++) k[1 + i] = (unsigned char)(id >> (8 * i));
         for (i = 5; i < len; i++) k[i] = (unsigned char)tu_rand(&s);
+    } else if (id % 17 == 4) {
+        static const unsigned char dig[3] = { 0x00, 'a', 0xFF };
+        size_t j = id / 17;
+        len = 0;
+        tmp[len++] = 'p';
+        while (j > 0) { /* bijective base 3, most significant digit last: fine, still unique */
+            j--;
+            tmp[len++] = dig[j % 3];
+            j /= 3;
+        }
+        k = malloc(len);
+        if (k) memcpy(k, tmp, len);
     } else if (id % 3 == 0) {
         len = 5 + (size_t)(tu_rand(&s) % 40);
         k = malloc(len);
@@ -129,6 +206,12 @@ static size_t m_pick_id(void)
 {
     if (m_below(100) < 25) return (size_t)m_below(MG.nkeys < 16 ? MG.nkeys : 16);
     return (size_t)m_below(MG.nkeys);
+}
+
+static size_t m_ipick_id(void)
+{
+    if (m_ibelow(100) < 25) return (size_t)m_ibelow(MG.nkeys < 16 ? MG.nkeys : 16);
+    return (size_t)m_ibelow(MG.nkeys);
 }
 
 static uint32_t m_pick_vlen(void)
@@ -272,10 +355,306 @@ static void m_verify_all(const char *what)
 }
 
 /* ------------------------------------------------------------------ */
+/* iterators                                                          */
+
+/* key order: memcmp, a shorter key first when one is a prefix of the other */
+static int m_kcmp(const unsigned char *a, size_t an, const unsigned char *b, size_t bn)
+{
+    int c = memcmp(a, b, an < bn ? an : bn);
+    if (c) return c;
+    return an < bn ? -1 : an > bn;
+}
+
+static int m_sort_cmp(const void *pa, const void *pb)
+{
+    size_t a = *(const size_t *)pa, b = *(const size_t *)pb;
+    return m_kcmp(MG.key[a], MG.klen[a], MG.key[b], MG.klen[b]);
+}
+
+static void m_build_sorted(void)
+{
+    size_t i;
+    MG.sorted = malloc(MG.nkeys * sizeof *MG.sorted);
+    if (!MG.sorted) { perror("malloc"); exit(2); }
+    for (i = 0; i < MG.nkeys; i++) MG.sorted[i] = i;
+    qsort(MG.sorted, MG.nkeys, sizeof *MG.sorted, m_sort_cmp);
+}
+
+/* first position in MG.sorted whose key is >= t (> t when strict) */
+static size_t m_lower(const unsigned char *t, size_t tn, int strict)
+{
+    size_t lo = 0, hi = MG.nkeys;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2, id = MG.sorted[mid];
+        int d = m_kcmp(MG.key[id], MG.klen[id], t, tn);
+        if (d < 0 || (strict && d == 0)) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+static void m_hex(char *out, size_t cap, const unsigned char *b, size_t n)
+{
+    size_t i, o = 0;
+    if (!b) { snprintf(out, cap, "NULL"); return; }
+    for (i = 0; i < n && i < 12 && o + 3 < cap; i++) o += (size_t)snprintf(out + o, cap - o, "%02x", b[i]);
+    if (i < n) snprintf(out + o, cap - o, "..(%zu)", n);
+    else if (n == 0) snprintf(out, cap, "\"\"");
+}
+
+/* Random bytes for a bound, prefix or seek target: keys of the key space,
+ * truncated, extended, nudged, runs of 0xFF, the empty string, short
+ * binary strings. */
+static size_t m_gen_bytes(unsigned char *b)
+{
+    static const unsigned char alpha[8] = { 0x00, 0x01, 'k', 'p', 'a', 0xfe, 0xff, '/' };
+    size_t id = m_ipick_id(), n = 0, i, kl = MG.klen[id];
+    uint64_t r = m_ibelow(100);
+    if (r < 30) {
+        memcpy(b, MG.key[id], kl);
+        n = kl;
+    } else if (r < 45) {
+        n = (size_t)m_ibelow(kl + 1);
+        memcpy(b, MG.key[id], n);
+    } else if (r < 55) {
+        size_t extra = 1 + (size_t)m_ibelow(3);
+        memcpy(b, MG.key[id], kl);
+        n = kl;
+        for (i = 0; i < extra; i++) {
+            uint64_t x = m_ibelow(3);
+            b[n++] = x == 0 ? 0x00 : x == 1 ? 0xff : (unsigned char)m_irnd();
+        }
+    } else if (r < 65) {
+        size_t at = (size_t)m_ibelow(kl);
+        memcpy(b, MG.key[id], kl);
+        n = m_ibelow(2) ? kl : at + 1;
+        if (m_ibelow(2)) { if (b[at] != 0xff) b[at]++; else b[at] = 0; }
+        else { if (b[at] != 0x00) b[at]--; else b[at] = 0xff; }
+    } else if (r < 75) {
+        n = 1 + (size_t)m_ibelow(4);
+        memset(b, 0xff, n);
+    } else if (r < 80) {
+        n = 0;
+    } else if (r < 92) {
+        n = 1 + (size_t)m_ibelow(3);
+        for (i = 0; i < n; i++) b[i] = m_ibelow(4) ? alpha[m_ibelow(8)] : (unsigned char)m_irnd();
+    } else {
+        n = (size_t)snprintf((char *)b, 24, "k%llu", (unsigned long long)m_ibelow(MG.nkeys + 10));
+    }
+    return n;
+}
+
+static void m_it_free(struct m_it *mi, int close_it)
+{
+    if (close_it && mi->it) kvdb_iter_close(mi->it);
+    mi->it = NULL;
+    free(mi->own);
+    mi->own = NULL;
+}
+
+/* Open a random range or prefix iterator on t that must see view.
+ * own: view belongs to the iterator (freed by m_it_free).  0 or -1. */
+static int m_it_open(struct m_it *mi, kvdb_txn *t, const m_val *view, m_val *own)
+{
+    static unsigned char lo[M_MAX_BOUND], hi[M_MAX_BOUND];
+    size_t lon = 0, hin = 0;
+    int haslo, hashi, rc;
+    char hl[48], hh[48];
+    memset(mi, 0, sizeof *mi);
+    mi->view = view;
+    mi->own = own;
+    mi->rev = m_ibelow(3) == 0;
+    MG.iters++;
+    if (m_ibelow(100) < 35) { /* prefix */
+        size_t end;
+        lon = m_gen_bytes(lo);
+        mi->plo = m_lower(lo, lon, 0);
+        for (end = mi->plo; end < MG.nkeys; end++) {
+            size_t id = MG.sorted[end];
+            if (MG.klen[id] < lon || memcmp(MG.key[id], lo, lon) != 0) break;
+        }
+        mi->phi = end;
+        m_hex(hl, sizeof hl, lo, lon);
+        snprintf(mi->desc, sizeof mi->desc, "prefix %s%s", hl, mi->rev ? " reverse" : "");
+        rc = kvdb_iter_prefix(t, lo, lon, mi->rev ? KVDB_ITER_REVERSE : 0, &mi->it);
+    } else {
+        uint64_t shape = m_ibelow(100);
+        haslo = m_ibelow(100) >= 15;
+        hashi = m_ibelow(100) >= 15;
+        if (haslo) lon = m_gen_bytes(lo);
+        if (hashi) {
+            if (haslo && shape < 10) { memcpy(hi, lo, lon); hin = lon; } /* empty: lo == hi */
+            else hin = m_gen_bytes(hi);
+        }
+        if (haslo && hashi && shape >= 10 && shape < 80 && m_kcmp(lo, lon, hi, hin) > 0) {
+            /* mostly lo < hi; the rest stay inverted (empty) */
+            static unsigned char tb[M_MAX_BOUND];
+            size_t tn = lon;
+            memcpy(tb, lo, lon); memcpy(lo, hi, hin); memcpy(hi, tb, tn);
+            lon = hin; hin = tn;
+        }
+        mi->plo = haslo ? m_lower(lo, lon, 0) : 0;
+        mi->phi = hashi ? m_lower(hi, hin, 0) : MG.nkeys;
+        if (mi->phi < mi->plo) mi->phi = mi->plo;
+        m_hex(hl, sizeof hl, haslo ? lo : NULL, lon);
+        m_hex(hh, sizeof hh, hashi ? hi : NULL, hin);
+        snprintf(mi->desc, sizeof mi->desc, "range [%s, %s)%s", hl, hh, mi->rev ? " reverse" : "");
+        rc = kvdb_iter_range(t, haslo ? lo : NULL, lon, hashi ? hi : NULL, hin,
+                             mi->rev ? KVDB_ITER_REVERSE : 0, &mi->it);
+    }
+    mi->cur = mi->rev ? mi->phi : mi->plo;
+    if (rc != KVDB_OK || !mi->it) {
+        MFAIL("iterator open", -1, rc, "%s", mi->desc);
+        mi->it = NULL;
+        m_it_free(mi, 0);
+        return -1;
+    }
+    return 0;
+}
+
+/* One kvdb_iter_next compared with the model: 1 (a pair; *idp, *kp, *vp
+ * set), 0 (done), -1 (mismatch). */
+static int m_it_next(struct m_it *mi, const char *what, size_t *idp, const void **kp, const void **vp)
+{
+    const void *k = NULL, *v = NULL;
+    size_t kl = 0, vl = 0, id = 0;
+    int want_done, rc;
+    char hk[48];
+    if (!mi->rev) {
+        while (mi->cur < mi->phi && !mi->view[MG.sorted[mi->cur]].present) mi->cur++;
+        want_done = mi->cur >= mi->phi;
+        if (!want_done) id = MG.sorted[mi->cur++];
+    } else {
+        while (mi->cur > mi->plo && !mi->view[MG.sorted[mi->cur - 1]].present) mi->cur--;
+        want_done = mi->cur <= mi->plo;
+        if (!want_done) id = MG.sorted[--mi->cur];
+    }
+    rc = kvdb_iter_next(mi->it, &k, &kl, &v, &vl);
+    MG.iter_steps++;
+    mi->steps++;
+    if (want_done) {
+        if (rc == KVDB_DONE) return 0;
+        m_hex(hk, sizeof hk, rc == KVDB_OK ? (const unsigned char *)k : NULL, kl);
+        MFAIL(what, -1, rc, "%s step %llu: want DONE, got key %s", mi->desc, (unsigned long long)mi->steps, hk);
+        return -1;
+    }
+    if (rc != KVDB_OK) {
+        MFAIL(what, id, rc, "%s step %llu: want this key", mi->desc, (unsigned long long)mi->steps);
+        return -1;
+    }
+    if (kl != MG.klen[id] || memcmp(k, MG.key[id], kl) != 0) {
+        m_hex(hk, sizeof hk, (const unsigned char *)k, kl);
+        MFAIL(what, id, rc, "%s step %llu: got key %s instead", mi->desc, (unsigned long long)mi->steps, hk);
+        return -1;
+    }
+    if (vl != mi->view[id].vlen) {
+        MFAIL(what, id, rc, "%s step %llu: vlen %zu want %u", mi->desc, (unsigned long long)mi->steps, vl,
+              (unsigned)mi->view[id].vlen);
+        return -1;
+    }
+    if (vl) { /* the first bytes tell versions apart; all of them now and then */
+        size_t cl = vl <= 64 || (mi->steps & 15) == 0 ? vl : 64;
+        m_gen_value(mi->view[id].vseed, cl, MG.vbuf);
+        if (!v || memcmp(v, MG.vbuf, cl) != 0) {
+            MFAIL(what, id, rc, "%s step %llu: value differs", mi->desc, (unsigned long long)mi->steps);
+            return -1;
+        }
+    }
+    if (idp) *idp = id;
+    if (kp) *kp = k;
+    if (vp) *vp = v;
+    return 1;
+}
+
+/* up to n steps (n == 0: to the end) */
+static void m_it_walk(struct m_it *mi, size_t n, const char *what, struct m_snap *pin)
+{
+    size_t i;
+    for (i = 0; (n == 0 || i < n) && !MG.bad; i++) {
+        size_t id;
+        const void *k, *v;
+        int rc = m_it_next(mi, what, &id, &k, &v);
+        if (rc <= 0) break;
+        if (pin && !pin->ipin_k && mi->view[id].vlen) {
+            pin->ipin_k = k;
+            pin->ipin_v = v;
+            pin->ipin_id = id;
+            pin->ipin_val = mi->view[id];
+        }
+    }
+}
+
+static void m_it_seek(struct m_it *mi, const char *what)
+{
+    static unsigned char tb[M_MAX_BOUND];
+    size_t tn = m_gen_bytes(tb);
+    int rc = kvdb_iter_seek(mi->it, tb, tn);
+    char ht[48];
+    MG.seeks++;
+    if (rc != KVDB_OK) {
+        m_hex(ht, sizeof ht, tb, tn);
+        MFAIL(what, -1, rc, "%s: seek to %s", mi->desc, ht);
+        return;
+    }
+    if (!mi->rev) {
+        size_t p = m_lower(tb, tn, 0);
+        mi->cur = p < mi->plo ? mi->plo : p > mi->phi ? mi->phi : p;
+    } else {
+        size_t p = m_lower(tb, tn, 1);
+        mi->cur = p > mi->phi ? mi->phi : p < mi->plo ? mi->plo : p;
+    }
+    m_hex(ht, sizeof ht, tb, tn);
+    {   /* remember the seek in the description for failure messages */
+        size_t dl = strlen(mi->desc);
+        if (dl + 20 < sizeof mi->desc)
+            snprintf(mi->desc + dl, sizeof mi->desc - dl, " seek %s@%llu", ht, (unsigned long long)mi->steps);
+    }
+}
+
+/* a random use of an open iterator: steps, a seek then steps, or to the end */
+static void m_it_exercise(struct m_it *mi, const char *what, struct m_snap *pin)
+{
+    uint64_t r = m_ibelow(100);
+    if (r < 55) {
+        m_it_walk(mi, 1 + (size_t)m_ibelow(24), what, pin);
+    } else if (r < 85) {
+        m_it_seek(mi, what);
+        m_it_walk(mi, 1 + (size_t)m_ibelow(12), what, pin);
+    } else {
+        m_it_walk(mi, mi->phi - mi->plo < 200 || m_ibelow(8) == 0 ? 0 : 200, what, pin);
+    }
+}
+
+/* a whole walk of a fresh iterator over everything, forward or reverse */
+static void m_it_full(kvdb_txn *t, const m_val *view, int rev, const char *what)
+{
+    struct m_it mi;
+    int rc;
+    memset(&mi, 0, sizeof mi);
+    mi.view = view;
+    mi.rev = rev;
+    mi.phi = MG.nkeys;
+    mi.cur = rev ? mi.phi : 0;
+    snprintf(mi.desc, sizeof mi.desc, "full%s", rev ? " reverse" : "");
+    rc = m_ibelow(2) ? kvdb_iter_prefix(t, "", 0, rev ? KVDB_ITER_REVERSE : 0, &mi.it)
+                    : kvdb_iter_range(t, NULL, 0, NULL, 0, rev ? KVDB_ITER_REVERSE : 0, &mi.it);
+    if (rc != KVDB_OK) { MFAIL(what, -1, rc, "open full iterator"); return; }
+    m_it_walk(&mi, 0, what, NULL);
+    m_it_free(&mi, 1);
+}
+
+/* ------------------------------------------------------------------ */
 /* snapshots                                                          */
 
 static void m_check_pin(struct m_snap *s, const char *what)
 {
+    if (s->ipin_k) {
+        m_gen_value(s->ipin_val.vseed, s->ipin_val.vlen, MG.vbuf);
+        if (memcmp(s->ipin_k, MG.key[s->ipin_id], MG.klen[s->ipin_id]) != 0 ||
+            memcmp(s->ipin_v, MG.vbuf, s->ipin_val.vlen) != 0)
+            MFAIL(what, s->ipin_id, 0, "key/value pointers from kvdb_iter_next (snapshot begun at op %llu) "
+                  "no longer hold the pair", (unsigned long long)s->begin_op);
+    }
     if (!s->pin || s->pin_val.vlen == 0) return;
     m_gen_value(s->pin_val.vseed, s->pin_val.vlen, MG.vbuf);
     if (memcmp(s->pin, MG.vbuf, s->pin_val.vlen) != 0)
@@ -297,11 +676,20 @@ static void m_snap_verify(struct m_snap *s, int nprobe, const char *what)
 static void m_snap_end(int i, int full)
 {
     struct m_snap *s = &MG.snaps[i];
+    int j;
     m_check_pin(s, "snapshot end");
+    for (j = 0; j < s->nits && !MG.bad; j++) /* one last use of the iterators held across commits */
+        m_it_exercise(&s->its[j], "snapshot iterator at end", s);
     if (full && !MG.bad) {
         size_t id;
         for (id = 0; id < MG.nkeys && !MG.bad; id++) m_check_tget(s->t, id, &s->m[id], "snapshot final");
+        /* (an old snapshot's iterator sorts the log since the last
+         * checkpoint into a private run: costly, so not every time) */
+        if (!MG.bad && MG.iters_on && m_ibelow(48) == 0) m_it_full(s->t, s->m, (int)m_ibelow(2), "snapshot final iteration");
     }
+    /* iterators: closed here, or left open for the end of the txn to close */
+    for (j = 0; j < s->nits; j++) m_it_free(&s->its[j], (int)m_ibelow(2));
+    s->nits = 0;
     if (m_below(2)) {
         int rc = kvdb_commit(s->t);
         if (rc != KVDB_OK) MFAIL("commit of read txn", -1, rc, NULL);
@@ -325,6 +713,9 @@ static void m_op_snapshot(void)
         memcpy(s->m, MG.m, MG.nkeys * sizeof *s->m);
         s->begin_op = MG.op;
         s->pin = NULL;
+        s->nits = 0;
+        s->late_opens = 0;
+        s->ipin_k = s->ipin_v = NULL;
         for (i = 0; i < 8; i++) { /* pin some present key's value */
             size_t id = (size_t)m_below(MG.nkeys);
             size_t n = 0;
@@ -342,6 +733,11 @@ static void m_op_snapshot(void)
         MG.nsnap++;
         MG.snaps_taken++;
         m_snap_verify(s, 4, "snapshot begin");
+        /* an iterator opened now, kept open across the commits to come */
+        if (!MG.bad && MG.iters_on && m_ibelow(2) && m_it_open(&s->its[0], s->t, s->m, NULL) == 0) {
+            s->nits = 1;
+            m_it_exercise(&s->its[0], "snapshot iterator", s);
+        }
     } else if (MG.nsnap) {
         m_snap_verify(&MG.snaps[m_below((uint64_t)MG.nsnap)], 16, "snapshot get");
     }
@@ -349,6 +745,54 @@ static void m_op_snapshot(void)
         if (MG.op >= MG.snaps[i].end_op) {
             m_snap_end(i, m_below(4) == 0);
             i--;
+        }
+    }
+}
+
+/* Iterators in read transactions: over a snapshot held open across later
+ * commits (kept open themselves and resumed by later calls), or in a fresh
+ * read transaction over the current state. */
+static void m_op_iter(void)
+{
+    uint64_t r = m_ibelow(100);
+    struct m_snap *s = MG.nsnap ? &MG.snaps[m_ibelow((uint64_t)MG.nsnap)] : NULL;
+    /* a new iterator in an old snapshot (it sorts the log since the last
+     * checkpoint into a private run: costly) now and then, once at most */
+    int late = s && s->nits < M_MAX_ITS && s->late_opens == 0 && m_ibelow(40) == 0;
+    if (r < 55 && s && (s->nits || late)) {
+        if (!late) {
+            int j = (int)m_ibelow((uint64_t)s->nits);
+            if (m_ibelow(8) == 0) { /* done with it */
+                m_it_free(&s->its[j], 1);
+                s->its[j] = s->its[--s->nits];
+            } else {
+                m_it_exercise(&s->its[j], "snapshot iterator", s);
+            }
+        } else if (m_it_open(&s->its[s->nits], s->t, s->m, NULL) == 0) {
+            s->nits++;
+            s->late_opens++;
+            m_it_exercise(&s->its[s->nits - 1], "snapshot iterator", s);
+        }
+    } else {
+        struct m_it its[M_MAX_ITS];
+        struct m_snap pin;
+        kvdb_txn *t = NULL;
+        int n = 1 + (int)m_ibelow(M_MAX_ITS), j, k, rc;
+        rc = kvdb_begin(MG.db, KVDB_TXN_RDONLY, &t);
+        if (rc != KVDB_OK) { MFAIL("begin read txn for iterators", -1, rc, NULL); return; }
+        memset(&pin, 0, sizeof pin);
+        for (j = 0; j < n; j++)
+            if (m_it_open(&its[j], t, MG.m, NULL) != 0) break;
+        n = j;
+        for (k = 0; k < 3 && !MG.bad; k++)
+            for (j = 0; j < n && !MG.bad; j++) m_it_exercise(&its[j], "iterator", &pin);
+        if (!MG.bad) m_check_pin(&pin, "iterator pointers at txn end");
+        for (j = 0; j < n; j++) m_it_free(&its[j], (int)m_ibelow(2));
+        if (m_ibelow(2)) {
+            rc = kvdb_commit(t);
+            if (rc != KVDB_OK) MFAIL("commit of read txn with iterators", -1, rc, NULL);
+        } else {
+            kvdb_abort(t);
         }
     }
 }
@@ -412,10 +856,37 @@ static const m_val *m_txn_view(const struct m_ov *ovs, int nov, size_t id)
     return &MG.m[id];
 }
 
+/* The write transaction's view: the model with its writes so far applied. */
+static m_val *m_txn_copy(const struct m_ov *ovs, int nov)
+{
+    m_val *v = malloc(MG.nkeys * sizeof *v);
+    int i;
+    if (!v) { perror("malloc"); exit(2); }
+    memcpy(v, MG.m, MG.nkeys * sizeof *v);
+    for (i = 0; i < nov; i++) v[ovs[i].id] = ovs[i].v;
+    return v;
+}
+
+/* An iterator in the write transaction: open one (it sees the writes made
+ * so far, not later ones) or use one opened earlier. */
+static void m_txn_iter(kvdb_txn *t, struct m_it *its, int *nits, const struct m_ov *ovs, int nov)
+{
+    if (*nits < M_MAX_ITS && (*nits == 0 || m_ibelow(2))) {
+        m_val *v = m_txn_copy(ovs, nov);
+        if (m_it_open(&its[*nits], t, v, v) != 0) return;
+        (*nits)++;
+        m_it_exercise(&its[*nits - 1], "write txn iterator", NULL);
+    } else {
+        int j = (int)m_ibelow((uint64_t)*nits);
+        m_it_exercise(&its[j], "write txn iterator (after later writes)", NULL);
+    }
+}
+
 static void m_op_txn(void)
 {
     struct m_ov ovs[M_MAX_TXN_OPS];
-    int nov = 0, n, i, rc;
+    struct m_it its[M_MAX_ITS];
+    int nov = 0, n, i, rc, nits = 0;
     kvdb_txn *t = NULL;
     rc = kvdb_begin(MG.db, 0, &t);
     if (rc != KVDB_OK) { MFAIL("begin", -1, rc, NULL); return; }
@@ -426,6 +897,7 @@ static void m_op_txn(void)
         const m_val *cur = m_txn_view(ovs, nov, id);
         uint64_t r = m_below(100);
         MG.op++;
+        if (MG.iters_on && m_ibelow(1000) + 1 <= M_TXN_ITER_PERMILLE) m_txn_iter(t, its, &nits, ovs, nov);
         if (r < 45) {
             m_val v;
             v.present = 1;
@@ -455,6 +927,8 @@ static void m_op_txn(void)
             m_snap_verify(&MG.snaps[m_below((uint64_t)MG.nsnap)], 4, "snapshot get during write txn");
         }
     }
+    /* iterators: closed here, or left open for commit / abort to close */
+    for (i = 0; i < nits; i++) m_it_free(&its[i], !MG.bad && m_ibelow(2));
     if (MG.bad) { kvdb_abort(t); return; }
     if (m_below(4) == 0) {
         kvdb_abort(t);
@@ -516,6 +990,8 @@ static int m_open(int create)
         rc = kvdb_open(MG.path, &o, &MG.db);
     }
     if (rc != KVDB_OK) { MG.db = NULL; MFAIL("open", -1, rc, "sync mode %d", MG.sync); return -1; }
+    /* always in the first stretch (the log is short: cheap), then by chance */
+    MG.iters_on = create || m_ibelow(100) < M_ITER_STRETCH_PCT;
     return 0;
 }
 
@@ -535,10 +1011,20 @@ static void m_reopen(void)
         rc = kvdb_stat(MG.db, &st);
         if (rc != KVDB_OK || st.torn_bytes != 0)
             MFAIL("reopen after clean close", -1, rc, "torn_bytes %llu", (unsigned long long)st.torn_bytes);
+        MG.sidecar_loads += st.sidecar_loaded;
     } else {
         MG.reopen_at = MG.op + 5000 + m_below(20000);
+        MG.iters_on = m_ibelow(100) < M_ITER_STRETCH_PCT;
     }
     m_verify_all("verify after reopen");
+    if (!MG.bad && MG.iters_on && m_ibelow(2)) { /* key order after reopen: a whole walk, one way or the other
+                                  * (the first iterator sorts the log since the sidecar) */
+        kvdb_txn *t = NULL;
+        rc = kvdb_begin(MG.db, KVDB_TXN_RDONLY, &t);
+        if (rc != KVDB_OK) { MFAIL("begin read txn after reopen", -1, rc, NULL); return; }
+        m_it_full(t, MG.m, (int)m_ibelow(2), "iteration after reopen");
+        kvdb_abort(t);
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -553,6 +1039,8 @@ static void m_run_seed(uint64_t seed, uint64_t nops, int inmem)
     MG.inmem = inmem;
     MG.rs = seed * 0x9E3779B97F4A7C15ULL + 0x1234567ULL;
     if (MG.rs == 0) MG.rs = 1;
+    MG.irs = seed * 0xD1B54A32D192ED03ULL + 0x7654321ULL;
+    if (MG.irs == 0) MG.irs = 1;
     MG.nkeys = nkeys_choice[seed % 4];
     MG.key = calloc(MG.nkeys, sizeof *MG.key);
     MG.klen = calloc(MG.nkeys, sizeof *MG.klen);
@@ -561,6 +1049,7 @@ static void m_run_seed(uint64_t seed, uint64_t nops, int inmem)
     MG.gbuf = malloc(M_MAX_VLEN);
     if (!MG.key || !MG.klen || !MG.m || !MG.vbuf || !MG.gbuf) { perror("malloc"); exit(2); }
     for (id = 0; id < MG.nkeys; id++) m_make_key(id, &MG.key[id], &MG.klen[id]);
+    m_build_sorted();
     snprintf(MG.path, sizeof MG.path, "%s/model-%llu.db", tu_dir, (unsigned long long)seed);
     unlink(MG.path);
 
@@ -573,7 +1062,10 @@ static void m_run_seed(uint64_t seed, uint64_t nops, int inmem)
             else if (r < 850) m_op_txn();
             else if (r < 880) m_op_snapshot();
             else if (r < 890) m_op_misc();
-            else m_op_get();
+            else {
+                if (r < 890 + M_ITER_PERMILLE && MG.iters_on) m_op_iter(); /* besides: the same ops as without */
+                m_op_get();
+            }
             if (MG.op >= MG.reopen_at && !MG.bad) m_reopen();
         }
         if (!MG.bad) m_reopen(); /* final full verification (after a reopen) */
@@ -589,13 +1081,16 @@ static void m_run_seed(uint64_t seed, uint64_t nops, int inmem)
     }
     if (getenv("KVDB_MODEL_VERBOSE"))
         printf("# seed %llu: %llu ops, %zu keys, %llu live, %llu reopens, %llu txns (%llu commits, "
-               "%llu aborts), %llu snapshots\n",
+               "%llu aborts), %llu snapshots, %llu iterators (%llu steps, %llu seeks), %llu sidecar loads\n",
                (unsigned long long)seed, (unsigned long long)MG.op, MG.nkeys, (unsigned long long)MG.count,
                (unsigned long long)MG.reopens, (unsigned long long)MG.txns, (unsigned long long)MG.commits,
-               (unsigned long long)MG.aborts, (unsigned long long)MG.snaps_taken);
+               (unsigned long long)MG.aborts, (unsigned long long)MG.snaps_taken, (unsigned long long)MG.iters,
+               (unsigned long long)MG.iter_steps, (unsigned long long)MG.seeks,
+               (unsigned long long)MG.sidecar_loads);
     unlink(MG.path);
     for (id = 0; id < MG.nkeys; id++) free(MG.key[id]);
     free(MG.key);
+    free(MG.sorted);
     free(MG.klen);
     free(MG.m);
     free(MG.vbuf);
