@@ -985,6 +985,8 @@ struct kvdb {
     unsigned n_free[KV_NFREE];
     uint64_t hix_bytes;    /* heap of the index, free lists included */
     uint64_t free_bytes;   /* of which on the free lists */
+    hix_node *zombies;     /* unreachable nodes waiting to be freed */
+    uint64_t nzombies;
     kv_ver *free_ver;
     kvdb_txn wtxn;         /* the one write transaction */
 
@@ -1727,6 +1729,10 @@ static int hix_del(hix_w *w, hix_ref *rootp, uint64_t h, const void *key, size_t
  *   4. Only the writer (or open/close, single-threaded) allocates or frees
  *      index nodes, versions and maps, and only it touches retired lists,
  *      so those need no lock; readers only count references under mu_ver.
+ *   5. Freeing is paced: nodes that become unreachable wait on a list and
+ *      each commit frees a bounded slice of it (1024 plus twice what it
+ *      retired itself), so the end of a long snapshot -- whose garbage can
+ *      be most of the index -- never lands on a single commit.
  * Lock order: mu_write, then mu_sync, then mu_ver.
  * ====================================================================== */
 static void kv_map_release(kvdb *db, kv_map *m)
@@ -1838,13 +1844,26 @@ static void ver_reclaim(kvdb *db)
                 n->link = heir->retired;
                 heir->retired = n;
             } else {
-                hix_free_node(db, n);
+                n->link = db->zombies;
+                db->zombies = n;
+                db->nzombies++;
             }
         }
         v = dead;
         dead = dead->next;
         kv_map_release(db, v->map);
         ver_free(db, v);
+    }
+}
+
+/* Free up to max waiting nodes (invariant 5). */
+static void ver_free_zombies(kvdb *db, uint64_t max)
+{
+    while (db->zombies && max--) {
+        hix_node *n = db->zombies;
+        db->zombies = n->link;
+        db->nzombies--;
+        hix_free_node(db, n);
     }
 }
 
@@ -2622,6 +2641,7 @@ static int txn_commit_write(kvdb_txn *t)
     kv_ver *base = db->cur, *nv;
     uint64_t start = db->end, pos, durable, end;
     int publish;
+    uint64_t nretired = 0;
     hix_w w;
     kv_rd r;
     uint8_t *p;
@@ -2716,7 +2736,11 @@ static int txn_commit_write(kvdb_txn *t)
     nv->gen = t->gen;
     if (w.retired) { /* base is the newest version that can see them */
         hix_node *n = w.retired;
-        while (n->link) n = n->link;
+        nretired++;
+        while (n->link) {
+            n = n->link;
+            nretired++;
+        }
         n->link = base->retired;
         base->retired = w.retired;
     }
@@ -2736,6 +2760,7 @@ static int txn_commit_write(kvdb_txn *t)
     db->commits++;
     kv_unlock(&db->mu_ver);
     ver_reclaim(db);
+    ver_free_zombies(db, 1024 + 2 * nretired);
     kv_lock(&db->mu_ver);
     nv->index_bytes = db->hix_bytes; /* after reclamation: what is held now */
     kv_unlock(&db->mu_ver);
@@ -3740,7 +3765,8 @@ static int kv_read_header(kvdb *db, uint64_t size)
 static void kv_teardown(kvdb *db)
 {
     kv_ver *v, *next;
-    /* Retired lists and the newest version's tree are disjoint. */
+    ver_free_zombies(db, UINT64_MAX);
+    /* Retired lists, waiting nodes and the newest version's tree are disjoint. */
     for (v = db->oldest; v; v = next) {
         next = v->next;
         ver_free_retired(db, v->retired);
