@@ -2537,6 +2537,12 @@ static int kv_sticky(kvdb *db)
     return rc;
 }
 
+/* The error for a write refused because the handle went sticky. */
+static int kv_sticky_err(const kvdb *db, int rc)
+{
+    return kv_err(rc, "%s: an earlier write or sync failed; the handle refuses writes until reopened", db->path);
+}
+
 static void kv_set_sticky(kvdb *db, int rc)
 {
     kv_lock(&db->mu_sync);
@@ -2551,8 +2557,7 @@ static int kv_sync_to(kvdb *db, uint64_t target)
     kv_lock(&db->mu_sync);
     for (;;) {
         if (db->sticky) {
-            rc = kv_err(db->sticky, "%s: an earlier write or sync failed; the handle refuses writes until reopened",
-                        db->path);
+            rc = kv_sticky_err(db, db->sticky);
             break;
         }
         if (db->synced >= target) break;
@@ -2621,7 +2626,7 @@ static int txn_begin_write(kvdb *db, unsigned flags, kvdb_txn **out)
     rc = kv_sticky(db);
     if (rc) {
         txn_release_writer(db);
-        return kv_err(rc, "%s: an earlier write or sync failed; the handle refuses writes until reopened", db->path);
+        return kv_sticky_err(db, rc);
     }
     t->db = db;
     t->write = 1;
@@ -4089,7 +4094,7 @@ int kvdb_checkpoint(kvdb *db)
     if (db->rdonly) return kv_err(KVDB_EREADONLY, "%s: opened read-only", db->path);
     if (db->inmem) return KVDB_OK;
     rc = kv_sticky(db);
-    if (rc) return kv_err(rc, "%s: an earlier write or sync failed; the handle refuses writes until reopened", db->path);
+    if (rc) return kv_sticky_err(db, rc);
     v = ver_acquire(db); /* the published state: durable under SYNC_FULL */
     kv_lock(&db->mu_ckpt);
     rc = sc_write(db, v, 1);
@@ -4232,7 +4237,7 @@ static int txn_write_check(kvdb_txn *t)
     if (!t) return kv_err(KVDB_EINVAL, "NULL transaction");
     if (!t->write) return kv_err(KVDB_EREADONLY, "write in a read-only transaction");
     rc = kv_sticky(t->db);
-    if (rc) return kv_err(rc, "%s: an earlier write or sync failed; the handle refuses writes until reopened", t->db->path);
+    if (rc) return kv_sticky_err(t->db, rc);
     if (t->nrec == UINT32_MAX) return kv_err(KVDB_ETOOBIG, "transaction has too many records");
     return KVDB_OK;
 }
