@@ -1173,7 +1173,6 @@ static int rd_size(const kv_rd *r, uint64_t off, uint64_t *size)
 {
     uint8_t hdr[LG_REC];
     const uint8_t *p;
-    lg_rec rec;
     int rc;
     if (r->wb && off >= r->wb_off) p = r->wb + (off - r->wb_off);
     else if (r->base) p = r->base + off;
@@ -1182,7 +1181,6 @@ static int rd_size(const kv_rd *r, uint64_t off, uint64_t *size)
         if (rc) return rc;
         p = hdr;
     }
-    (void)rec;
     *size = (uint64_t)LG_REC + kv_ld16(p + 10) + kv_ld32(p + 12);
     return KVDB_OK;
 }
@@ -4371,6 +4369,7 @@ int kvdb_stat(kvdb *db, struct kvdb_stat *st)
     st->torn_bytes = db->torn_bytes;
     st->recovered_txns = db->recovered_txns;
     st->sidecar_loaded = (unsigned)db->sc_loaded;
+    st->sidecar = db->sc_why ? db->sc_why : db->inmem ? "none (in-memory)" : "not used";
     st->replayed_bytes = db->replayed_bytes;
     st->format_version = KVDB_FORMAT_VERSION;
     st->sync_mode = db->sync_mode;

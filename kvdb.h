@@ -285,6 +285,8 @@ struct kvdb_stat {
     uint64_t sorted_runs;   /* sorted runs shared by iterators */
     uint64_t replayed_bytes;/* log bytes replayed at open (after the sidecar) */
     unsigned sidecar_loaded;/* 1 if open used the sidecar instead of the whole log */
+    const char *sidecar;    /* what open found: "loaded", "no sidecar", "foreign or
+                               damaged", "does not match the log", ... (static) */
     uint32_t format_version;
     int sync_mode;
     unsigned flags;

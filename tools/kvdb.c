@@ -135,7 +135,9 @@ static const struct cmd cmds[] = {
       "  index_bytes     heap bytes of the in-memory index\n"
       "  format_version  version of the file format\n"
       "  torn_bytes      bytes of a torn tail found at open (not cut: read-only)\n"
-      "  recovered_txns  transactions replayed at open\n"
+      "  recovered_txns  transactions replayed at open (after the sidecar)\n"
+      "  sidecar         what open found in FILE.idx: loaded, no sidecar, ...\n"
+      "  sorted_bytes    heap bytes of the sorted index (0 until a scan)\n"
       "  commits         commits written by this handle (0: read-only)\n"
       "  db_id           the database's random identity\n"
       "FILE is opened read-only.\n"
@@ -488,6 +490,8 @@ static int run(const char *file, const struct cmd *c, char **args, const struct 
             printf("format_version: %lu\n", (unsigned long)s.format_version);
             printf("torn_bytes: %llu\n", (unsigned long long)s.torn_bytes);
             printf("recovered_txns: %llu\n", (unsigned long long)s.recovered_txns);
+            printf("sidecar: %s\n", s.sidecar);
+            printf("sorted_bytes: %llu\n", (unsigned long long)s.sorted_bytes);
             printf("commits: %llu\n", (unsigned long long)s.commits);
             printf("db_id: %016llx%016llx\n", (unsigned long long)s.db_id[0],
                    (unsigned long long)s.db_id[1]);
