@@ -166,9 +166,12 @@ void kvb_path(char *buf, size_t cap, const char *dir, const char *file)
     }
 }
 
+static char g_lasterr[100];   /* the last adapter error, for the row's note */
+
 void kvb_err(const char *engine, const char *what, const char *msg)
 {
     fprintf(stderr, "kvbench: %s: %s: %s\n", engine, what, msg ? msg : "error");
+    snprintf(g_lasterr, sizeof g_lasterr, "%s: %s", what, msg ? msg : "error");
 }
 
 /* Key i: decimal, zero-padded to g_ks bytes (key order = index order). */
@@ -336,7 +339,7 @@ struct wres {
     double p50, p99, p999, max;  /* ns */
     double extra;                /* see g_extra_name */
     uint64_t disk;               /* fillrandom: bytes on disk after it */
-    char note[120];
+    char note[160];
 };
 
 static const char *const g_extra_name[W_COUNT] = {
@@ -479,8 +482,8 @@ static int db_fresh(struct run *r, int sync)
     return db_open(r);
 }
 
-#define FAILW(wr, msg) do { snprintf((wr)->note, sizeof (wr)->note, "%s", msg); (wr)->status = ST_FAIL; \
-                             return -1; } while (0)
+#define FAILW(wr, msg) do { snprintf((wr)->note, sizeof (wr)->note, "%s%s%.70s", msg, g_lasterr[0] ? ": " : "", \
+                                      g_lasterr); (wr)->status = ST_FAIL; return -1; } while (0)
 
 /* Write `count` keys: index = order_seed ? perm(order_seed, j) : j, in
  * transactions of BATCH; del: delete instead (a delete of an absent key is a
@@ -658,6 +661,10 @@ static int w_overwrite(struct run *r, struct wres *w, int snap)
     if (do_writes(r, r->c, snap ? 0x4444 : 0x5555, g_n, r->gen + 1, 0, h, &mism, NULL, NULL) < 0) {
         free(h);
         free(scratch);
+        if (sc) {
+            r->e->rend(sc);
+            ctx_free(r, sc);
+        }
         FAILW(w, "engine error");
     }
     w->secs = (double)(now_ns() - t0) / 1e9;
@@ -971,6 +978,8 @@ static int w_reopen(struct run *r, struct wres *w)
         FAILW(w, "open failed");
     w->secs = (double)(now_ns() - t0) / 1e9;
     w->ops = 1;
+    if (r->e->open_info)
+        r->e->open_info(r->db, w->note, sizeof w->note);
     if (verify_sample(r, r->c, r->gen, 0, 0xeeee, &mism) < 0)
         FAILW(w, "engine error in verification");
     w->mism = mism;
@@ -1173,6 +1182,7 @@ static void child_run(int eng, const int *wl, int nw, int out)
         }
         if (!g_quiet)
             fprintf(stderr, "kvbench: %s: %s ...\n", r.e->name, g_wname[wl[i]]);
+        g_lasterr[0] = 0;
         switch (wl[i]) {
         case W_FILLSEQ: rc = w_fill(&r, &w, 0); break;
         case W_FILLRANDOM: rc = w_fill(&r, &w, 1); break;
@@ -1195,8 +1205,10 @@ static void child_run(int eng, const int *wl, int nw, int out)
                 snprintf(w.note, sizeof w.note, "%llu wrong values/presence", (unsigned long long)w.mism);
         }
         send_res(&r, &w);
-        if (rc < 0)   /* the engine's state is unknown: stop here */
-            break;
+        if (rc < 0) {   /* the engine's state is unknown: the next workload starts afresh */
+            db_close(&r);
+            r.loaded = 0;
+        }
     }
     db_close(&r);
     rm_rf(r.dir);
@@ -1329,6 +1341,15 @@ static void print_header(FILE *f)
             g_load0[0], g_load0[1], g_load0[2], g_load1[0], g_load1[1], g_load1[2]);
 }
 
+static int any_noiter(void)
+{
+    int ei;
+    for (ei = 0; ei < g_ne; ei++)
+        if (!g_all[g_eng[ei]]->scan && strstr(g_all[g_eng[ei]]->noscan, "iterator"))
+            return 1;
+    return 0;
+}
+
 static void print_tables(void)
 {
     int wi, ei, ref = -1;
@@ -1403,7 +1424,7 @@ static void print_tables(void)
     printf("%-18s", "disk (fillrandom)");
     for (ei = 0; ei < g_ne; ei++) {
         const struct wres *r = &g_res[g_eng[ei]][W_FILLRANDOM];
-        if (r->status == ST_OK)
+        if (r->status == ST_OK && r->disk)
             snprintf(b, sizeof b, "%.0fM", (double)r->disk / 1048576.0);
         else
             snprintf(b, sizeof b, "-");
@@ -1419,8 +1440,9 @@ static void print_tables(void)
     }
     printf("\n(disk: bytes allocated after fillrandom and a close, in MiB; raw key+value bytes: %.1f MiB.\n"
            " peak RSS: getrusage of the engine's process, in MiB, harness included (about %.0f MiB\n"
-           " before the engine starts).  n/a(iter): no ordered iteration yet.)\n",
-           (double)g_n * (double)(g_ks + g_vs) / 1048576.0, g_ne ? g_base_rss[g_eng[0]] : 0.0);
+           " before the engine starts).%s)\n",
+           (double)g_n * (double)(g_ks + g_vs) / 1048576.0, g_ne ? g_base_rss[g_eng[0]] : 0.0,
+           any_noiter() ? "  n/a(iter): no ordered iteration yet." : "");
 
     /* the ratio table */
     if (g_ref)
@@ -1527,7 +1549,7 @@ static int chart_w(int w)
 
 static const char *const g_colors[] = {
     "#9e9e9e", "#cfcfcf", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd",
-    "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939",
+    "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#637939", "#000000",
 };
 #define NCOLORS ((int)(sizeof g_colors / sizeof g_colors[0]))
 
@@ -1579,7 +1601,7 @@ static int chart_gnuplot(const char *png, const char *title)
                "plot ", png, title);
     for (ei = 0; ei < g_ne; ei++) {
         fprintf(g, "%s'%s' using %d%s title '%s' lc rgb '%s'", first ? "" : ", ", dat, ei + 2,
-                first ? ":xtic(1)" : "", g_all[g_eng[ei]]->name, g_colors[ei % NCOLORS]);
+                first ? ":xtic(1)" : "", g_all[g_eng[ei]]->name, g_colors[g_eng[ei] % NCOLORS]);
         first = 0;
     }
     fprintf(g, "\n");
@@ -1643,18 +1665,17 @@ static int chart_svg(const char *svg, const char *title)
             y = top + (H - top - bottom) * (1 - (log10(v) - l0) / (l1 - l0));
             fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='%s' stroke='#404040' "
                        "stroke-width='0.5'><title>%s %s: %.0f ops/s</title></rect>\n",
-                    x0 + bw * ei, y, bw, (double)(H - bottom) - y, g_colors[ei % NCOLORS],
+                    x0 + bw * ei, y, bw, (double)(H - bottom) - y, g_colors[g_eng[ei] % NCOLORS],
                     g_all[g_eng[ei]]->name, g_wname[g_wl[wi]], v);
         }
-        fprintf(f, "<text x='%.1f' y='%d' text-anchor='end' transform='rotate(-30 %.1f %d)'>%s</text>\n",
-                left + gw * k + gw / 2, H - bottom + 16, left + gw * k + gw / 2, H - bottom + 16,
-                g_wname[g_wl[wi]]);
+        fprintf(f, "<text x='%.1f' y='%d' text-anchor='middle'>%s</text>\n", left + gw * k + gw / 2,
+                H - bottom + 18 + 16 * (k % 2), g_wname[g_wl[wi]]);
         k++;
     }
     for (ei = 0; ei < g_ne; ei++)
         fprintf(f, "<rect x='%d' y='%d' width='14' height='14' fill='%s' stroke='#404040'/>"
                    "<text x='%d' y='%d'>%s</text>\n",
-                W - right + 20, top + 22 * ei, g_colors[ei % NCOLORS], W - right + 40, top + 22 * ei + 12,
+                W - right + 20, top + 22 * ei, g_colors[g_eng[ei] % NCOLORS], W - right + 40, top + 22 * ei + 12,
                 g_all[g_eng[ei]]->name);
     fprintf(f, "</svg>\n");
     return fclose(f) == 0 ? 0 : -1;

@@ -9,6 +9,7 @@
 
 struct gd {
     GDBM_FILE f;
+    int sync;
     char *val;   /* the last value returned by get (malloc'd by gdbm_fetch) */
 };
 
@@ -31,6 +32,7 @@ static void *gd_open(const struct kvb_conf *conf)
         free(g);
         return NULL;
     }
+    g->sync = conf->sync;
     return g;
 }
 
@@ -85,6 +87,14 @@ static int gd_get(void *c, const void *k, size_t kl, const void **v, size_t *vl)
     return 0;
 }
 
+static int gd_commit(void *c)
+{
+    struct gd *g = c;
+    if (g->sync && gdbm_sync(g->f) != 0)
+        return gd_fail(g, "gdbm_sync");
+    return 0;
+}
+
 static int gd_rend(void *c)
 {
     struct gd *g = c;
@@ -98,13 +108,15 @@ const struct kvb_engine kvb_gdbm = {
     "GNU dbm: extendible hashing on one file",
     "gdbm_open(GDBM_WRCREAT), default block size, mmap and automatic cache size;\n"
     "no transactions: a batch is 1000 gdbm_store calls (not atomic), nothing synced;\n"
-    "synced mode: GDBM_SYNC (every store synced; not crash-atomic without\n"
+    "synced mode: GDBM_SYNC plus gdbm_sync() after every store (GDBM_SYNC alone did not\n"
+    "  fsync every store here); not crash-atomic without\n"
     "  gdbm_failure_atomic, which needs a reflink file system); reads: gdbm_fetch (malloc'd copy)",
     KVB_READS | KVB_DURABLE | KVB_PERSIST,
     "unordered",
     "not thread-safe",
     gd_open, gd_close, NULL, NULL,
-    gd_nop, gd_put, gd_del, gd_nop,
+    gd_nop, gd_put, gd_del, gd_commit,
     gd_nop, gd_get, gd_rend,
+    NULL,
     NULL
 };

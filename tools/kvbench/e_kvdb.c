@@ -118,21 +118,50 @@ static int kv_rend(void *cv)
     return 0;
 }
 
+static int kv_scan(void *cv, const void *start, size_t sl, uint64_t max, kvb_scan_cb cb, void *arg)
+{
+    struct kv_ctx *c = cv;
+    kvdb_iter *it;
+    const void *k, *v;
+    size_t kl, vl;
+    uint64_t i;
+    int rc = kvdb_iter_range(c->r, start, sl, NULL, 0, 0, &it);
+    if (rc != KVDB_OK)
+        return kv_fail("kvdb_iter_range", rc);
+    for (i = 0; i < max && (rc = kvdb_iter_next(it, &k, &kl, &v, &vl)) == KVDB_OK; i++)
+        if (cb(arg, k, kl, v, vl))
+            break;
+    kvdb_iter_close(it);
+    return rc == KVDB_OK || rc == KVDB_DONE ? 0 : kv_fail("kvdb_iter_next", rc);
+}
+
+static void kv_open_info(void *db, char *buf, size_t cap)
+{
+    struct kvdb_stat st;
+    if (kvdb_stat(((struct kv_db *)db)->db, &st) == KVDB_OK)
+        snprintf(buf, cap, "sidecar: %s; %.1f MiB of log replayed", st.sidecar ? st.sidecar : "?",
+                 (double)st.replayed_bytes / 1048576.0);
+}
+
 const struct kvb_engine kvb_kvdb = {
     "kvdb",
-    "kvdb " KVDB_VERSION_STRING " (this project): append-only log + in-memory hash index",
+    "kvdb " KVDB_VERSION_STRING " (this project): append-only log, in-memory hash index, lazily sorted runs",
     "fills/overwrite/delete: kvdb_begin + 1000 x kvdb_txn_put/del + kvdb_commit, KVDB_SYNC_OFF\n"
     "  (write(2) per commit, no fsync; the engine never syncs on its own in this mode)\n"
     "reads: kvdb_begin(KVDB_TXN_RDONLY) per 1000 gets + kvdb_txn_get (zero-copy from the map;\n"
     "  kvdb_get copies into a caller buffer and is also available)\n"
     "fillsync: KVDB_SYNC_FULL, one kvdb_begin/txn_put/commit per put (= kvdb_put): fdatasync\n"
     "  per commit, concurrent committers share one sync (group commit)\n"
-    "snapshot: a KVDB_TXN_RDONLY transaction held open",
+    "snapshot: a KVDB_TXN_RDONLY transaction held open\n"
+    "scans: kvdb_iter_range(start, unbounded) + kvdb_iter_next in a read transaction (zero-copy)\n"
+    "reopen: kvdb_close writes the sidecar (index checkpoint); in KVDB_SYNC_OFF it covers only\n"
+    "  the synced log, so kvdb_open replays the rest (the reopen note says how much)",
     KVB_READS | KVB_SNAPSHOT | KVB_THREADS | KVB_DURABLE | KVB_PERSIST | KVB_SAMECTX,
     "no iterator yet",
     NULL,
     kv_open, kv_close, kv_ctx_new, kv_ctx_free,
     kv_wbegin, kv_put, kv_del, kv_wcommit,
     kv_rbegin, kv_get, kv_rend,
-    NULL  /* ordered scan: add kv_scan here once kvdb has an iterator */
+    kv_scan,
+    kv_open_info
 };

@@ -184,6 +184,7 @@ const struct kvb_engine kvb_kc_hash = {
     kc_open_hash, kc_close, kc_ctx_new, kc_ctx_free,
     kc_wbegin, kc_put, kc_del, kc_wcommit,
     kc_nop, kc_get, kc_rend,
+    NULL,
     NULL
 };
 
@@ -200,5 +201,6 @@ const struct kvb_engine kvb_kc_tree = {
     kc_open_tree, kc_close, kc_ctx_new, kc_ctx_free,
     kc_wbegin, kc_put, kc_del, kc_wcommit,
     kc_nop, kc_get, kc_rend,
-    kc_scan
+    kc_scan,
+    NULL
 };

@@ -193,5 +193,6 @@ const struct kvb_engine kvb_leveldb = {
     ld_open, ld_close, ld_ctx_new, ld_ctx_free,
     ld_wbegin, ld_put, ld_del, ld_wcommit,
     ld_rbegin, ld_get, ld_rend,
-    ld_scan
+    ld_scan,
+    NULL
 };

@@ -30,11 +30,15 @@ static void *lm_open(const struct kvb_conf *conf)
     MDB_txn *t;
     unsigned flags = MDB_NOSUBDIR | MDB_NOTLS;
     size_t rec = conf->ksize + conf->vsize + 16;
-    size_t map = (size_t)conf->n * rec * 4 + ((size_t)1 << 30);
+    /* Room for snapput: while a reader holds a snapshot LMDB reuses no page
+     * freed after it, so every commit grows the file.  The map is sparse. */
+    size_t map = (size_t)conf->n * (rec * 4 + 8192) + ((size_t)1 << 30);
     char path[4096];
     int rc;
     if (!d)
         return NULL;
+    if (map > ((size_t)16 << 30))
+        map = (size_t)16 << 30;
     if (!conf->sync)
         flags |= MDB_WRITEMAP | MDB_NOSYNC | MDB_NOMETASYNC;
     kvb_path(path, sizeof path, conf->dir, "lmdb.mdb");
@@ -98,7 +102,12 @@ static int lm_put(void *cv, const void *k, size_t kl, const void *v, size_t vl)
     val.mv_data = (void *)(uintptr_t)v;
     val.mv_size = vl;
     rc = mdb_put(c->w, c->d->dbi, &key, &val, 0);
-    return rc ? lm_fail("mdb_put", rc) : 0;
+    if (rc) {   /* the txn is unusable (e.g. MDB_MAP_FULL): end it */
+        mdb_txn_abort(c->w);
+        c->w = NULL;
+        return lm_fail("mdb_put", rc);
+    }
+    return 0;
 }
 
 static int lm_del(void *cv, const void *k, size_t kl)
@@ -111,7 +120,12 @@ static int lm_del(void *cv, const void *k, size_t kl)
     rc = mdb_del(c->w, c->d->dbi, &key, NULL);
     if (rc == MDB_NOTFOUND)
         return 1;
-    return rc ? lm_fail("mdb_del", rc) : 0;
+    if (rc) {
+        mdb_txn_abort(c->w);
+        c->w = NULL;
+        return lm_fail("mdb_del", rc);
+    }
+    return 0;
 }
 
 static int lm_wcommit(void *cv)
@@ -179,7 +193,7 @@ const struct kvb_engine kvb_lmdb = {
     MDB_VERSION_STRING ", copy-on-write B+tree in a memory map",
     "no-sync mode: MDB_WRITEMAP | MDB_NOSYNC | MDB_NOMETASYNC (commits do not fsync)\n"
     "synced mode: default flags (fdatasync per commit; one writer at a time, no group commit)\n"
-    "MDB_NOTLS, map size 4 x N x record + 1 GiB, batches: one write txn per 1000 puts;\n"
+    "MDB_NOTLS, map size N x (4 x record + 8 KiB) + 1 GiB (at most 16 GiB; sparse), batches: one write txn per 1000 puts;\n"
     "reads: one read txn per 1000 gets (mdb_txn_reset/renew), mdb_get zero-copy;\n"
     "scans: mdb_cursor MDB_SET_RANGE + MDB_NEXT; no MDB_APPEND for fillseq",
     KVB_READS | KVB_SNAPSHOT | KVB_THREADS | KVB_DURABLE | KVB_PERSIST | KVB_SAMECTX,
@@ -188,5 +202,6 @@ const struct kvb_engine kvb_lmdb = {
     lm_open, lm_close, lm_ctx_new, lm_ctx_free,
     lm_wbegin, lm_put, lm_del, lm_wcommit,
     lm_rbegin, lm_get, lm_rend,
-    lm_scan
+    lm_scan,
+    NULL
 };

@@ -206,5 +206,6 @@ const struct kvb_engine kvb_rocksdb = {
     rk_open, rk_close, rk_ctx_new, rk_ctx_free,
     rk_wbegin, rk_put, rk_del, rk_wcommit,
     rk_rbegin, rk_get, rk_rend,
-    rk_scan
+    rk_scan,
+    NULL
 };

@@ -235,5 +235,6 @@ const struct kvb_engine kvb_sqlite = {
     sq_open, sq_close, sq_ctx_new, sq_ctx_free,
     sq_wbegin, sq_put, sq_del, sq_wcommit,
     sq_rbegin, sq_get, sq_rend,
-    sq_scan
+    sq_scan,
+    NULL
 };

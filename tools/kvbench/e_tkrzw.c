@@ -183,6 +183,7 @@ const struct kvb_engine kvb_tkrzw_hash = {
     tk_open_hash, tk_close, tk_ctx_new, tk_ctx_free,
     tk_nop, tk_put, tk_del, tk_wcommit,
     tk_nop, tk_get, tk_rend,
+    NULL,
     NULL
 };
 
@@ -200,5 +201,6 @@ const struct kvb_engine kvb_tkrzw_tree = {
     tk_open_tree, tk_close, tk_ctx_new, tk_ctx_free,
     tk_nop, tk_put, tk_del, tk_wcommit,
     tk_nop, tk_get, tk_rend,
-    tk_scan
+    tk_scan,
+    NULL
 };

@@ -73,6 +73,9 @@ struct kvb_engine {
     /* Records with key >= start (start == NULL: from the first) in key order,
      * at most max of them.  Optional (NULL: no ordered iteration). */
     int (*scan)(void *c, const void *start, size_t sl, uint64_t max, kvb_scan_cb cb, void *arg);
+
+    /* Optional: a short remark on what the last open did (shown by reopen). */
+    void (*open_info)(void *db, char *buf, size_t cap);
 };
 
 /* The adapters (each is compiled only when its library's header exists). */
