@@ -6,7 +6,7 @@
 #                   and each libFuzzer target for FUZZ_TEST_SECONDS under clang)
 #   make fuzz       the libFuzzer targets for FUZZ_SECONDS each (corpora kept in build/fuzz/corpus)
 #   make coverage   line and branch coverage of kvdb.c by the test programs (gcov)
-#   make bench      the micro-benchmark, then kvbench against the peers (not part of the tests)
+#   make bench      the micro-benchmark, the compaction benchmark, then kvbench against the peers (not part of the tests)
 #   make kvbench    build tools/kvbench/kvbench (kvdb side by side with LMDB, RocksDB, ...)
 #   make bench-deps install the peers kvbench can compare against (Debian packages)
 
@@ -17,11 +17,11 @@ LDLIBS  := -lpthread
 B       := build
 
 ENGINE  := kvdb.c kvdb.h
-TESTS   := unit api model iter crash sidecar threads crashsim fault
+TESTS   := unit api model iter crash sidecar threads crashsim fault compact
 
-.PHONY: all demo test test-build fuzz fuzz-corpus coverage bench bench-kvdb bench-peers bench-deps kvbench clean install
+.PHONY: all demo test test-build fuzz fuzz-corpus coverage bench bench-kvdb bench-compact bench-peers bench-deps kvbench clean install
 
-all: tools/kvdb tools/kvdb-bench
+all: tools/kvdb tools/kvdb-bench tools/kvdb-compact-bench
 
 $(B):
 	@mkdir -p $(B)
@@ -35,6 +35,9 @@ tools/kvdb: tools/kvdb.c $(B)/kvdb.o
 tools/kvdb-bench: tools/bench.c $(B)/kvdb.o
 	$(CC) $(WARN) $(CFLAGS) -I. tools/bench.c $(B)/kvdb.o -o $@ $(LDLIBS)
 
+tools/kvdb-compact-bench: tools/compact_bench.c $(B)/kvdb.o
+	$(CC) $(WARN) $(CFLAGS) -I. tools/compact_bench.c $(B)/kvdb.o -o $@ $(LDLIBS)
+
 demo: tools/kvdb
 	./tools/kvdb demo.db put hello world
 	./tools/kvdb demo.db put greeting 'hi\x00there'
@@ -47,7 +50,7 @@ demo: tools/kvdb
 #   plain    -O2
 #   asan     -O1 -fsanitize=address,undefined
 #   hash4    -O2 -DKVDB_TEST_HASH_BITS=4 (hashes collide constantly)
-#   tsan     -O1 -fsanitize=thread (threads test only; checkpoints run constantly)
+#   tsan     -O1 -fsanitize=thread (threads and compact tests; checkpoints run constantly)
 #   nommap   -DKVDB_NO_MMAP under ASan+UBSan: the pread path
 #   nothreads -DKVDB_NO_THREADS: the build without locks
 # Test programs #include "../kvdb.c" so they can reach internals; they print
@@ -58,8 +61,9 @@ TFLAGS_hash4 := -O2 -g -DKVDB_TEST_HASH_BITS=4
 TFLAGS_tsan  := -O1 -g -fsanitize=thread -DKVDB_CK_MIN_BYTES=65536
 TFLAGS_nommap    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -DKVDB_NO_MMAP
 TFLAGS_nothreads := -O2 -g -DKVDB_NO_THREADS
-NOMMAP_TESTS    := unit api model iter crash sidecar
-NOTHREADS_TESTS := api model
+NOMMAP_TESTS    := unit api model iter crash sidecar compact
+NOTHREADS_TESTS := api model compact
+TSAN_TESTS      := threads compact
 
 define test_rule
 $(B)/$(2)/$(1): test/$(1).c test/testutil.h $(ENGINE) | $(B)
@@ -67,17 +71,18 @@ $(B)/$(2)/$(1): test/$(1).c test/testutil.h $(ENGINE) | $(B)
 	$(CC) $(WARN) -Wno-unused-function $(TFLAGS_$(2)) -I. test/$(1).c -o $$@ $(LDLIBS)
 endef
 $(foreach t,$(TESTS),$(foreach f,plain asan hash4,$(eval $(call test_rule,$(t),$(f)))))
-$(eval $(call test_rule,threads,tsan))
+$(foreach t,$(TSAN_TESTS),$(eval $(call test_rule,$(t),tsan)))
 $(foreach t,$(NOMMAP_TESTS),$(eval $(call test_rule,$(t),nommap)))
 $(foreach t,$(NOTHREADS_TESTS),$(eval $(call test_rule,$(t),nothreads)))
 
-TEST_BINS := $(foreach f,plain asan hash4,$(foreach t,$(TESTS),$(B)/$(f)/$(t))) $(B)/tsan/threads \
+TEST_BINS := $(foreach f,plain asan hash4,$(foreach t,$(TESTS),$(B)/$(f)/$(t))) $(foreach t,$(TSAN_TESTS),$(B)/tsan/$(t)) \
              $(foreach t,$(NOMMAP_TESTS),$(B)/nommap/$(t)) $(foreach t,$(NOTHREADS_TESTS),$(B)/nothreads/$(t))
 
 test-build: $(TEST_BINS) tools/kvdb
 
 test: test-build
-	@FUZZ_TEST_SECONDS=$(FUZZ_TEST_SECONDS) sh test/run.sh $(B)
+	@FUZZ_TEST_SECONDS=$(FUZZ_TEST_SECONDS) TESTS="$(TESTS)" NOMMAP_TESTS="$(NOMMAP_TESTS)" \
+	    NOTHREADS_TESTS="$(NOTHREADS_TESTS)" TSAN_TESTS="$(TSAN_TESTS)" sh test/run.sh $(B)
 
 # ---- fuzzing (clang + libFuzzer; test/fuzz/run.sh builds the targets) ----
 FUZZ_TEST_SECONDS ?= 25
@@ -177,10 +182,13 @@ tools/kvbench/kvbench: tools/kvbench.c tools/kvbench/engine.h $(KVB_OBJ) $(B)/kv
 kvbench: tools/kvbench/kvbench
 
 # make bench: the kvdb micro-benchmark, then kvbench (all installed engines).
-bench: bench-kvdb bench-peers
+bench: bench-kvdb bench-compact bench-peers
 
 bench-kvdb: tools/kvdb-bench
 	./tools/kvdb-bench
+
+bench-compact: tools/kvdb-compact-bench
+	./tools/kvdb-compact-bench
 
 bench-peers: tools/kvbench/kvbench
 	./tools/kvbench/kvbench $(KVBENCH_ARGS)
@@ -198,4 +206,4 @@ install: tools/kvdb
 	install -m 644 kvdb.h $(DESTDIR)$(PREFIX)/include/kvdb.h
 
 clean:
-	rm -rf $(B) tools/kvdb tools/kvdb-bench tools/kvbench/kvbench
+	rm -rf $(B) tools/kvdb tools/kvdb-bench tools/kvdb-compact-bench tools/kvbench/kvbench

@@ -23,7 +23,8 @@
  *              xored with a record's offset, the record checksums
  *     [24,40)  16-byte database id (random)
  *     [40,48)  u64 creation time (seconds since 1970; informational)
- *     [48,56)  reserved, zero
+ *     [48,56)  u64 generation: 0 when created, +1 by every compaction (a
+ *              compacted file keeps the seed and id; its header differs)
  *     [56,64)  u64 XXH3_64 of bytes [0,56), seed 0
  *
  *   Record (16-byte header, then key, then value; no padding)
@@ -90,9 +91,13 @@
  * KVDB_SYNC_FULL only after a sync that may cover several committers (group
  * commit).
  *
- * Room is left for what comes next: the sorted index hangs off a version
- * next to the hash root; compaction swaps the file and the map under the
- * writer lock; every OS access already goes through the file layer.
+ * Key order is kept by the sorted index (sorted runs built lazily from the
+ * log); the sidecar "<path>.idx" saves both indexes so that an open need
+ * not replay the whole log.  Compaction writes the live records in key
+ * order to "<path>.compact" and renames it over the database; versions,
+ * mappings and readers name the file their offsets refer to, so snapshots
+ * from before the swap go on reading the old file.  Every OS access goes
+ * through the file layer.
  */
 
 /* ======================================================================
@@ -892,12 +897,33 @@ typedef struct hix_node hix_node;
 typedef uintptr_t hix_ref;  /* a tagged pointer to an index node */
 #define KV_NFREE 9         /* free lists: inner nodes and 8 leaf sizes */
 
-/* A read-only mapping of the log.  Versions hold references; the writer
+/* Index nodes come from a pool: the writer's, or while a compaction builds
+ * the index of the new file, the compactor's own -- so the two can work at
+ * the same time without sharing free lists. */
+typedef struct hix_pool {
+    hix_node *free_nodes[KV_NFREE];
+    unsigned n_free[KV_NFREE];
+    uint64_t bytes;        /* heap of its nodes, free lists included */
+    uint64_t free_bytes;   /* of which on the free lists */
+} hix_pool;
+
+/* One log file: the database file or, during a compaction, the file
+ * that will replace it.  Versions and mappings hold references, taken and
+ * dropped by the writer only (so refs needs no lock); the file is closed
+ * when the last one goes, so a snapshot taken before a compaction keeps
+ * reading the file it was taken on. */
+typedef struct kv_log {
+    kvdb_file *f;
+    unsigned refs;
+} kv_log;
+
+/* A read-only mapping of a log file.  Versions hold references; the writer
  * creates, references and releases maps (so refs needs no lock). */
 typedef struct kv_map {
     const uint8_t *base;
     uint64_t len;
     unsigned refs;
+    kv_log *log;           /* the file mapped (a reference) */
 } kv_map;
 
 /* A version: the state after one commit.  Immutable once linked, except
@@ -910,6 +936,7 @@ typedef struct kv_ver {
     uint64_t live;         /* bytes of live records */
     uint64_t index_bytes;  /* heap of the index when it was made */
     hix_ref root;          /* hash index */
+    kv_log *log;           /* the file the offsets refer to */
     kv_map *map;           /* mapping covering [0,end), or NULL (pread) */
     unsigned refs;         /* read transactions using it */
     hix_node *retired;     /* replaced nodes this is the newest version to see */
@@ -957,12 +984,20 @@ struct kvdb_txn {
 };
 
 typedef struct srt_run srt_run;
+typedef struct kv_cp kv_cp;
+/* A whole old index waiting for the last version of its file to go. */
+typedef struct kv_deadtree {
+    hix_ref root;
+    uint64_t gen;          /* freed once every version with gen <= this is gone */
+    struct kv_deadtree *next;
+} kv_deadtree;
 
 struct kvdb {
     kvdb_allocator al;
     const kvdb_vfs *vfs;
     kvdb_vfs memvfs;       /* the in-memory file layer, ctx = &al */
-    kvdb_file *file;
+    kvdb_file *file;       /* the current log file (= log->f once open) */
+    kv_log *log;           /* its reference; changes only at a compaction swap */
     char *path;
     unsigned flags;
     int sync_mode;
@@ -981,10 +1016,7 @@ struct kvdb {
     uint64_t seq;          /* last commit sequence */
     kv_map *map;           /* newest mapping, or NULL (pread) */
     int use_map;
-    hix_node *free_nodes[KV_NFREE];     /* index node free lists */
-    unsigned n_free[KV_NFREE];
-    uint64_t hix_bytes;    /* heap of the index, free lists included */
-    uint64_t free_bytes;   /* of which on the free lists */
+    hix_pool pool;         /* index nodes */
     hix_node *zombies;     /* unreachable nodes waiting to be freed */
     uint64_t nzombies;
     kv_ver *free_ver;
@@ -1001,6 +1033,8 @@ struct kvdb {
     kv_cond cv_sync;
     uint64_t written;      /* log bytes handed to the file layer */
     uint64_t synced;       /* log bytes known durable */
+    uint64_t epoch;        /* compaction swaps so far: offsets of another
+                              epoch are in another file */
     int syncing;
     int sticky;            /* error that refuses further writes */
     uint64_t nsyncs;
@@ -1008,14 +1042,27 @@ struct kvdb {
     /* sorted index: under mu_srt */
     kv_mutex mu_srt;
     srt_run **runs;        /* shared runs, oldest first, contiguous */
+    kvdb_file *srt_file;   /* the log file they index */
     size_t nruns, runs_cap;
     uint64_t srt_bytes;    /* heap of all live runs */
     uint64_t srt_builds;   /* runs built from the log (tests count them) */
 
     kv_mutex mu_ckpt;      /* one checkpoint at a time */
+    kv_mutex mu_cp;        /* one compaction step at a time; guards cp */
+    kv_cp *cp;             /* the compaction in progress, or NULL */
+    int cp_auto, cp_want;  /* automatic compaction; its thread has work */
+    unsigned cp_pct;       /* dead share of the file that starts one */
+    uint64_t cp_min;       /* ...in files at least this big */
+    uint64_t cp_retry_at;  /* after a failed one: not before this size */
+    uint64_t cp_count, cp_ns, cp_reclaimed; /* done; the last one's time and gain
+                              (with cp_active: under mu_ver, for kvdb_stat) */
+    int cp_active;         /* cp != NULL */
+    kv_deadtree *dtrees;   /* old indexes waiting for their versions (writer) */
+    hix_node *dtree_nodes; /* nodes of reaped old indexes, freed in slices */
     kv_mutex mu_ck;        /* the checkpointer thread's state: */
     kv_cond cv_ck;
     int ck_started, ck_want, ck_stop;
+    int cp_running;        /* the thread is compacting */
     kv_thread ck_thread;
     /* the sidecar loaded at open (lives until close) */
     const uint8_t *sc_base;
@@ -1045,6 +1092,7 @@ struct kvdb {
  * ====================================================================== */
 typedef struct kv_rd {
     kvdb *db;
+    kvdb_file *file;       /* the log file its offsets refer to */
     const uint8_t *base;   /* mapping, or NULL */
     uint64_t end;          /* readable log bytes */
     const uint8_t *wb;     /* writer's pending records, or NULL */
@@ -1054,6 +1102,7 @@ typedef struct kv_rd {
 static void rd_init(kv_rd *r, kvdb *db, const kv_ver *v)
 {
     r->db = db;
+    r->file = v->log->f;
     r->base = v->map ? v->map->base : NULL;
     r->end = v->end;
     r->wb = NULL;
@@ -1084,7 +1133,7 @@ static int rd_verify_pread(const kv_rd *r, const lg_rec *rec, const uint8_t *hdr
     XXH3_64bits_update(&st, hdr + 8, 8);
     while (pos < end) {
         size_t n = (size_t)(end - pos < sizeof buf ? end - pos : sizeof buf);
-        rc = r->db->vfs->read(r->db->vfs->ctx, r->db->file, pos, buf, n);
+        rc = r->db->vfs->read(r->db->vfs->ctx, r->file, pos, buf, n);
         if (rc) return rc;
         XXH3_64bits_update(&st, buf, n);
         pos += n;
@@ -1101,7 +1150,7 @@ static int rd_keycmp_pread(const kv_rd *r, uint64_t off, const uint8_t *key, siz
     size_t done = 0;
     while (done < klen) {
         size_t n = klen - done < sizeof buf ? klen - done : sizeof buf;
-        int rc = r->db->vfs->read(r->db->vfs->ctx, r->db->file, off + LG_REC + done, buf, n);
+        int rc = r->db->vfs->read(r->db->vfs->ctx, r->file, off + LG_REC + done, buf, n);
         if (rc) return rc;
         if (memcmp(buf, key + done, n) != 0) return 0;
         done += n;
@@ -1150,7 +1199,7 @@ static int rd_match(const kv_rd *r, uint64_t off, const void *key, size_t klen, 
         }
         return eq;
     }
-    rc = db->vfs->read(db->vfs->ctx, db->file, off, hdr, r->end - off < LG_REC ? (size_t)(r->end - off) : LG_REC);
+    rc = db->vfs->read(db->vfs->ctx, r->file, off, hdr, r->end - off < LG_REC ? (size_t)(r->end - off) : LG_REC);
     if (rc) return rc;
     if (lg_parse(hdr, off, r->end - off, &rec) != KVDB_OK || rec.type != LG_PUT)
         return kv_err(KVDB_ECORRUPT, "%s: record at offset %llu is damaged", db->path, (unsigned long long)off);
@@ -1177,7 +1226,7 @@ static int rd_size(const kv_rd *r, uint64_t off, uint64_t *size)
     if (r->wb && off >= r->wb_off) p = r->wb + (off - r->wb_off);
     else if (r->base) p = r->base + off;
     else {
-        rc = r->db->vfs->read(r->db->vfs->ctx, r->db->file, off, hdr, LG_REC);
+        rc = r->db->vfs->read(r->db->vfs->ctx, r->file, off, hdr, LG_REC);
         if (rc) return rc;
         p = hdr;
     }
@@ -1258,6 +1307,7 @@ typedef struct hix_inner {
 
 typedef struct hix_w {     /* a writer's context */
     kvdb *db;
+    hix_pool *pool;        /* where its nodes come from and go back to */
     uint64_t gen;
     hix_node *retired;     /* nodes replaced, for the base version */
     const kv_rd *rd;       /* to compare keys */
@@ -1327,12 +1377,12 @@ static uint32_t hix_cap_for(uint32_t n)
 }
 
 /* The free list for nodes of cap slots (0: inner), or NULL. */
-static hix_node **hix_free_list(kvdb *db, uint32_t cap, unsigned **count)
+static hix_node **hix_free_list(hix_pool *pl, uint32_t cap, unsigned **count)
 {
     unsigned c = cap ? hix_code_of(cap) : 0;
     if (c == HIX_CODE_BIG) return NULL;
-    *count = &db->n_free[c];
-    return &db->free_nodes[c];
+    *count = &pl->n_free[c];
+    return &pl->free_nodes[c];
 }
 
 /* A node of cap slots (0: inner) owned by w, or NULL (KVDB_ENOMEM).  A
@@ -1340,8 +1390,9 @@ static hix_node **hix_free_list(kvdb *db, uint32_t cap, unsigned **count)
 static hix_node *hix_alloc_x(hix_w *w, uint32_t cap, int clear)
 {
     kvdb *db = w->db;
+    hix_pool *pl = w->pool;
     unsigned *nfree;
-    hix_node **fl = hix_free_list(db, cap, &nfree), *n = NULL;
+    hix_node **fl = hix_free_list(pl, cap, &nfree), *n = NULL;
     size_t sz = hix_size(cap);
     uint8_t adj = 0;
     if (fl && *fl) {
@@ -1349,7 +1400,7 @@ static hix_node *hix_alloc_x(hix_w *w, uint32_t cap, int clear)
         *fl = n->link;
         (*nfree)--;
         adj = n->adj;
-        db->free_bytes -= sz + adj;
+        pl->free_bytes -= sz + adj;
     } else {
         uint8_t *p = (uint8_t *)kv_malloc(&db->al, sz);
         if (p && ((uintptr_t)p & 15)) { /* the allocator gave less than 16-byte alignment */
@@ -1362,7 +1413,7 @@ static hix_node *hix_alloc_x(hix_w *w, uint32_t cap, int clear)
             return NULL;
         }
         n = (hix_node *)(void *)(p + adj);
-        db->hix_bytes += sz + adj;
+        pl->bytes += sz + adj;
     }
     memset(n, 0, sizeof *n);
     n->gen = w->gen;
@@ -1377,21 +1428,21 @@ static hix_node *hix_alloc_x(hix_w *w, uint32_t cap, int clear)
 
 static hix_node *hix_alloc(hix_w *w, uint32_t cap) { return hix_alloc_x(w, cap, 1); }
 
-static void hix_free_node(kvdb *db, hix_node *n)
+static void hix_free_node(kvdb *db, hix_pool *pl, hix_node *n)
 {
     unsigned *nfree;
-    hix_node **fl = hix_free_list(db, n->cap, &nfree);
+    hix_node **fl = hix_free_list(pl, n->cap, &nfree);
     size_t sz = hix_size(n->cap);
     /* Keep freed nodes for reuse -- a commit frees about as many as the
      * next one copies -- up to 1/16 of the index plus 16 KiB in all. */
-    if (fl && db->free_bytes + sz + n->adj <= (db->hix_bytes >> 4) + 16384) {
+    if (fl && pl->free_bytes + sz + n->adj <= (pl->bytes >> 4) + 16384) {
         n->link = *fl;
         *fl = n;
         (*nfree)++;
-        db->free_bytes += sz + n->adj;
+        pl->free_bytes += sz + n->adj;
         return;
     }
-    db->hix_bytes -= hix_size(n->cap) + n->adj;
+    pl->bytes -= hix_size(n->cap) + n->adj;
     kv_free(&db->al, (uint8_t *)n - n->adj);
 }
 
@@ -1401,7 +1452,7 @@ static void hix_drop(hix_w *w, hix_node *n)
 {
     if (n->adj == 0xFF) return; /* inside the sidecar mapping: lives until close */
     if (n->gen == w->gen) {
-        hix_free_node(w->db, n);
+        hix_free_node(w->db, w->pool, n);
     } else {
         n->link = w->retired;
         w->retired = n;
@@ -1409,7 +1460,7 @@ static void hix_drop(hix_w *w, hix_node *n)
 }
 
 /* Free every node of tree r allocated by generation gen (0: all nodes). */
-static void hix_free_tree(kvdb *db, hix_ref r, uint64_t gen)
+static void hix_free_tree(kvdb *db, hix_pool *pl, hix_ref r, uint64_t gen)
 {
     hix_node *n = HIX_NODE(r);
     if (!r || n->adj == 0xFF || (gen && n->gen != gen)) return;
@@ -1417,9 +1468,9 @@ static void hix_free_tree(kvdb *db, hix_ref r, uint64_t gen)
         hix_inner *in = (hix_inner *)n;
         unsigned i;
         for (i = 0; i < HIX_FAN; i++)
-            if (i == 0 || in->child[i] != in->child[i - 1]) hix_free_tree(db, in->child[i], gen);
+            if (i == 0 || in->child[i] != in->child[i - 1]) hix_free_tree(db, pl, in->child[i], gen);
     }
-    hix_free_node(db, n);
+    hix_free_node(db, pl, n);
 }
 
 static void hix_leaf_add(hix_node *l, uint32_t tag, uint64_t off)
@@ -1553,7 +1604,7 @@ static int hix_split(hix_w *w, hix_inner *in, unsigned idx, hix_node *l, unsigne
     if (!a) return KVDB_ENOMEM;
     b = hix_leaf_from(w, l, hix_cap_for(hi), 1, level, bitpos);
     if (!b) {
-        hix_free_node(w->db, a);
+        hix_free_node(w->db, w->pool, a);
         return KVDB_ENOMEM;
     }
     a->ldepth = b->ldepth = (uint8_t)(d + 1);
@@ -1587,7 +1638,7 @@ static int hix_expand(hix_w *w, hix_inner *in, unsigned idx, hix_node *l)
     for (i = 0; i < HIX_FAN; i++) ni->child[i] = hix_mkref(l);
     rc = hix_split(w, ni, 0, l, 0);
     if (rc) {
-        hix_free_node(w->db, &ni->h);
+        hix_free_node(w->db, w->pool, &ni->h);
         return rc;
     }
     in->child[idx] = (hix_ref)ni;
@@ -1733,10 +1784,31 @@ static int hix_del(hix_w *w, hix_ref *rootp, uint64_t h, const void *key, size_t
  *      be most of the index -- never lands on a single commit.
  * Lock order: mu_write, then mu_sync, then mu_ver.
  * ====================================================================== */
+static kv_log *kv_log_new(kvdb *db, kvdb_file *f)
+{
+    kv_log *lg = (kv_log *)kv_malloc(&db->al, sizeof *lg);
+    if (!lg) {
+        kv_err(KVDB_ENOMEM, "out of memory");
+        return NULL;
+    }
+    lg->f = f;
+    lg->refs = 1;
+    return lg;
+}
+
+static void kv_log_release(kvdb *db, kv_log *lg)
+{
+    if (lg && --lg->refs == 0) {
+        db->vfs->close(db->vfs->ctx, lg->f);
+        kv_free(&db->al, lg);
+    }
+}
+
 static void kv_map_release(kvdb *db, kv_map *m)
 {
     if (m && --m->refs == 0) {
-        db->vfs->unmap(db->vfs->ctx, db->file, m->base, m->len);
+        db->vfs->unmap(db->vfs->ctx, m->log->f, m->base, m->len);
+        kv_log_release(db, m->log);
         kv_free(&db->al, m);
     }
 }
@@ -1751,42 +1823,52 @@ static uint64_t kv_map_cap(const kvdb *db, uint64_t need)
     return cap;
 }
 
-/* Make db->map cover need bytes of log (the writer, before it writes).
- * The mapping is sized ahead (doubling), so remaps are rare; old mappings
- * live on in the versions that use them.  If a file cannot be mapped the
- * handle falls back to reading through the file layer. */
-static int kv_map_ensure(kvdb *db, uint64_t need)
+/* Make *mp, a mapping of lg, cover need bytes (the writer before it
+ * writes, or the compactor for its new file).  The mapping is sized ahead
+ * (doubling), so remaps are rare; old mappings live on in the versions
+ * that use them.  If a file cannot be mapped, *use_map goes to 0 and its
+ * readers go through the file layer. */
+static int kv_map_cover(kvdb *db, kv_log *lg, kv_map **mp, int *use_map, uint64_t need)
 {
     const void *p;
     kv_map *m;
     uint64_t cap;
     int rc;
-    if (!db->use_map || (db->map && db->map->len >= need)) return KVDB_OK;
+    if (!*use_map || (*mp && (*mp)->len >= need)) return KVDB_OK;
     cap = kv_map_cap(db, need);
-    rc = db->vfs->map(db->vfs->ctx, db->file, cap, &p);
+    rc = db->vfs->map(db->vfs->ctx, lg->f, cap, &p);
     while (rc && !db->inmem && cap / 2 >= need && cap / 2 >= ((uint64_t)1 << 20)) {
         cap /= 2; /* address space may be limited (32-bit, ulimit -v, sanitizers) */
-        rc = db->vfs->map(db->vfs->ctx, db->file, cap, &p);
+        rc = db->vfs->map(db->vfs->ctx, lg->f, cap, &p);
     }
     if (rc) {
         if (db->inmem) return rc;
-        db->use_map = 0; /* keep going through pread */
-        kv_map_release(db, db->map);
-        db->map = NULL;
+        *use_map = 0; /* keep going through pread */
+        kv_map_release(db, *mp);
+        *mp = NULL;
         return KVDB_OK;
     }
     m = (kv_map *)kv_malloc(&db->al, sizeof *m);
     if (!m) {
-        db->vfs->unmap(db->vfs->ctx, db->file, p, cap);
+        db->vfs->unmap(db->vfs->ctx, lg->f, p, cap);
         return kv_err(KVDB_ENOMEM, "out of memory");
     }
     m->base = (const uint8_t *)p;
     m->len = cap;
     m->refs = 1;
-    kv_map_release(db, db->map);
-    db->map = m;
+    m->log = lg;
+    lg->refs++;
+    kv_map_release(db, *mp);
+    *mp = m;
     return KVDB_OK;
 }
+
+static int kv_map_ensure(kvdb *db, uint64_t need)
+{
+    return kv_map_cover(db, db->log, &db->map, &db->use_map, need);
+}
+
+static void cp_reap_trees(kvdb *db);
 
 static kv_ver *ver_alloc(kvdb *db)
 {
@@ -1810,7 +1892,7 @@ static void ver_free_retired(kvdb *db, hix_node *n)
 {
     while (n) {
         hix_node *next = n->link;
-        hix_free_node(db, n);
+        hix_free_node(db, &db->pool, n);
         n = next;
     }
 }
@@ -1850,18 +1932,39 @@ static void ver_reclaim(kvdb *db)
         v = dead;
         dead = dead->next;
         kv_map_release(db, v->map);
+        kv_log_release(db, v->log);
         ver_free(db, v);
     }
+    if (db->dtrees) cp_reap_trees(db);
 }
 
-/* Free up to max waiting nodes (invariant 5). */
+/* Free up to max waiting nodes (invariant 5): replaced nodes, then the
+ * nodes of whole old indexes, whose inner nodes hand on their children. */
 static void ver_free_zombies(kvdb *db, uint64_t max)
 {
-    while (db->zombies && max--) {
+    while (max && db->zombies) {
         hix_node *n = db->zombies;
         db->zombies = n->link;
         db->nzombies--;
-        hix_free_node(db, n);
+        hix_free_node(db, &db->pool, n);
+        max--;
+    }
+    while (max && db->dtree_nodes) {
+        hix_node *n = db->dtree_nodes;
+        db->dtree_nodes = n->link;
+        if (n->cap == 0) {
+            hix_inner *in = (hix_inner *)n;
+            unsigned i;
+            for (i = 0; i < HIX_FAN; i++) {
+                hix_node *c = HIX_NODE(in->child[i]);
+                if ((i == 0 || in->child[i] != in->child[i - 1]) && c->adj != 0xFF) {
+                    c->link = db->dtree_nodes;
+                    db->dtree_nodes = c;
+                }
+            }
+        }
+        hix_free_node(db, &db->pool, n);
+        max--;
     }
 }
 
@@ -2069,14 +2172,14 @@ static int srt_key(const kv_rd *r, uint64_t off, kv_buf *kb, const uint8_t **key
         *key = p + LG_REC;
         return KVDB_OK;
     }
-    rc = r->db->vfs->read(r->db->vfs->ctx, r->db->file, off, hdr, LG_REC);
+    rc = r->db->vfs->read(r->db->vfs->ctx, r->file, off, hdr, LG_REC);
     if (rc) return rc;
     n = kv_ld16(hdr + 10);
     if (off + LG_REC + n > r->end) return kv_err(KVDB_ECORRUPT, "%s: record at %llu runs past the log", r->db->path, (unsigned long long)off);
     kb->len = 0;
     rc = kv_buf_reserve(&r->db->al, kb, n ? n : 1);
     if (rc) return rc;
-    rc = r->db->vfs->read(r->db->vfs->ctx, r->db->file, off + LG_REC, kb->p, n);
+    rc = r->db->vfs->read(r->db->vfs->ctx, r->file, off + LG_REC, kb->p, n);
     if (rc) return rc;
     *klen = n;
     *key = kb->p;
@@ -2195,7 +2298,7 @@ static int srt_build(kvdb *db, const kv_rd *r, uint64_t lo, uint64_t hi, srt_run
         if (r->base) {
             p = r->base + off;
         } else {
-            rc = db->vfs->read(db->vfs->ctx, db->file, off, hdr, hi - off < sizeof hdr ? (size_t)(hi - off) : sizeof hdr);
+            rc = db->vfs->read(db->vfs->ctx, r->file, off, hdr, hi - off < sizeof hdr ? (size_t)(hi - off) : sizeof hdr);
             if (rc) goto out;
             p = hdr;
         }
@@ -2288,11 +2391,12 @@ static int srt_acquire(kvdb *db, const kv_rd *r, uint64_t end, srt_run **priv, s
     srt_run **v = NULL, *fresh = NULL;
     size_t k = 0, i;
     uint64_t covered;
-    int rc = KVDB_OK, shared = 0;
+    int rc = KVDB_OK, shared = 0, same;
     *out = NULL;
     *nout = 0;
     kv_lock(&db->mu_srt);
-    while (k < db->nruns && db->runs[k]->hi <= end) k++;
+    same = r->file == db->srt_file; /* else a snapshot from before a compaction */
+    while (same && k < db->nruns && db->runs[k]->hi <= end) k++;
     covered = k ? db->runs[k - 1]->hi : LG_HDR;
     if (covered < end && priv && *priv && (*priv)->lo == covered && (*priv)->hi == end) {
         fresh = *priv; /* built by an earlier iterator of this snapshot */
@@ -2300,12 +2404,12 @@ static int srt_acquire(kvdb *db, const kv_rd *r, uint64_t end, srt_run **priv, s
     } else if (covered < end) {
         rc = srt_build(db, r, covered, end, &fresh);
         if (rc) goto out;
-        if (k < db->nruns && priv) { /* private: keep it for the next iterator */
+        if ((!same || k < db->nruns) && priv) { /* private: keep it for the next iterator */
             if (*priv) srt_release(db, *priv);
             *priv = fresh;
             fresh->refs++;
         }
-        if (k == db->nruns) { /* extends the shared list */
+        if (same && k == db->nruns) { /* extends the shared list */
             if (db->nruns == db->runs_cap) {
                 size_t ncap = db->runs_cap ? db->runs_cap * 2 : 8;
                 srt_run **nr = (srt_run **)kv_realloc(&db->al, db->runs, ncap * sizeof *nr);
@@ -2382,7 +2486,7 @@ static int rcv_bytes(kvdb *db, const kv_rd *r, uint64_t off, size_t n, kv_buf *b
     buf->len = 0;
     rc = kv_buf_reserve(&db->al, buf, n);
     if (rc) return rc;
-    rc = db->vfs->read(db->vfs->ctx, db->file, off, buf->p, n);
+    rc = db->vfs->read(db->vfs->ctx, r->file, off, buf->p, n);
     *out = buf->p;
     return rc;
 }
@@ -2454,6 +2558,7 @@ static int rcv_scan(kvdb *db, kv_ver *v, uint64_t start, uint64_t size, uint64_t
     rd_init(&r, db, v);
     r.end = size;
     w.db = db;
+    w.pool = &db->pool;
     w.gen = db->gen;
     w.retired = NULL;
     w.rd = &r;
@@ -2548,8 +2653,22 @@ static void kv_set_sticky(kvdb *db, int rc)
     kv_unlock(&db->mu_sync);
 }
 
-/* Wait until target bytes of log are durable, syncing if nobody is. */
-static int kv_sync_to(kvdb *db, uint64_t target)
+/* The log bytes written so far, and the epoch they count in. */
+static uint64_t kv_written(kvdb *db, uint64_t *epoch)
+{
+    uint64_t w;
+    kv_lock(&db->mu_sync);
+    w = db->written;
+    *epoch = db->epoch;
+    kv_unlock(&db->mu_sync);
+    return w;
+}
+
+/* Wait until target bytes of the log of epoch are durable, syncing if
+ * nobody is.  A compaction syncs the old file completely before it swaps
+ * in the new one (and bumps the epoch), so a target of an older epoch has
+ * been reached once the epoch has moved. */
+static int kv_sync_to(kvdb *db, uint64_t target, uint64_t epoch)
 {
     int rc = KVDB_OK;
     kv_lock(&db->mu_sync);
@@ -2558,12 +2677,13 @@ static int kv_sync_to(kvdb *db, uint64_t target)
             rc = kv_sticky_err(db, db->sticky);
             break;
         }
-        if (db->synced >= target) break;
+        if (db->synced >= target || db->epoch != epoch) break;
         if (!db->syncing) {
             uint64_t upto = db->written;
+            kvdb_file *f = db->file; /* a swap waits for syncing == 0 */
             db->syncing = 1;
             kv_unlock(&db->mu_sync);
-            rc = db->vfs->sync(db->vfs->ctx, db->file);
+            rc = db->vfs->sync(db->vfs->ctx, f);
             kv_lock(&db->mu_sync);
             db->syncing = 0;
             db->nsyncs++;
@@ -2584,6 +2704,37 @@ static int kv_sync_to(kvdb *db, uint64_t target)
     return rc;
 }
 
+/* Take the writer role: wait for the current writer (or KVDB_EBUSY with
+ * nowait, or if this thread is the writer).  Write transactions and a
+ * compaction's swap take it. */
+static int kv_writer_take(kvdb *db, int nowait)
+{
+    kv_lock(&db->mu_write);
+    if (db->writer_active && kv_same_thread(db->writer_thread, kv_self())) {
+        kv_unlock(&db->mu_write);
+        return kv_err(KVDB_EBUSY, "this thread already holds the write transaction");
+    }
+    while (db->writer_active) {
+        if (nowait) {
+            kv_unlock(&db->mu_write);
+            return kv_err(KVDB_EBUSY, "another write transaction is active");
+        }
+        kv_wait(&db->cv_write, &db->mu_write);
+    }
+    db->writer_active = 1;
+    db->writer_thread = kv_self();
+    kv_unlock(&db->mu_write);
+    return KVDB_OK;
+}
+
+static void kv_writer_drop(kvdb *db)
+{
+    kv_lock(&db->mu_write);
+    db->writer_active = 0;
+    kv_broadcast(&db->cv_write);
+    kv_unlock(&db->mu_write);
+}
+
 static void txn_release_writer(kvdb *db)
 {
     kvdb_txn *t = &db->wtxn;
@@ -2595,10 +2746,7 @@ static void txn_release_writer(kvdb *db)
     }
     t->nrec = 0;
     ws_reset(db, &t->ws);
-    kv_lock(&db->mu_write);
-    db->writer_active = 0;
-    kv_broadcast(&db->cv_write);
-    kv_unlock(&db->mu_write);
+    kv_writer_drop(db);
 }
 
 static int txn_begin_write(kvdb *db, unsigned flags, kvdb_txn **out)
@@ -2606,21 +2754,8 @@ static int txn_begin_write(kvdb *db, unsigned flags, kvdb_txn **out)
     kvdb_txn *t = &db->wtxn;
     int rc;
     if (db->rdonly) return kv_err(KVDB_EREADONLY, "%s: opened read-only", db->path);
-    kv_lock(&db->mu_write);
-    if (db->writer_active && kv_same_thread(db->writer_thread, kv_self())) {
-        kv_unlock(&db->mu_write);
-        return kv_err(KVDB_EBUSY, "this thread already holds the write transaction");
-    }
-    while (db->writer_active) {
-        if (flags & KVDB_TXN_NOWAIT) {
-            kv_unlock(&db->mu_write);
-            return kv_err(KVDB_EBUSY, "another write transaction is active");
-        }
-        kv_wait(&db->cv_write, &db->mu_write);
-    }
-    db->writer_active = 1;
-    db->writer_thread = kv_self();
-    kv_unlock(&db->mu_write);
+    rc = kv_writer_take(db, (flags & KVDB_TXN_NOWAIT) != 0);
+    if (rc) return rc;
     rc = kv_sticky(db);
     if (rc) {
         txn_release_writer(db);
@@ -2644,7 +2779,7 @@ static int txn_commit_write(kvdb_txn *t)
     kv_ver *base = db->cur, *nv;
     uint64_t start = db->end, pos, durable, end;
     int publish;
-    uint64_t nretired = 0;
+    uint64_t nretired = 0, epoch;
     hix_w w;
     kv_rd r;
     uint8_t *p;
@@ -2678,12 +2813,14 @@ static int txn_commit_write(kvdb_txn *t)
     nv->keys = base->keys;
     nv->live = base->live;
     r.db = db;
+    r.file = db->file;
     r.base = db->map ? db->map->base : NULL;
     r.end = start;
     r.wb = t->wbuf.p;
     r.wb_off = start;
     r.wb_len = t->wbuf.len;
     w.db = db;
+    w.pool = &db->pool;
     w.gen = t->gen;
     w.retired = NULL;
     w.rd = &r;
@@ -2724,7 +2861,7 @@ static int txn_commit_write(kvdb_txn *t)
         }
     }
     if (rc) {
-        hix_free_tree(db, nv->root, t->gen);
+        hix_free_tree(db, &db->pool, nv->root, t->gen);
         ver_free(db, nv);
         goto fail;
     }
@@ -2736,6 +2873,8 @@ static int txn_commit_write(kvdb_txn *t)
     nv->end = end;
     nv->map = db->map;
     if (nv->map) nv->map->refs++;
+    nv->log = db->log;
+    db->log->refs++;
     nv->gen = t->gen;
     if (w.retired) { /* base is the newest version that can see them */
         hix_node *n = w.retired;
@@ -2752,6 +2891,7 @@ static int txn_commit_write(kvdb_txn *t)
      * commit that returns an error is never visible in this process. */
     kv_lock(&db->mu_sync);
     db->written = end;
+    epoch = db->epoch;
     if (db->sync_mode == KVDB_SYNC_OFF) publish = 1;
     else if (db->sync_mode == KVDB_SYNC_NORMAL) publish = end - db->synced < db->sync_bytes;
     else publish = 0;
@@ -2765,11 +2905,11 @@ static int txn_commit_write(kvdb_txn *t)
     ver_reclaim(db);
     ver_free_zombies(db, 1024 + 2 * nretired);
     kv_lock(&db->mu_ver);
-    nv->index_bytes = db->hix_bytes; /* after reclamation: what is held now */
+    nv->index_bytes = db->pool.bytes; /* after reclamation: what is held now */
     kv_unlock(&db->mu_ver);
     txn_release_writer(db);
 
-    if (!publish) rc = kv_sync_to(db, end);
+    if (!publish) rc = kv_sync_to(db, end, epoch);
     if (!rc) ck_maybe(db, end);
     return rc;
 fail:
@@ -3159,7 +3299,7 @@ int kvdb_iter_next(kvdb_iter *it, const void **key, size_t *klen, const void **v
             if (!p) return kv_err(KVDB_ENOMEM, "out of memory");
             memcpy(p, k, kk);
             if (hit.vlen) {
-                rc = it->t->db->vfs->read(it->t->db->vfs->ctx, it->t->db->file, hit.voff, p + kk, hit.vlen);
+                rc = it->t->db->vfs->read(it->t->db->vfs->ctx, it->rd.file, hit.voff, p + kk, hit.vlen);
                 if (rc) return rc;
             }
             if (key) *key = p;
@@ -3322,13 +3462,15 @@ static int sc_write(kvdb *db, kv_ver *v, int may_sync)
 
     if (!sc_layout() || db->inmem || db->rdonly) return KVDB_OK;
     {
-        uint64_t synced;
+        uint64_t synced, epoch;
+        if (v->log != db->log) return KVDB_OK; /* compacted away meanwhile */
         kv_lock(&db->mu_sync);
         synced = db->synced;
+        epoch = db->epoch;
         kv_unlock(&db->mu_sync);
         if (v->end > synced) {
             if (!may_sync) return KVDB_OK;
-            rc = kv_sync_to(db, v->end);
+            rc = kv_sync_to(db, v->end, epoch);
             if (rc) return rc;
         }
     }
@@ -3336,7 +3478,7 @@ static int sc_write(kvdb *db, kv_ver *v, int may_sync)
     memset(&cx, 0, sizeof cx);
     rd_init(&r, db, v);
     cx.r = &r;
-    rc = db->vfs->read(db->vfs->ctx, db->file, 0, lh, LG_HDR);
+    rc = db->vfs->read(db->vfs->ctx, v->log->f, 0, lh, LG_HDR);
     if (rc) return rc;
     name = sc_name(db, ".idx");
     tmp = sc_name(db, ".idx.tmp");
@@ -3516,6 +3658,7 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
         }
         /* the hash index: inner nodes here, leaves in place */
         w.db = db;
+    w.pool = &db->pool;
         w.gen = db->gen;
         w.retired = NULL;
         w.rd = NULL;
@@ -3566,7 +3709,7 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
         run->e = (const srt_ent *)(const void *)(b + SC_HDR);
         db->srt_bytes += sizeof *run;
         /* install */
-        hix_free_tree(db, v->root, 0);
+        hix_free_tree(db, &db->pool, v->root, 0);
         v->root = (hix_ref)root;
         root = NULL;
         v->keys = kv_ld64(b + 96);
@@ -3590,7 +3733,7 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
         why = "loaded";
     }
 out:
-    if (root) hix_free_tree(db, (hix_ref)root, 0);
+    if (root) hix_free_tree(db, &db->pool, (hix_ref)root, 0);
     if (m) db->vfs->unmap(db->vfs->ctx, f, m, size);
     kv_free(&db->al, heap);
     if (f) db->vfs->close(db->vfs->ctx, f);
@@ -3607,6 +3750,11 @@ out:
 #define KVDB_CK_MIN_BYTES ((uint64_t)64 << 20)
 #endif
 
+static int cp_step(kvdb *db, uint64_t budget);
+static int ck_stopping(kvdb *db);
+static void cp_failed(kvdb *db);
+static void cp_maybe(kvdb *db, uint64_t end);
+
 #ifndef KVDB_NO_THREADS
 static void *ck_main(void *arg)
 {
@@ -3614,11 +3762,28 @@ static void *ck_main(void *arg)
     kv_lock(&db->mu_ck);
     for (;;) {
         kv_ver *v;
-        while (!db->ck_want && !db->ck_stop) kv_wait(&db->cv_ck, &db->mu_ck);
+        int cp;
+        while (!db->ck_want && !db->cp_want && !db->ck_stop) kv_wait(&db->cv_ck, &db->mu_ck);
         if (db->ck_stop) break;
-        db->ck_want = 0;
+        cp = db->cp_want;
+        db->cp_want = 0;
+        if (!cp) db->ck_want = 0;
         kv_unlock(&db->mu_ck);
-        if (!kv_sticky(db)) {
+        if (cp) { /* an automatic compaction, in slices so that close can stop it */
+            int rc;
+            kv_lock(&db->mu_ck);
+            db->cp_running = 1;
+            kv_unlock(&db->mu_ck);
+            kv_lock(&db->mu_cp);
+            do rc = cp_step(db, (uint64_t)4 << 20);
+            while (rc == KVDB_OK && !ck_stopping(db));
+            if (rc < 0 && rc != KVDB_EBUSY) cp_failed(db);
+            kv_unlock(&db->mu_cp);
+            kv_lock(&db->mu_ck);
+            db->cp_running = 0;
+            if (rc == KVDB_DONE && !db->inmem) db->ck_want = 1; /* a sidecar for the new file */
+            kv_unlock(&db->mu_ck);
+        } else if (!kv_sticky(db)) {
             v = ver_acquire(db);
             kv_lock(&db->mu_ckpt);
             (void)sc_write(db, v, db->sync_mode != KVDB_SYNC_OFF); /* a failure leaves the old sidecar */
@@ -3632,14 +3797,36 @@ static void *ck_main(void *arg)
 }
 #endif
 
+#ifndef KVDB_NO_THREADS
+static int ck_stopping(kvdb *db)
+{
+    int stop;
+    kv_lock(&db->mu_ck);
+    stop = db->ck_stop;
+    kv_unlock(&db->mu_ck);
+    return stop;
+}
+#endif
+
+/* A failed automatic compaction is not retried until the file has grown
+ * by the minimum size again (disk full would fail it at every commit). */
+static void cp_failed(kvdb *db)
+{
+    uint64_t end;
+    kv_lock(&db->mu_ver);
+    end = db->cur->end;
+    kv_unlock(&db->mu_ver);
+    db->cp_retry_at = end + db->cp_min;
+}
+
 static void ck_maybe(kvdb *db, uint64_t end)
 {
 #ifndef KVDB_NO_THREADS
     uint64_t since;
-    if (db->inmem || db->rdonly) return;
+    if (db->rdonly) return;
     kv_lock(&db->mu_ck);
     since = end - db->sc_end;
-    if (!db->ck_stop && !db->ck_want && end > db->sc_end && since >= (uint64_t)(KVDB_CK_MIN_BYTES) && since >= db->sc_end / 2) {
+    if (!db->inmem && !db->ck_stop && !db->ck_want && end > db->sc_end && since >= (uint64_t)(KVDB_CK_MIN_BYTES) && since >= db->sc_end / 2) {
         if (!db->ck_started && pthread_create(&db->ck_thread, NULL, ck_main, db) == 0) db->ck_started = 1;
         if (db->ck_started) {
             db->ck_want = 1;
@@ -3647,9 +3834,9 @@ static void ck_maybe(kvdb *db, uint64_t end)
         }
     }
     kv_unlock(&db->mu_ck);
+    cp_maybe(db, end);
 #else
-    (void)db;
-    (void)end;
+    cp_maybe(db, end);
 #endif
 }
 
@@ -3669,6 +3856,700 @@ static void ck_stop(kvdb *db)
 }
 
 /* ======================================================================
+ * SECTION: compaction
+ *
+ * The log only grows; compaction gives back the space of overwritten and
+ * deleted records by writing the live records of a snapshot, in key order,
+ * into a new file ("<path>.compact") and renaming it over the database.
+ *
+ *   start     (writer role, briefly) pin the published version S, reserve
+ *             a write generation for the new index, create and lock the
+ *             new file and write its header: same seed and id, generation
+ *             one higher.
+ *   copy      (no lock) walk S in key order through the sorted runs and
+ *             append each live record to the new file, verified on the way,
+ *             in batches closed by COMMIT records; build the new file's
+ *             hash index (from the compactor's own node pool) and its
+ *             sorted base run (already in order) as it goes.
+ *   catch up  (no lock) replay what was committed to the old file since
+ *             S, transaction by transaction, into the new file and index;
+ *             then sync the new file.
+ *   swap      (writer role) replay the last commits, append a COMMIT that
+ *             seals the copy (its durable field covers it), sync, rename
+ *             over the database, sync the directory, and install the new
+ *             file, index, base run and version.  Commits that were
+ *             waiting for a sync of the old file are released: their data
+ *             is in the new one, which is durable.
+ * Every phase is done in bounded slices (kvdb_compact_step), so an
+ * application, or the commit path when automatic compaction runs without a
+ * thread, can spread it out.
+ *
+ * Invariants:
+ *   1. Until the rename the database is the old file, untouched by the
+ *      compaction; after it, the new file, complete and synced, holding
+ *      every commit acknowledged before the swap.  A crash in between
+ *      leaves a stray "<path>.compact", removed by the next writable open.
+ *   2. Nothing is acknowledged between the rename and the directory sync
+ *      (the writer role is held); if that sync fails the handle goes
+ *      sticky, as after any failed sync.
+ *   3. A snapshot taken before the swap keeps its file, mapping, index and
+ *      sorted runs (all referenced); the old index is freed once no version
+ *      of the old file is left, in paced slices like other garbage.
+ *   4. Offsets are only compared within one file: versions, readers and
+ *      sorted runs carry their file, and sync targets their epoch.
+ *   5. A failure before the rename (disk full included) abandons the
+ *      compaction: the new file is removed and the database is unchanged
+ *      and writable.
+ * Cost: one sequential write of the live data, a read of it in key order,
+ * and, while it runs, a second hash index (about 16-20 bytes per key) and
+ * a base run (16 bytes per key).
+ * ====================================================================== */
+#define CP_FLUSH  ((size_t)1 << 20) /* buffered bytes written at once */
+#define CP_BATCH  4096              /* copied records per COMMIT */
+#define CP_NEAR   ((uint64_t)64 << 10) /* left for the swap to copy */
+#define CP_ROUNDS 256               /* catch-up slices before the swap copies the rest */
+#ifndef KVDB_CP_AUTO_STEP
+#define KVDB_CP_AUTO_STEP ((size_t)256 << 10) /* work per automatic step */
+#endif
+
+enum { CP_COPY = 1, CP_CATCHUP = 2 };
+
+struct kv_cp {
+    int phase;
+    uint64_t t0;           /* start, for kvdb_stat */
+    kv_ver *snap;          /* S: pinned, not counted as a reader */
+    kv_rd srd;             /* reads S */
+    srt_run **runs;        /* S in key order */
+    size_t nruns;
+    it_src *src;
+    srt_cx cx;
+    kv_buf rbuf;           /* a record read without a mapping */
+
+    char *tmp;             /* "<path>.compact" */
+    kv_log *log;           /* the new file */
+    kv_map *map;
+    int use_map;
+    kv_buf buf;            /* encoded records not yet written... */
+    uint64_t buf_off;      /* ...which start at this offset */
+    uint64_t synced;       /* bytes of the new file known durable */
+    uint32_t nrec;         /* records since the last COMMIT */
+    uint64_t seq;          /* the new file's last commit sequence */
+    uint64_t fgen;         /* its header's generation */
+
+    hix_pool pool;         /* the new index and its nodes */
+    hix_w w;
+    kv_rd nrd;
+    hix_ref root;
+    uint64_t keys, live;
+    srt_run *base;         /* key order of the copied records */
+    uint64_t base_hi;      /* where the copy ended in the new file */
+    uint64_t from;         /* old log copied up to here */
+    unsigned rounds;       /* catch-up slices so far */
+    kv_deadtree *dt;       /* allocated ahead for the swap */
+};
+
+static uint64_t kv_now_ns(void)
+{
+#if defined(CLOCK_MONOTONIC) && !defined(_WIN32)
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+#endif
+    return (uint64_t)time(NULL) * 1000000000u;
+}
+
+/* The new file's reader, current with the buffer. */
+static const kv_rd *cp_rd(kv_cp *cp)
+{
+    cp->nrd.base = cp->map ? cp->map->base : NULL;
+    cp->nrd.end = cp->buf_off;
+    cp->nrd.wb = cp->buf.p;
+    cp->nrd.wb_off = cp->buf_off;
+    cp->nrd.wb_len = cp->buf.len;
+    return &cp->nrd;
+}
+
+static int cp_flush(kvdb *db, kv_cp *cp)
+{
+    int rc;
+    if (!cp->buf.len) return KVDB_OK;
+    rc = kv_map_cover(db, cp->log, &cp->map, &cp->use_map, cp->buf_off + cp->buf.len);
+    if (!rc) rc = db->vfs->write(db->vfs->ctx, cp->log->f, cp->buf_off, cp->buf.p, cp->buf.len);
+    if (rc) return rc;
+    cp->buf_off += cp->buf.len;
+    cp->buf.len = 0;
+    return KVDB_OK;
+}
+
+/* Append a record to the new file; *off gets its offset. */
+static int cp_emit(kvdb *db, kv_cp *cp, uint8_t type, const uint8_t *key, uint32_t klen, const uint8_t *val,
+                   uint32_t vlen, uint64_t *off)
+{
+    size_t size = (size_t)LG_REC + klen + vlen;
+    uint64_t at;
+    uint8_t *q;
+    int rc;
+    if (cp->buf.len >= CP_FLUSH) {
+        rc = cp_flush(db, cp);
+        if (rc) return rc;
+    }
+    rc = kv_buf_reserve(&db->al, &cp->buf, size);
+    if (rc) return rc;
+    at = cp->buf_off + cp->buf.len;
+    q = cp->buf.p + cp->buf.len;
+    lg_put_header(q, type, klen, vlen);
+    if (type == LG_COMMIT) {
+        kv_st64(q + LG_REC, ++cp->seq);
+        kv_st64(q + LG_REC + 8, cp->synced);
+        kv_st32(q + LG_REC + 16, cp->nrec);
+        kv_st32(q + LG_REC + 20, 0);
+        cp->nrec = 0;
+    } else {
+        memcpy(q + LG_REC, key, klen);
+        if (vlen) memcpy(q + LG_REC + klen, val, vlen);
+        cp->nrec++;
+    }
+    kv_st64(q, lg_checksum(db->seed, at, q, size));
+    cp->buf.len += size;
+    if (off) *off = at;
+    return KVDB_OK;
+}
+
+static int cp_commit(kvdb *db, kv_cp *cp)
+{
+    return cp->nrec ? cp_emit(db, cp, LG_COMMIT, NULL, 0, NULL, LG_COMMIT_LEN, NULL) : KVDB_OK;
+}
+
+/* Apply one PUT or DEL to the new file and index. */
+static int cp_apply(kvdb *db, kv_cp *cp, uint8_t type, const uint8_t *key, uint32_t klen, const uint8_t *val,
+                    uint32_t vlen)
+{
+    uint64_t h = kv_hash(db->seed, key, klen), off, old = 0, osize;
+    int rc = cp_emit(db, cp, type, key, klen, val, vlen, &off);
+    if (rc) return rc;
+    cp->w.rd = cp_rd(cp);
+    if (type == LG_PUT) {
+        rc = hix_put(&cp->w, &cp->root, h, key, klen, off, &old);
+        if (rc) return rc;
+        cp->live += (uint64_t)LG_REC + klen + vlen;
+        if (!old) cp->keys++;
+    } else {
+        rc = hix_del(&cp->w, &cp->root, h, key, klen, &old);
+        if (rc == KVDB_NOTFOUND)
+            return kv_err(KVDB_ECORRUPT, "%s: compaction: a delete of a key the copy does not have", db->path);
+        if (rc) return rc;
+        cp->keys--;
+    }
+    if (old) {
+        rc = rd_size(cp_rd(cp), old, &osize);
+        if (rc) return rc;
+        cp->live -= osize;
+    }
+    return KVDB_OK;
+}
+
+/* An empty index: one inner node whose children all point at one leaf. */
+static int cp_empty_root(hix_w *w, hix_ref *out)
+{
+    hix_node *leaf = hix_alloc(w, HIX_LEAF_MIN);
+    hix_inner *root = leaf ? (hix_inner *)hix_alloc(w, 0) : NULL;
+    unsigned i;
+    if (!root) {
+        if (leaf) hix_free_node(w->db, w->pool, leaf);
+        return KVDB_ENOMEM;
+    }
+    for (i = 0; i < HIX_FAN; i++) root->child[i] = hix_mkref(leaf);
+    *out = (hix_ref)root;
+    return KVDB_OK;
+}
+
+static void cp_pool_free(kvdb *db, hix_pool *pl)
+{
+    unsigned i;
+    for (i = 0; i < KV_NFREE; i++)
+        while (pl->free_nodes[i]) {
+            hix_node *n = pl->free_nodes[i];
+            pl->free_nodes[i] = n->link;
+            pl->n_free[i]--;
+            pl->free_bytes -= hix_size(n->cap) + n->adj;
+            pl->bytes -= hix_size(n->cap) + n->adj;
+            kv_free(&db->al, (uint8_t *)n - n->adj);
+        }
+}
+
+/* Abandon the compaction in progress (invariant 5).  Caller holds mu_cp. */
+static void cp_abort(kvdb *db)
+{
+    kv_cp *cp = db->cp;
+    if (!cp) return;
+    db->cp = NULL;
+    kv_lock(&db->mu_ver);
+    db->cp_active = 0;
+    kv_unlock(&db->mu_ver);
+    if (cp->root) hix_free_tree(db, &cp->pool, cp->root, 0);
+    cp_pool_free(db, &cp->pool);
+    if (cp->base) {
+        kv_lock(&db->mu_srt);
+        srt_release(db, cp->base);
+        kv_unlock(&db->mu_srt);
+    }
+    if (cp->runs) srt_release_all(db, cp->runs, cp->nruns);
+    kv_free(&db->al, cp->src);
+    kv_free(&db->al, cp->cx.ka.p);
+    kv_free(&db->al, cp->cx.kb.p);
+    kv_free(&db->al, cp->rbuf.p);
+    kv_free(&db->al, cp->buf.p);
+    if (cp->snap) ver_release(db, cp->snap);
+    kv_map_release(db, cp->map);
+    kv_log_release(db, cp->log); /* closes the new file */
+    if (cp->tmp) {
+        db->vfs->remove(db->vfs->ctx, cp->tmp);
+        kv_free(&db->al, cp->tmp);
+    }
+    kv_free(&db->al, cp->dt);
+    kv_free(&db->al, cp);
+}
+
+/* Begin: pin S, make the new file.  Caller holds mu_cp. */
+static int cp_start(kvdb *db)
+{
+    kv_cp *cp;
+    uint8_t h[LG_HDR], oh[LG_HDR];
+    kvdb_file *f = NULL;
+    size_t i;
+    int rc;
+
+    cp = (kv_cp *)kv_malloc(&db->al, sizeof *cp);
+    if (!cp) return kv_err(KVDB_ENOMEM, "out of memory");
+    memset(cp, 0, sizeof *cp);
+    db->cp = cp;
+    kv_lock(&db->mu_ver);
+    db->cp_active = 1;
+    kv_unlock(&db->mu_ver);
+    cp->t0 = kv_now_ns();
+    cp->dt = (kv_deadtree *)kv_malloc(&db->al, sizeof *cp->dt);
+    cp->tmp = sc_name(db, ".compact");
+    if (!cp->dt || !cp->tmp) { rc = kv_err(KVDB_ENOMEM, "out of memory"); goto fail; }
+
+    /* a generation of its own for the new index, and the snapshot */
+    rc = kv_writer_take(db, 0);
+    if (rc) goto fail;
+    cp->w.gen = ++db->gen;
+    cp->snap = ver_acquire(db);
+    cp->use_map = db->use_map;
+    kv_writer_drop(db);
+    cp->w.db = db;
+    cp->w.pool = &cp->pool;
+    rd_init(&cp->srd, db, cp->snap);
+    cp->from = cp->snap->end;
+
+    /* the new file: header first; locked before it can carry the name */
+    rc = db->vfs->read(db->vfs->ctx, cp->snap->log->f, 0, oh, LG_HDR);
+    if (rc) goto fail;
+    db->vfs->remove(db->vfs->ctx, cp->tmp); /* a stray one: the open lock says no one else uses it */
+    rc = db->vfs->open(db->vfs->ctx, cp->tmp, KVDB_VFS_CREATE | KVDB_VFS_EXCL, &f);
+    if (rc) goto fail;
+    cp->log = kv_log_new(db, f);
+    if (!cp->log) {
+        db->vfs->close(db->vfs->ctx, f);
+        rc = KVDB_ENOMEM;
+        goto fail;
+    }
+    rc = db->vfs->lock(db->vfs->ctx, f, 1);
+    if (rc) goto fail;
+    memcpy(h, oh, LG_HDR);
+    kv_st64(h + 40, (uint64_t)time(NULL));
+    cp->fgen = kv_ld64(oh + 48) + 1;
+    kv_st64(h + 48, cp->fgen);
+    kv_st64(h + 56, XXH3_64bits(h, 56));
+    rc = kv_buf_reserve(&db->al, &cp->buf, LG_HDR);
+    if (rc) goto fail;
+    memcpy(cp->buf.p, h, LG_HDR);
+    cp->buf.len = LG_HDR;
+    cp->buf_off = 0;
+    rc = cp_flush(db, cp);
+    if (rc) goto fail;
+    cp->synced = LG_HDR;
+    cp->nrd.db = db;
+    cp->nrd.file = f;
+
+    /* the new index, and S in key order */
+    rc = cp_empty_root(&cp->w, &cp->root);
+    if (rc) goto fail;
+    rc = srt_acquire(db, &cp->srd, cp->snap->end, NULL, &cp->runs, &cp->nruns);
+    if (rc) goto fail;
+    cp->src = (it_src *)kv_malloc(&db->al, (cp->nruns ? cp->nruns : 1) * sizeof *cp->src);
+    if (!cp->src) { rc = kv_err(KVDB_ENOMEM, "out of memory"); goto fail; }
+    for (i = 0; i < cp->nruns; i++) {
+        cp->src[i].e = cp->runs[i]->e;
+        cp->src[i].n = cp->runs[i]->n;
+        cp->src[i].cur = 0;
+    }
+    cp->cx.r = &cp->srd;
+    kv_lock(&db->mu_srt);
+    cp->base = srt_alloc(db, (size_t)cp->snap->keys);
+    if (cp->base && !db->runs_cap) { /* room for the base run at the swap */
+        db->runs = (srt_run **)kv_malloc(&db->al, 8 * sizeof *db->runs);
+        if (db->runs) db->runs_cap = 8;
+    }
+    kv_unlock(&db->mu_srt);
+    if (!cp->base) { rc = KVDB_ENOMEM; goto fail; }
+    cp->base->n = 0;
+    cp->base->lo = LG_HDR;
+    cp->phase = CP_COPY;
+    return KVDB_OK;
+fail:
+    cp_abort(db);
+    return rc;
+}
+
+/* Read and verify the record at off of S. */
+static int cp_read(kvdb *db, kv_cp *cp, uint64_t off, const uint8_t **p, lg_rec *rec)
+{
+    const kv_rd *r = &cp->srd;
+    uint8_t hdr[LG_REC];
+    int rc;
+    if (off < LG_HDR || off >= r->end) goto bad;
+    if (r->base) {
+        *p = r->base + off;
+        if (lg_parse(*p, off, r->end - off, rec) != KVDB_OK) goto bad;
+    } else {
+        rc = db->vfs->read(db->vfs->ctx, r->file, off, hdr, r->end - off < LG_REC ? (size_t)(r->end - off) : LG_REC);
+        if (rc) return rc;
+        if (lg_parse(hdr, off, r->end - off, rec) != KVDB_OK) goto bad;
+        cp->rbuf.len = 0;
+        rc = kv_buf_reserve(&db->al, &cp->rbuf, (size_t)rec->size);
+        if (rc) return rc;
+        rc = db->vfs->read(db->vfs->ctx, r->file, off, cp->rbuf.p, (size_t)rec->size);
+        if (rc) return rc;
+        *p = cp->rbuf.p;
+    }
+    if (kv_ld64(*p) != lg_checksum(db->seed, off, *p, rec->size)) goto bad;
+    return KVDB_OK;
+bad:
+    return kv_err(KVDB_ECORRUPT, "%s: record at offset %llu is damaged (found while compacting; nothing was changed)",
+                  db->path, (unsigned long long)off);
+}
+
+/* Copy up to budget bytes of S in key order.  1 when the copy is done. */
+static int cp_copy(kvdb *db, kv_cp *cp, uint64_t budget)
+{
+    uint64_t done = 0;
+    for (;;) {
+        srt_ent e;
+        const uint8_t *p = NULL;
+        lg_rec rec;
+        size_t from;
+        uint64_t off, at;
+        int k, rc;
+        if (done >= budget) return 0;
+        k = srt_kway_next(&cp->cx, cp->src, cp->nruns, 0, &e, &from);
+        if (k < 0) return k;
+        if (k == 0) break;
+        if (e.off & SRT_DEL) continue;
+        if (cp->srd.base) { /* key order is random in the old log: fetch ahead */
+            const it_src *s = &cp->src[from];
+            if (s->cur + IT_PREFETCH < s->n) {
+                uint64_t po = s->e[s->cur + IT_PREFETCH].off & ~SRT_DEL;
+                if (po < cp->srd.end) KV_PREFETCH(cp->srd.base + po);
+            }
+        }
+        off = e.off;
+        rc = cp_read(db, cp, off, &p, &rec);
+        if (rc) return rc;
+        if (rec.type != LG_PUT)
+            return kv_err(KVDB_ECORRUPT, "%s: sorted index points at a non-PUT record at %llu", db->path, (unsigned long long)off);
+        at = cp->buf_off + cp->buf.len;
+        rc = cp_apply(db, cp, LG_PUT, p + LG_REC, rec.klen, p + LG_REC + rec.klen, rec.vlen);
+        if (rc) return rc;
+        if (cp->base->n == cp->base->cap)
+            return kv_err(KVDB_ECORRUPT, "%s: the sorted index holds more keys than the hash index", db->path);
+        cp->base->own[cp->base->n].pfx = e.pfx;
+        cp->base->own[cp->base->n].off = at;
+        cp->base->n++;
+        if (cp->nrec >= CP_BATCH) {
+            rc = cp_commit(db, cp);
+            if (rc) return rc;
+        }
+        done += rec.size;
+    }
+    {
+        int rc = cp_commit(db, cp);
+        if (rc) return rc;
+    }
+    if (cp->keys != cp->snap->keys)
+        return kv_err(KVDB_ECORRUPT, "%s: compaction copied %llu keys of %llu: the indexes disagree", db->path,
+                      (unsigned long long)cp->keys, (unsigned long long)cp->snap->keys);
+    cp->base_hi = cp->buf_off + cp->buf.len;
+    cp->base->hi = cp->base_hi;
+    /* S is no longer needed for key order */
+    srt_release_all(db, cp->runs, cp->nruns);
+    cp->runs = NULL;
+    cp->nruns = 0;
+    return 1;
+}
+
+/* Replay whole transactions of the old log from cp->from up to end (a
+ * commit boundary) as seen by r: about budget bytes, never half a
+ * transaction.  1 when at end, 0 if there is more, or an error. */
+static int cp_catchup(kvdb *db, kv_cp *cp, const kv_rd *r, uint64_t end, uint64_t budget)
+{
+    kv_buf tmp = { NULL, 0, 0 };
+    uint64_t start = cp->from, off = cp->from;
+    int rc = KVDB_OK;
+    while (off < end) {
+        const uint8_t *p;
+        lg_rec rec;
+        uint8_t hdr[LG_REC];
+        if (r->base) {
+            p = r->base + off;
+            if (lg_parse(p, off, end - off, &rec) != KVDB_OK) goto bad;
+        } else {
+            rc = db->vfs->read(db->vfs->ctx, r->file, off, hdr, end - off < LG_REC ? (size_t)(end - off) : LG_REC);
+            if (rc) goto out;
+            if (lg_parse(hdr, off, end - off, &rec) != KVDB_OK) goto bad;
+            tmp.len = 0;
+            rc = kv_buf_reserve(&db->al, &tmp, (size_t)rec.size);
+            if (!rc) rc = db->vfs->read(db->vfs->ctx, r->file, off, tmp.p, (size_t)rec.size);
+            if (rc) goto out;
+            p = tmp.p;
+        }
+        if (kv_ld64(p) != lg_checksum(db->seed, off, p, rec.size)) goto bad;
+        if (rec.type == LG_COMMIT) rc = cp_emit(db, cp, LG_COMMIT, NULL, 0, NULL, LG_COMMIT_LEN, NULL);
+        else rc = cp_apply(db, cp, rec.type, p + LG_REC, rec.klen, p + LG_REC + rec.klen, rec.vlen);
+        if (rc) goto out;
+        off += rec.size;
+        if (rec.type == LG_COMMIT) {
+            cp->from = off;
+            if (off - start >= budget) break;
+        }
+    }
+    if (off >= end && cp->from != off) {
+        rc = kv_err(KVDB_ECORRUPT, "%s: compaction: the transaction at %llu has no commit", db->path,
+                    (unsigned long long)cp->from);
+        goto out;
+    }
+    rc = cp->from >= end;
+out:
+    kv_free(&db->al, tmp.p);
+    return rc;
+bad:
+    kv_free(&db->al, tmp.p);
+    return kv_err(KVDB_ECORRUPT, "%s: record at offset %llu is damaged (found while compacting; nothing was changed)",
+                  db->path, (unsigned long long)off);
+}
+
+/* Free nodes of whole old indexes once no version of their file is left
+ * (invariant 3): move them to the list that ver_free_zombies drains. */
+static void cp_reap_trees(kvdb *db)
+{
+    kv_deadtree **pp = &db->dtrees;
+    while (*pp) {
+        kv_deadtree *dt = *pp;
+        if (db->oldest->gen > dt->gen) {
+            hix_node *n = HIX_NODE(dt->root);
+            *pp = dt->next;
+            if (n->adj != 0xFF) {
+                n->link = db->dtree_nodes;
+                db->dtree_nodes = n;
+            }
+            kv_free(&db->al, dt);
+        } else {
+            pp = &dt->next;
+        }
+    }
+}
+
+/* Automatic compaction (kvdb_options.auto_compact), considered after each
+ * commit: once dead bytes reach cp_pct percent of a file of at least cp_min
+ * bytes.  With threads the checkpointer thread runs it in slices, and
+ * writers wait only for the swap; without, each commit runs one slice of
+ * KVDB_CP_AUTO_STEP bytes until it is done. */
+static void cp_maybe(kvdb *db, uint64_t end)
+{
+    uint64_t size, dead;
+    int go;
+    (void)end;
+    if (!db->cp_auto || db->rdonly) return;
+    kv_lock(&db->mu_ver);
+    size = db->cur->end;
+    dead = size - LG_HDR - db->cur->live;
+    kv_unlock(&db->mu_ver);
+    go = size >= db->cp_min && size >= db->cp_retry_at && dead * 100 >= (uint64_t)db->cp_pct * size;
+#ifndef KVDB_NO_THREADS
+    if (!go) return;
+    kv_lock(&db->mu_ck);
+    if (!db->ck_stop && !db->cp_want && !db->cp_running) {
+        if (!db->ck_started && pthread_create(&db->ck_thread, NULL, ck_main, db) == 0) db->ck_started = 1;
+        if (db->ck_started) {
+            db->cp_want = 1;
+            kv_broadcast(&db->cv_ck);
+        }
+    }
+    kv_unlock(&db->mu_ck);
+#else
+    if (go || db->cp) {
+        int rc = cp_step(db, KVDB_CP_AUTO_STEP);
+        if (rc < 0 && rc != KVDB_EBUSY) cp_failed(db);
+    }
+#endif
+}
+
+/* The swap (writer role held; invariants 1, 2).  rc < 0: abandoned. */
+static int cp_swap(kvdb *db, kv_cp *cp)
+{
+    kv_ver *nv, *last;
+    uint64_t old_end, new_end;
+    kv_rd r;
+    int rc, dirrc;
+    unsigned i;
+
+    /* the last commits, then the seal */
+    rd_init(&r, db, db->cur);
+    rc = cp_catchup(db, cp, &r, db->cur->end, UINT64_MAX);
+    if (rc < 0) return rc;
+    rc = cp_emit(db, cp, LG_COMMIT, NULL, 0, NULL, LG_COMMIT_LEN, NULL); /* count 0: the seal */
+    if (!rc) rc = cp_flush(db, cp);
+    if (!rc) rc = db->vfs->sync(db->vfs->ctx, cp->log->f);
+    if (rc) return rc;
+    new_end = cp->buf_off;
+    cp->synced = new_end;
+    nv = ver_alloc(db);
+    if (!nv) return KVDB_ENOMEM;
+    rc = kv_map_cover(db, cp->log, &cp->map, &cp->use_map, new_end);
+    if (!rc) rc = db->vfs->rename(db->vfs->ctx, cp->tmp, db->path);
+    if (rc) {
+        ver_free(db, nv);
+        return rc;
+    }
+    kv_free(&db->al, cp->tmp); /* the name is the database's now */
+    cp->tmp = NULL;
+    dirrc = db->vfs->sync_dir(db->vfs->ctx, db->path);
+
+    /* install: nothing below can fail */
+    last = db->cur;
+    old_end = db->end;
+    kv_lock(&db->mu_sync);
+    while (db->syncing) kv_wait(&db->cv_sync, &db->mu_sync); /* a sync of the old file in flight */
+    db->file = cp->log->f;
+    db->epoch++;
+    db->written = db->synced = new_end;
+    if (dirrc && !db->sticky) db->sticky = KVDB_EIO;
+    kv_broadcast(&db->cv_sync); /* old-epoch waiters: their commits are in the new file */
+    kv_unlock(&db->mu_sync);
+    kv_log_release(db, db->log);
+    db->log = cp->log;
+    cp->log = NULL;
+    kv_map_release(db, db->map);
+    db->map = cp->map;
+    cp->map = NULL;
+    db->use_map = cp->use_map;
+    db->end = new_end;
+    db->seq = cp->seq;
+    cp_pool_free(db, &cp->pool);
+    db->pool.bytes += cp->pool.bytes;
+    cp->pool.bytes = 0;
+
+    nv->seq = cp->seq;
+    nv->gen = ++db->gen;
+    nv->end = new_end;
+    nv->keys = cp->keys;
+    nv->live = cp->live;
+    nv->root = cp->root;
+    cp->root = 0;
+    nv->log = db->log;
+    db->log->refs++;
+    nv->map = db->map;
+    if (nv->map) nv->map->refs++;
+    nv->index_bytes = db->pool.bytes;
+    cp->dt->root = last->root;
+    cp->dt->gen = last->gen;
+    cp->dt->next = db->dtrees;
+    db->dtrees = cp->dt;
+    cp->dt = NULL;
+
+    kv_lock(&db->mu_srt);
+    for (i = 0; i < db->nruns; i++) srt_release(db, db->runs[i]);
+    db->nruns = 0;
+    db->srt_file = db->file;
+    if (cp->base->n && db->runs_cap) { /* else built from the log when needed */
+        db->runs[0] = cp->base;
+        db->nruns = 1;
+        cp->base = NULL;
+    }
+    kv_unlock(&db->mu_srt);
+
+    kv_lock(&db->mu_ver);
+    db->cur->next = nv;
+    db->cur = nv;
+    db->pub = nv;
+    db->cp_count++;
+    db->cp_reclaimed = old_end > new_end ? old_end - new_end : 0;
+    db->cp_ns = kv_now_ns() - cp->t0;
+    kv_unlock(&db->mu_ver);
+    kv_lock(&db->mu_ck);
+    db->sc_end = 0; /* the sidecar is of the old file */
+    kv_unlock(&db->mu_ck);
+    ver_reclaim(db);
+    ver_free_zombies(db, 1024);
+    return dirrc ? kv_err(KVDB_EIO, "%s: compacted, but syncing its directory failed; the handle refuses writes "
+                          "until reopened", db->path) : KVDB_OK;
+}
+
+/* One slice of work; KVDB_DONE when a compaction has completed.  Caller
+ * holds mu_cp. */
+static int cp_step(kvdb *db, uint64_t budget)
+{
+    kv_cp *cp;
+    int rc;
+    if (!db->cp) {
+        rc = cp_start(db);
+        if (rc) return rc;
+    }
+    cp = db->cp;
+    if (cp->phase == CP_COPY) {
+        rc = cp_copy(db, cp, budget);
+        if (rc < 0) goto fail;
+        if (rc == 0) return KVDB_OK;
+        cp->phase = CP_CATCHUP;
+        return KVDB_OK;
+    }
+    /* Catch up with the published state while it is far ahead.  Writers
+     * may add more than a slice between slices, so "close" is CP_NEAR or
+     * one slice, and after CP_ROUNDS slices the swap copies whatever is
+     * left: a compaction always ends. */
+    {
+        kv_ver *v = ver_acquire(db);
+        kv_rd r;
+        uint64_t behind = v->end - cp->from, near = budget > CP_NEAR ? budget : CP_NEAR;
+        int more = behind > near && cp->rounds < CP_ROUNDS;
+        rd_init(&r, db, v);
+        rc = more ? cp_catchup(db, cp, &r, v->end, budget) : 0;
+        ver_release(db, v);
+        if (rc < 0) goto fail;
+        if (more) {
+            cp->rounds++;
+            return KVDB_OK;
+        }
+    }
+    /* close to the end: make the bulk durable, then swap */
+    rc = cp_flush(db, cp);
+    if (!rc) rc = db->vfs->sync(db->vfs->ctx, cp->log->f);
+    if (rc) goto fail;
+    cp->synced = cp->buf_off;
+    rc = kv_writer_take(db, 0);
+    if (rc) return rc; /* EBUSY: the caller holds the write transaction; try later */
+    rc = kv_sticky(db);
+    if (rc) rc = kv_sticky_err(db, rc);
+    else rc = cp_swap(db, cp);
+    kv_writer_drop(db);
+    cp_abort(db); /* not swapped: removes the new file; swapped: frees what is left */
+    return rc < 0 ? rc : KVDB_DONE;
+fail:
+    cp_abort(db);
+    return rc;
+}
+
+/* ======================================================================
  * SECTION: public API
  * ====================================================================== */
 static int kv_check_key(const void *key, size_t klen)
@@ -3684,6 +4565,9 @@ void kvdb_options_init(kvdb_options *o)
     memset(o, 0, sizeof *o);
     o->flags = 0;
     o->sync = KVDB_SYNC_FULL;
+    o->auto_compact = 0;
+    o->compact_dead_pct = 50;
+    o->compact_min_bytes = (uint64_t)64 << 20;
 }
 
 /* Give a new database its header.  In memory: written in place.  On disk
@@ -3769,12 +4653,19 @@ static void kv_teardown(kvdb *db)
 {
     kv_ver *v, *next;
     ver_free_zombies(db, UINT64_MAX);
+    while (db->dtrees) { /* old indexes: disjoint from everything below */
+        kv_deadtree *dt = db->dtrees;
+        db->dtrees = dt->next;
+        hix_free_tree(db, &db->pool, dt->root, 0);
+        kv_free(&db->al, dt);
+    }
     /* Retired lists, waiting nodes and the newest version's tree are disjoint. */
     for (v = db->oldest; v; v = next) {
         next = v->next;
         ver_free_retired(db, v->retired);
-        if (!next && v->root) hix_free_tree(db, v->root, 0);
+        if (!next && v->root) hix_free_tree(db, &db->pool, v->root, 0);
         kv_map_release(db, v->map);
+        kv_log_release(db, v->log);
         kv_free(&db->al, v);
     }
     db->oldest = db->pub = db->cur = NULL;
@@ -3786,9 +4677,9 @@ static void kv_teardown(kvdb *db)
     {
         unsigned i;
         for (i = 0; i < KV_NFREE; i++) {
-            while (db->free_nodes[i]) {
-                hix_node *n = db->free_nodes[i];
-                db->free_nodes[i] = n->link;
+            while (db->pool.free_nodes[i]) {
+                hix_node *n = db->pool.free_nodes[i];
+                db->pool.free_nodes[i] = n->link;
                 kv_free(&db->al, (uint8_t *)n - n->adj);
             }
         }
@@ -3806,7 +4697,9 @@ static void kv_teardown(kvdb *db)
     db->map = NULL;
     kv_free(&db->al, db->wtxn.wbuf.p);
     kv_free(&db->al, db->wtxn.ws.tab);
-    if (db->file) db->vfs->close(db->vfs->ctx, db->file);
+    if (db->log) kv_log_release(db, db->log); /* closes the file with the last reference */
+    else if (db->file) db->vfs->close(db->vfs->ctx, db->file);
+    db->log = NULL;
     db->file = NULL;
     kv_mutex_free(&db->mu_write);
     kv_cond_free(&db->cv_write);
@@ -3815,6 +4708,7 @@ static void kv_teardown(kvdb *db)
     kv_cond_free(&db->cv_sync);
     kv_mutex_free(&db->mu_srt);
     kv_mutex_free(&db->mu_ckpt);
+    kv_mutex_free(&db->mu_cp);
     kv_mutex_free(&db->mu_ck);
     kv_cond_free(&db->cv_ck);
     kv_free(&db->al, db->path);
@@ -3880,6 +4774,7 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     if ((o->flags & KVDB_INMEMORY) && (o->flags & KVDB_RDONLY))
         return kv_err(KVDB_EINVAL, "kvdb_open: an in-memory database cannot be read-only");
     if (o->sync < KVDB_SYNC_FULL || o->sync > KVDB_SYNC_OFF) return kv_err(KVDB_EINVAL, "kvdb_open: bad sync mode");
+    if (o->compact_dead_pct > 100) return kv_err(KVDB_EINVAL, "kvdb_open: compact_dead_pct above 100");
     al = o->alloc ? o->alloc : &kv_default_alloc;
     if (!al->malloc || !al->realloc || !al->free) return kv_err(KVDB_EINVAL, "kvdb_open: incomplete allocator");
 
@@ -3893,6 +4788,9 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     db->inmem = (o->flags & KVDB_INMEMORY) != 0;
     db->sync_mode = db->inmem ? KVDB_SYNC_OFF : o->sync;
     db->sync_bytes = o->sync_bytes ? o->sync_bytes : ((uint64_t)16 << 20);
+    db->cp_auto = o->auto_compact != 0;
+    db->cp_pct = o->compact_dead_pct ? o->compact_dead_pct : 50;
+    db->cp_min = o->compact_min_bytes;
     if (db->inmem) {
         db->memvfs = kv_mem_vfs_proto;
         db->memvfs.ctx = &db->al;
@@ -3908,6 +4806,7 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     kv_cond_init(&db->cv_sync);
     kv_mutex_init(&db->mu_srt);
     kv_mutex_init(&db->mu_ckpt);
+    kv_mutex_init(&db->mu_cp);
     kv_mutex_init(&db->mu_ck);
     kv_cond_init(&db->cv_ck);
     {
@@ -3957,22 +4856,33 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
         if (rc) goto fail;
     }
     /* the file is ours: */
-    if (!db->rdonly && !db->inmem) { /* a checkpoint cut short by a crash */
-        char *tmp = sc_name(db, ".idx.tmp");
-        if (tmp) {
-            db->vfs->remove(db->vfs->ctx, tmp);
-            kv_free(&db->al, tmp);
+    if (!db->rdonly && !db->inmem) { /* a checkpoint or compaction cut short by a crash */
+        static const char *const stray[] = { ".idx.tmp", ".compact" };
+        unsigned i;
+        for (i = 0; i < 2; i++) {
+            char *tmp = sc_name(db, stray[i]);
+            if (tmp) {
+                db->vfs->remove(db->vfs->ctx, tmp);
+                kv_free(&db->al, tmp);
+            }
         }
         kv_clearerr();
     }
 
+    db->log = kv_log_new(db, db->file);
+    if (!db->log) { rc = KVDB_ENOMEM; goto fail; }
+    db->srt_file = db->file;
+
     /* The first version: empty index, then the log replayed into it. */
     v = ver_alloc(db);
     if (!v) { rc = KVDB_ENOMEM; goto fail; }
+    v->log = db->log;
+    db->log->refs++;
     db->oldest = db->pub = db->cur = v;
     db->gen = 1;
     v->gen = 1;
     w.db = db;
+    w.pool = &db->pool;
     w.gen = db->gen;
     w.retired = NULL;
     w.rd = NULL;
@@ -3981,7 +4891,7 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
         hix_inner *root = leaf ? (hix_inner *)hix_alloc(&w, 0) : NULL;
         unsigned i;
         if (!root) {
-            if (leaf) hix_free_node(db, leaf);
+            if (leaf) hix_free_node(db, &db->pool, leaf);
             rc = KVDB_ENOMEM;
             goto fail;
         }
@@ -4018,7 +4928,7 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     }
     db->end = good;
     db->written = db->synced = good;
-    v->index_bytes = db->hix_bytes;
+    v->index_bytes = db->pool.bytes;
     *out = db;
     return KVDB_OK;
 fail:
@@ -4052,12 +4962,12 @@ int kvdb_close(kvdb *db)
     kv_unlock(&db->mu_ver);
     kv_unlock(&db->mu_write);
     ck_stop(db);
+    kv_lock(&db->mu_cp);
+    cp_abort(db); /* a compaction not finished: the database stays as it is */
+    kv_unlock(&db->mu_cp);
     if (!db->rdonly && db->sync_mode != KVDB_SYNC_OFF) {
-        uint64_t w;
-        kv_lock(&db->mu_sync);
-        w = db->written;
-        kv_unlock(&db->mu_sync);
-        rc = kv_sync_to(db, w);
+        uint64_t ep, w = kv_written(db, &ep);
+        rc = kv_sync_to(db, w, ep);
     }
     /* Checkpoint the indexes so the next open need not replay the log.
      * The sidecar is a cache: if this fails, the next open replays more. */
@@ -4073,14 +4983,12 @@ int kvdb_close(kvdb *db)
 
 int kvdb_sync(kvdb *db)
 {
-    uint64_t w;
+    uint64_t w, ep;
     kv_clearerr();
     if (!db) return kv_err(KVDB_EINVAL, "kvdb_sync: NULL handle");
     if (db->rdonly) return KVDB_OK;
-    kv_lock(&db->mu_sync);
-    w = db->written;
-    kv_unlock(&db->mu_sync);
-    return kv_sync_to(db, w);
+    w = kv_written(db, &ep);
+    return kv_sync_to(db, w, ep);
 }
 
 int kvdb_checkpoint(kvdb *db)
@@ -4099,6 +5007,72 @@ int kvdb_checkpoint(kvdb *db)
     kv_unlock(&db->mu_ckpt);
     ver_release(db, v);
     return rc;
+}
+
+/* A thread holding the write transaction would wait for itself. */
+static int kv_is_writer(kvdb *db)
+{
+    int me;
+    kv_lock(&db->mu_write);
+    me = db->writer_active && kv_same_thread(db->writer_thread, kv_self());
+    kv_unlock(&db->mu_write);
+    return me;
+}
+
+static int cp_check(kvdb *db, const char *fn)
+{
+    int rc;
+    if (!db) return kv_err(KVDB_EINVAL, "%s: NULL handle", fn);
+    if (db->rdonly) return kv_err(KVDB_EREADONLY, "%s: opened read-only", db->path);
+    if (kv_is_writer(db)) return kv_err(KVDB_EBUSY, "%s: this thread holds the write transaction", fn);
+    rc = kv_sticky(db);
+    if (rc) { /* the handle takes no more writes: a compaction in progress can never finish */
+        kv_lock(&db->mu_cp);
+        cp_abort(db);
+        kv_unlock(&db->mu_cp);
+        return kv_sticky_err(db, rc);
+    }
+    return KVDB_OK;
+}
+
+int kvdb_compact_step(kvdb *db, size_t max_bytes)
+{
+    int rc;
+    kv_clearerr();
+    rc = cp_check(db, "kvdb_compact_step");
+    if (rc) return rc;
+    kv_lock(&db->mu_cp);
+    rc = cp_step(db, max_bytes ? (uint64_t)max_bytes : 1);
+    kv_unlock(&db->mu_cp);
+    return rc;
+}
+
+int kvdb_compact(kvdb *db)
+{
+    kv_ver *v;
+    int rc;
+    kv_clearerr();
+    rc = cp_check(db, "kvdb_compact");
+    if (rc) return rc;
+    kv_lock(&db->mu_cp);
+    do rc = cp_step(db, (uint64_t)64 << 20);
+    while (rc == KVDB_OK);
+    kv_unlock(&db->mu_cp);
+    if (rc != KVDB_DONE) return rc;
+    if (db->inmem) return KVDB_OK;
+    /* the sidecar for the new file, so the next open need not replay it
+     * (a cache: if this fails the compaction still stands) */
+    v = ver_acquire(db);
+    kv_lock(&db->mu_ckpt);
+    {
+        char msg[sizeof kv_errbuf];
+        memcpy(msg, kv_errbuf, sizeof msg);
+        (void)sc_write(db, v, 1);
+        memcpy(kv_errbuf, msg, sizeof msg);
+    }
+    kv_unlock(&db->mu_ckpt);
+    ver_release(db, v);
+    return KVDB_OK;
 }
 
 int kvdb_begin(kvdb *db, unsigned flags, kvdb_txn **out)
@@ -4173,7 +5147,7 @@ static int txn_get_base(kvdb_txn *t, uint64_t h, const void *key, size_t klen, c
         uint8_t *p = (uint8_t *)txn_arena_alloc(t, hit.vlen);
         if (!p) return kv_err(KVDB_ENOMEM, "out of memory reading a value");
         if (hit.vlen) {
-            rc = t->db->vfs->read(t->db->vfs->ctx, t->db->file, hit.voff, p, hit.vlen);
+            rc = t->db->vfs->read(t->db->vfs->ctx, r.file, hit.voff, p, hit.vlen);
             if (rc) return rc;
         }
         hit.val = p;
@@ -4334,7 +5308,7 @@ int kvdb_get(kvdb *db, const void *key, size_t klen, void *buf, size_t cap, size
         rc = KVDB_OK;
         if (n) {
             if (hit.val) memcpy(buf, hit.val, n);
-            else rc = db->vfs->read(db->vfs->ctx, db->file, hit.voff, buf, n);
+            else rc = db->vfs->read(db->vfs->ctx, r.file, hit.voff, buf, n);
         }
         if (vlen) *vlen = hit.vlen;
     } else if (rc == 0) {
@@ -4374,6 +5348,12 @@ int kvdb_stat(kvdb *db, struct kvdb_stat *st)
     st->format_version = KVDB_FORMAT_VERSION;
     st->sync_mode = db->sync_mode;
     st->flags = db->flags;
+    kv_lock(&db->mu_ver); /* not mu_cp: a compaction step may hold it for long */
+    st->compactions = db->cp_count;
+    st->compact_ns = db->cp_ns;
+    st->compact_reclaimed = db->cp_reclaimed;
+    st->compacting = (unsigned)db->cp_active;
+    kv_unlock(&db->mu_ver);
     st->db_id[0] = kv_ld64(db->id);
     st->db_id[1] = kv_ld64(db->id + 8);
     return KVDB_OK;

@@ -194,9 +194,13 @@ typedef struct kvdb_options {
     uint64_t sync_bytes;         /* NORMAL: sync after this much log; 0 = 16 MiB */
     const kvdb_vfs *vfs;         /* NULL: POSIX */
     const kvdb_allocator *alloc; /* NULL: default allocator */
+    int auto_compact;            /* 1: compact automatically (see kvdb_compact) */
+    unsigned compact_dead_pct;   /* ...once dead bytes are this % of the file (50) */
+    uint64_t compact_min_bytes;  /* ...and the file is at least this big (64 MiB) */
 } kvdb_options;
 
-void kvdb_options_init(kvdb_options *o);  /* flags 0, KVDB_SYNC_FULL */
+/* flags 0, KVDB_SYNC_FULL, automatic compaction off (50%, 64 MiB) */
+void kvdb_options_init(kvdb_options *o);
 
 /* Open (or with KVDB_CREATE create) the database at path.  o == NULL means
  * the defaults plus KVDB_CREATE.  On error *out is NULL and kvdb_errmsg()
@@ -241,6 +245,51 @@ int kvdb_sync(kvdb *db);
  * and replays the log.  Runs beside readers and writers; costs a write of
  * about 30 bytes per key.  In-memory databases: nothing to do. */
 int kvdb_checkpoint(kvdb *db);
+
+/* ---- compaction ----
+ * The log only grows: an overwrite or delete leaves the old record behind
+ * (kvdb_stat.dead_bytes).  kvdb_compact writes the live records of the
+ * current state, in key order, into "<path>.compact" and renames it over
+ * the database, so the space comes back and later scans read the file in
+ * order.
+ *   Online: readers and writers go on while it copies.  A write waits only
+ *   for the final step: the commits made meanwhile are copied, the new file
+ *   synced, renamed and its directory synced.  A read transaction begun
+ *   before keeps reading its snapshot in the old file, which stays open
+ *   (its disk space is given back when the last such transaction ends).
+ *   Crash-safe: until the rename the database is the old file, untouched;
+ *   after it, the new file, complete and durable, with every commit
+ *   acknowledged before.  A leftover "<path>.compact" is removed by the next
+ *   writable open.  A failure before the rename (KVDB_EFULL included)
+ *   abandons the compaction: the new file is removed, the database is
+ *   unchanged and stays writable.  If the directory sync after the rename
+ *   fails, the handle refuses writes (sticky KVDB_EIO) like after any
+ *   failed sync.
+ *   Cost: one read of the live data in key order (sorting it first unless
+ *   iterators already did) and one sequential write of it; while it runs,
+ *   a second hash index and a sorted run for the new file (about 35 bytes
+ *   per key).  The sidecar is written for the new file when it is done.
+ * Returns KVDB_OK, or an error and the database is as it was.  KVDB_EBUSY
+ * if the calling thread holds the write transaction.  In-memory databases
+ * compact too.  Read-only handles: KVDB_EREADONLY. */
+int kvdb_compact(kvdb *db);
+/* The same in slices, for applications with a frame budget: each call
+ * does about max_bytes of copying (never splitting a transaction written
+ * meanwhile) and returns KVDB_OK while there is more to do, KVDB_DONE when
+ * a compaction has completed (the next call starts a new one).  The last
+ * slice includes the swap (two syncs and a rename); the sidecar for the new
+ * file is left to the next checkpoint (or close).  kvdb_close abandons a
+ * compaction in progress. */
+int kvdb_compact_step(kvdb *db, size_t max_bytes);
+/* (The first slice also sorts what the sorted runs do not cover yet --
+ * the log written since iterators or the sidecar last covered it -- which
+ * max_bytes does not bound.) */
+/* Automatic compaction (kvdb_options.auto_compact): after a commit, once
+ * dead bytes reach compact_dead_pct of a file of at least
+ * compact_min_bytes, a background thread compacts in slices (writers wait
+ * only for the final step); built with KVDB_NO_THREADS, each commit does a
+ * slice of 256 KiB until it is done.  A failed automatic compaction is
+ * retried once the file has grown by compact_min_bytes more. */
 
 /* ---- ordered iteration ----
  * An iterator walks the keys of its transaction's snapshot in key order
@@ -291,6 +340,10 @@ struct kvdb_stat {
     int sync_mode;
     unsigned flags;
     uint64_t db_id[2];      /* the database's random identity */
+    uint64_t compactions;   /* completed by this handle */
+    uint64_t compact_ns;    /* the last one: wall time from start to swap */
+    uint64_t compact_reclaimed; /* the last one: file bytes given back */
+    unsigned compacting;    /* 1 while one is in progress */
 };
 int kvdb_stat(kvdb *db, struct kvdb_stat *out);
 

@@ -4,6 +4,11 @@
 # Each program prints "ok NAME" / "FAIL NAME: ..." lines; a program that
 # crashes or exits non-zero without printing a FAIL line counts as one failure.
 B=${1:-build}
+# the Makefile passes its lists; these defaults are for running by hand
+TESTS=${TESTS:-"unit api model iter crash sidecar threads crashsim fault compact"}
+NOMMAP_TESTS=${NOMMAP_TESTS:-"unit api model iter crash sidecar compact"}
+NOTHREADS_TESTS=${NOTHREADS_TESTS:-"api model compact"}
+TSAN_TESTS=${TSAN_TESTS:-"threads compact"}
 pass=0
 fail=0
 log=$(mktemp)
@@ -22,20 +27,31 @@ run() {
     pass=$((pass + p))
     fail=$((fail + f))
 }
+# prog FLAVOUR/NAME [VAR=value...]: run one test program; one missing from
+# the build counts as a failure, not as nothing
+prog() {
+    bin="$B/$1"
+    label=$1
+    shift
+    if [ -x "$bin" ]; then run "$label" env "$@" "$bin"; else echo "FAIL $label: not built"; fail=$((fail + 1)); fi
+}
 for flavour in plain asan hash4; do
-    for t in unit api model iter crash sidecar crashsim fault; do
-        [ -x "$B/$flavour/$t" ] && run "$flavour/$t" env KVDB_TEST_FLAVOUR=$flavour "$B/$flavour/$t"
+    for t in $TESTS; do
+        [ "$t" = threads ] && continue  # below, after the others
+        prog "$flavour/$t" KVDB_TEST_FLAVOUR=$flavour
     done
 done
-for t in unit api model iter crash sidecar; do
-    [ -x "$B/nommap/$t" ] && run "nommap/$t" env KVDB_TEST_FLAVOUR=asan "$B/nommap/$t"
+for t in $NOMMAP_TESTS; do
+    prog "nommap/$t" KVDB_TEST_FLAVOUR=asan
 done
-for t in api model; do
-    [ -x "$B/nothreads/$t" ] && run "nothreads/$t" env KVDB_TEST_FLAVOUR=asan "$B/nothreads/$t"
+for t in $NOTHREADS_TESTS; do
+    prog "nothreads/$t" KVDB_TEST_FLAVOUR=asan
 done
-run "tsan/threads" env TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" "$B/tsan/threads"
+for t in $TSAN_TESTS; do
+    prog "tsan/$t" TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
+done
 for flavour in plain asan hash4; do
-    run "$flavour/threads" "$B/$flavour/threads"
+    prog "$flavour/threads"
 done
 [ -f test/cli.sh ] && run "cli" sh test/cli.sh
 # libFuzzer targets under ASan/UBSan for a bounded time (clang; FAIL if missing)

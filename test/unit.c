@@ -59,7 +59,7 @@ static void test_le_helpers(void)
  * buffer that rd_match reads as the writer's pending records. */
 
 typedef struct fx {
-    kvdb db;               /* only al, hix_bytes and the free lists are used */
+    kvdb db;               /* only al and the index node pool are used */
     kv_buf log;            /* records at file offsets LG_HDR + pos */
     kv_rd rd;
     hix_w w;
@@ -73,6 +73,7 @@ static void fx_init(fx *f)
     f->db.al = kv_default_alloc;
     f->db.path = (char *)"(unit)";
     f->w.db = &f->db;
+    f->w.pool = &f->db.pool;
     f->w.gen = 1;
     f->w.rd = &f->rd;
     {
@@ -165,17 +166,17 @@ static void fx_free(fx *f, hix_ref *extra_roots, int nextra)
     (void)extra_roots;
     (void)nextra;
     fx_commit(f);
-    hix_free_tree(&f->db, f->root, 0);
+    hix_free_tree(&f->db, &f->db.pool, f->root, 0);
     while (f->retired) {
         hix_node *n = f->retired;
         f->retired = n->link;
-        hix_free_node(&f->db, n);
+        hix_free_node(&f->db, &f->db.pool, n);
     }
     for (i = 0; i < KV_NFREE; i++) {
-        while (f->db.free_nodes[i]) {
-            hix_node *n = f->db.free_nodes[i];
-            f->db.free_nodes[i] = n->link;
-            f->db.hix_bytes -= hix_size(n->cap) + n->adj;
+        while (f->db.pool.free_nodes[i]) {
+            hix_node *n = f->db.pool.free_nodes[i];
+            f->db.pool.free_nodes[i] = n->link;
+            f->db.pool.bytes -= hix_size(n->cap) + n->adj;
             kv_free(&f->db.al, (uint8_t *)n - n->adj);
         }
     }
@@ -268,7 +269,7 @@ static void test_hix_grow_shrink(void)
     check_tree(&f, f.root, n / 1000);
     for (i = 0; i < n; i += 1000) CHECK(fx_get(&f, f.root, i) >= 1);
     fx_free(&f, NULL, 0);
-    CHECK(f.db.hix_bytes == 0); /* accounting is exact */
+    CHECK(f.db.pool.bytes == 0); /* accounting is exact */
 }
 
 /* Old roots (snapshots) are unchanged by later writes. */
@@ -302,7 +303,7 @@ static void test_hix_cow_snapshots(void)
         }
     }
     fx_free(&f, snaps, 4);
-    CHECK(f.db.hix_bytes == 0);
+    CHECK(f.db.pool.bytes == 0);
 }
 
 /* Keys whose hashes share every bit still work (collision chains). */
@@ -340,7 +341,7 @@ static void test_hix_full_collisions(void)
         CHECK(hix_get(&f.rd, f.root, 0xABCDEF0012345678ull, key, klen, NULL) == (i % 2 ? 1 : 0));
     }
     fx_free(&f, NULL, 0);
-    CHECK(f.db.hix_bytes == 0);
+    CHECK(f.db.pool.bytes == 0);
 }
 
 /* Memory per key stays under the budget at every size, not just some. */
@@ -363,9 +364,9 @@ static void test_hix_memory_per_key(void)
             while (f.retired) { /* no snapshots here: free what was replaced */
                 hix_node *nn = f.retired;
                 f.retired = nn->link;
-                hix_free_node(&f.db, nn);
+                hix_free_node(&f.db, &f.db.pool, nn);
             }
-            per = (double)f.db.hix_bytes / (i + 1);
+            per = (double)f.db.pool.bytes / (i + 1);
             if (i > 20000 && per > worst) worst = per;
         }
     }

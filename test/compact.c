@@ -1,0 +1,839 @@
+/*
+ * compact.c -- compaction: kvdb_compact, kvdb_compact_step, automatic
+ * compaction, snapshots and iterators held across a swap, disk full, and
+ * kill -9 at random moments of a compaction while another thread commits.
+ */
+#include "../kvdb.c"
+#include "testutil.h"
+#include <signal.h>
+#include <pthread.h>
+#include <sys/wait.h>
+
+#define NK 4000
+
+/* The reference: per key the version of its value, -1 when absent. */
+typedef struct model {
+    int ver[NK];
+} model;
+
+static void key_of(int i, char *k) { snprintf(k, 16, "key%06d", i); }
+static size_t val_of(int i, int ver, char *v)
+{
+    /* lengths vary with the version so that records move around */
+    return (size_t)snprintf(v, 200, "value-%d-%d-%.*s", i, ver, (ver * 7 + i) % 90,
+                            "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+}
+
+/* tu_path's buffers are reused: a path kept for a whole test is copied */
+static const char *keep(const char *path)
+{
+    static char buf[16][600];
+    static int i;
+    i = (i + 1) & 15;
+    snprintf(buf[i], sizeof buf[i], "%s", path);
+    return buf[i];
+}
+
+static kvdb *open_at(const char *p, unsigned flags)
+{
+    kvdb_options o;
+    kvdb *db = NULL;
+    kvdb_options_init(&o);
+    o.flags = flags | ((flags & KVDB_RDONLY) ? 0 : KVDB_CREATE);
+    o.sync = KVDB_SYNC_NORMAL;
+    if (kvdb_open(p, &o, &db) != KVDB_OK) return NULL;
+    return db;
+}
+
+static int exists(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
+static long file_size(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 ? (long)sb.st_size : -1;
+}
+
+/* n random operations in transactions of up to 50, mirrored in m. */
+static int churn(kvdb *db, model *m, uint64_t *seed, int n)
+{
+    int done = 0;
+    while (done < n) {
+        kvdb_txn *t;
+        int j, batch = 1 + (int)(tu_rand(seed) % 50);
+        if (kvdb_begin(db, 0, &t) != KVDB_OK) return -1;
+        for (j = 0; j < batch; j++, done++) {
+            int i = (int)(tu_rand(seed) % NK), r = (int)(tu_rand(seed) % 10);
+            char k[16], v[200];
+            key_of(i, k);
+            if (r < 2 && m->ver[i] >= 0) {
+                if (kvdb_txn_del(t, k, strlen(k)) != KVDB_OK) { kvdb_abort(t); return -1; }
+                m->ver[i] = -1;
+            } else {
+                int ver = m->ver[i] + 2;
+                if (kvdb_txn_put(t, k, strlen(k), v, val_of(i, ver, v)) != KVDB_OK) { kvdb_abort(t); return -1; }
+                m->ver[i] = ver;
+            }
+        }
+        if (kvdb_commit(t) != KVDB_OK) return -1;
+    }
+    return 0;
+}
+
+/* Does the database (through t, or a fresh read txn) hold exactly m, both
+ * by point reads and in key order?  0 if so. */
+static int same_as(kvdb *db, kvdb_txn *t, const model *m)
+{
+    kvdb_txn *own = NULL;
+    kvdb_iter *it;
+    const void *kp, *vp;
+    size_t kn, vn;
+    int i, next = 0, rc, bad = 0;
+    if (!t) {
+        if (kvdb_begin(db, KVDB_TXN_RDONLY, &own) != KVDB_OK) return -1;
+        t = own;
+    }
+    for (i = 0; i < NK && !bad; i++) {
+        char k[16], v[200];
+        key_of(i, k);
+        rc = kvdb_txn_get(t, k, strlen(k), &vp, &vn);
+        if (m->ver[i] < 0) bad = rc != KVDB_NOTFOUND;
+        else bad = rc != KVDB_OK || vn != val_of(i, m->ver[i], v) || memcmp(vp, v, vn) != 0;
+        if (bad) fprintf(stderr, "key %d: rc %d, want version %d\n", i, rc, m->ver[i]);
+    }
+    if (!bad && kvdb_iter_prefix(t, "key", 3, 0, &it) == KVDB_OK) {
+        while (!bad && (rc = kvdb_iter_next(it, &kp, &kn, &vp, &vn)) == KVDB_OK) {
+            char k[16], v[200];
+            while (next < NK && m->ver[next] < 0) next++;
+            key_of(next, k);
+            bad = next == NK || kn != strlen(k) || memcmp(kp, k, kn) != 0 || vn != val_of(next, m->ver[next], v) ||
+                  memcmp(vp, v, vn) != 0;
+            if (bad) fprintf(stderr, "iterator: at model key %d got %.*s\n", next, (int)kn, (const char *)kp);
+            next++;
+        }
+        while (next < NK && m->ver[next] < 0) next++;
+        if (!bad && (rc != KVDB_DONE || next != NK)) {
+            fprintf(stderr, "iterator ended with %d at model key %d\n", rc, next);
+            bad = 1;
+        }
+        kvdb_iter_close(it);
+    } else if (!bad) {
+        bad = 1;
+    }
+    if (own) kvdb_abort(own);
+    return bad;
+}
+
+static void fill(kvdb *db, model *m, int rounds)
+{
+    int r, i;
+    for (r = 0; r < rounds; r++) {
+        kvdb_txn *t;
+        if (kvdb_begin(db, 0, &t) != KVDB_OK) return;
+        for (i = 0; i < NK; i++) {
+            char k[16], v[200];
+            key_of(i, k);
+            if (kvdb_txn_put(t, k, strlen(k), v, val_of(i, r, v)) != KVDB_OK) break;
+            m->ver[i] = r;
+        }
+        if (kvdb_commit(t) != KVDB_OK) return;
+    }
+}
+
+static void test_compact_basic(void)
+{
+    const char *p = keep(tu_path("basic.db"));
+    static model m;
+    struct kvdb_stat a, b;
+    uint64_t seed = 1;
+    kvdb *db = open_at(p, 0);
+    REQUIRE(db);
+    fill(db, &m, 3);
+    REQUIRE(churn(db, &m, &seed, 3000) == 0);
+    REQUIRE_OK(kvdb_stat(db, &a));
+    REQUIRE_OK(kvdb_compact(db));
+    REQUIRE_OK(kvdb_stat(db, &b));
+    CHECK(b.compactions == 1 && !b.compacting);
+    CHECK(b.keys == a.keys);
+    CHECK(b.live_bytes == a.live_bytes);
+    CHECK(b.file_bytes < a.file_bytes);
+    CHECK(b.compact_reclaimed == a.file_bytes - b.file_bytes);
+    /* what is left besides live records: the header and the commit marks */
+    CHECK(b.dead_bytes <= 40 * (b.keys / CP_BATCH + 3));
+    CHECK((uint64_t)file_size(p) == b.file_bytes);
+    CHECK(!exists(tu_path("basic.db.compact")));
+    CHECK(same_as(db, NULL, &m) == 0);
+    /* the log is now in key order: the shared base run covers the copy */
+    CHECK(b.sorted_runs >= 1 && b.sorted_runs <= 2);
+    /* and works on */
+    REQUIRE(churn(db, &m, &seed, 500) == 0);
+    CHECK(same_as(db, NULL, &m) == 0);
+    REQUIRE_OK(kvdb_close(db));
+    db = open_at(p, 0);
+    REQUIRE(db);
+    REQUIRE_OK(kvdb_stat(db, &b));
+    CHECK(b.sidecar_loaded == 1);
+    CHECK(same_as(db, NULL, &m) == 0);
+    /* compact again, twice */
+    REQUIRE_OK(kvdb_compact(db));
+    REQUIRE_OK(kvdb_compact(db));
+    CHECK(same_as(db, NULL, &m) == 0);
+    REQUIRE_OK(kvdb_close(db));
+    db = open_at(p, KVDB_RDONLY);
+    REQUIRE(db);
+    REQUIRE_OK(kvdb_stat(db, &b));
+    CHECK(b.sidecar_loaded == 1 && b.replayed_bytes == 0);
+    CHECK(same_as(db, NULL, &m) == 0);
+    kvdb_close(db);
+}
+
+static void test_compact_empty(void)
+{
+    const char *p = keep(tu_path("empty.db"));
+    static model m;
+    struct kvdb_stat st;
+    kvdb *db = open_at(p, 0);
+    REQUIRE(db);
+    memset(&m, 0xff, sizeof m);
+    REQUIRE_OK(kvdb_compact(db));
+    CHECK(same_as(db, NULL, &m) == 0);
+    REQUIRE_OK(kvdb_put(db, "key000001", 9, "x", 1));
+    REQUIRE_OK(kvdb_del(db, "key000001", 9));
+    REQUIRE_OK(kvdb_compact(db));
+    REQUIRE_OK(kvdb_stat(db, &st));
+    CHECK(st.keys == 0 && st.compactions == 2);
+    CHECK(same_as(db, NULL, &m) == 0);
+    REQUIRE_OK(kvdb_close(db));
+    db = open_at(p, 0);
+    REQUIRE(db);
+    CHECK(same_as(db, NULL, &m) == 0);
+    kvdb_close(db);
+}
+
+/* Snapshots and iterators from before a swap keep reading the old file. */
+static void test_compact_snapshot(void)
+{
+    const char *p = keep(tu_path("snap.db"));
+    static model m, old;
+    kvdb_txn *t, *t2;
+    kvdb_iter *it;
+    const void *kp, *vp;
+    size_t kn, vn;
+    uint64_t seed = 2;
+    int n = 0, rc;
+    kvdb *db = open_at(p, 0);
+    REQUIRE(db);
+    fill(db, &m, 2);
+    REQUIRE(churn(db, &m, &seed, 2000) == 0);
+    old = m;
+    REQUIRE_OK(kvdb_begin(db, KVDB_TXN_RDONLY, &t));
+    REQUIRE_OK(kvdb_iter_prefix(t, "key", 3, 0, &it));
+    REQUIRE_OK(kvdb_iter_next(it, &kp, &kn, &vp, &vn));
+    n++;
+    REQUIRE(churn(db, &m, &seed, 3000) == 0);
+    REQUIRE_OK(kvdb_compact(db));
+    CHECK(exists(p) && !exists(tu_path("snap.db.compact")));
+    REQUIRE(churn(db, &m, &seed, 1000) == 0);
+    /* the iterator opened before goes on in the old file */
+    while ((rc = kvdb_iter_next(it, &kp, &kn, &vp, &vn)) == KVDB_OK) n++;
+    CHECK(rc == KVDB_DONE);
+    {
+        int i, live = 0;
+        for (i = 0; i < NK; i++) live += old.ver[i] >= 0;
+        CHECK(n == live);
+    }
+    /* point reads and new iterators of the old snapshot too */
+    CHECK(same_as(db, t, &old) == 0);
+    CHECK(same_as(db, NULL, &m) == 0);
+    /* a second compaction while the first snapshot is still open */
+    REQUIRE_OK(kvdb_begin(db, KVDB_TXN_RDONLY, &t2));
+    REQUIRE(churn(db, &m, &seed, 1000) == 0);
+    REQUIRE_OK(kvdb_compact(db));
+    CHECK(same_as(db, t, &old) == 0);
+    kvdb_abort(t);
+    CHECK(same_as(db, NULL, &m) == 0);
+    kvdb_abort(t2);
+    REQUIRE(churn(db, &m, &seed, 500) == 0);
+    CHECK(same_as(db, NULL, &m) == 0);
+    REQUIRE_OK(kvdb_close(db));
+    db = open_at(p, 0);
+    REQUIRE(db);
+    CHECK(same_as(db, NULL, &m) == 0);
+    kvdb_close(db);
+}
+
+/* Stepwise compaction with commits between the steps. */
+static void test_compact_steps(void)
+{
+    const char *p = keep(tu_path("steps.db"));
+    static model m;
+    struct kvdb_stat st;
+    uint64_t seed = 3;
+    int done = 0, steps = 0, rc;
+    kvdb *db = open_at(p, 0);
+    REQUIRE(db);
+    fill(db, &m, 2);
+    while (done < 4) {
+        rc = kvdb_compact_step(db, 4096);
+        steps++;
+        if (rc == KVDB_DONE) {
+            done++;
+            CHECK(same_as(db, NULL, &m) == 0);
+        } else if (rc != KVDB_OK) {
+            CHECK_OK(rc);
+            break;
+        }
+        REQUIRE(churn(db, &m, &seed, (int)(tu_rand(&seed) % 40)) == 0);
+        if (steps % 50 == 0) CHECK(same_as(db, NULL, &m) == 0);
+        REQUIRE(steps < 100000);
+    }
+    REQUIRE_OK(kvdb_stat(db, &st));
+    CHECK(st.compactions == 4);
+    CHECK(steps > 40); /* it really was cut into slices */
+    /* close in the middle of one: abandoned, the database as it was */
+    CHECK_OK(kvdb_compact_step(db, 4096));
+    CHECK(exists(tu_path("steps.db.compact")));
+    REQUIRE_OK(kvdb_close(db));
+    CHECK(!exists(tu_path("steps.db.compact")));
+    db = open_at(p, 0);
+    REQUIRE(db);
+    CHECK(same_as(db, NULL, &m) == 0);
+    kvdb_close(db);
+}
+
+static void test_compact_inmemory(void)
+{
+    static model m;
+    kvdb_options o;
+    kvdb *db = NULL;
+    uint64_t seed = 4;
+    struct kvdb_stat a, b;
+    kvdb_options_init(&o);
+    o.flags = KVDB_INMEMORY;
+    REQUIRE_OK(kvdb_open(NULL, &o, &db));
+    fill(db, &m, 2);
+    REQUIRE(churn(db, &m, &seed, 2000) == 0);
+    REQUIRE_OK(kvdb_stat(db, &a));
+    REQUIRE_OK(kvdb_compact(db));
+    REQUIRE_OK(kvdb_stat(db, &b));
+    CHECK(b.file_bytes < a.file_bytes && b.keys == a.keys);
+    CHECK(same_as(db, NULL, &m) == 0);
+    REQUIRE(churn(db, &m, &seed, 500) == 0);
+    CHECK(same_as(db, NULL, &m) == 0);
+    kvdb_close(db);
+}
+
+static void test_compact_bad_calls(void)
+{
+    const char *p = keep(tu_path("bad.db"));
+    kvdb_txn *t;
+    kvdb *db = open_at(p, 0);
+    REQUIRE(db);
+    CHECK_RC(kvdb_compact(NULL), KVDB_EINVAL);
+    CHECK_RC(kvdb_compact_step(NULL, 10), KVDB_EINVAL);
+    REQUIRE_OK(kvdb_put(db, "a", 1, "b", 1));
+    REQUIRE_OK(kvdb_begin(db, 0, &t));
+    CHECK_RC(kvdb_compact(db), KVDB_EBUSY);
+    CHECK_RC(kvdb_compact_step(db, 10), KVDB_EBUSY);
+    kvdb_abort(t);
+    REQUIRE_OK(kvdb_close(db));
+    db = open_at(p, KVDB_RDONLY);
+    REQUIRE(db);
+    CHECK_RC(kvdb_compact(db), KVDB_EREADONLY);
+    kvdb_close(db);
+    /* a stray temporary from a crashed compaction is removed at open */
+    {
+        FILE *f = fopen(tu_path("bad.db.compact"), "w");
+        REQUIRE(f);
+        fputs("half a compaction", f);
+        fclose(f);
+    }
+    db = open_at(p, 0);
+    REQUIRE(db);
+    CHECK(!exists(tu_path("bad.db.compact")));
+    kvdb_close(db);
+}
+
+/* ---- disk full and I/O errors through a file layer wrapper ---------- */
+typedef struct fl_ctx {
+    const kvdb_vfs *base;
+    int fail_rc;           /* error to return */
+    long budget;           /* writes to .compact allowed before failing; -1 never */
+    int fail_rename, fail_sync;
+} fl_ctx;
+
+typedef struct fl_file {
+    kvdb_file *f;
+    int compact;           /* it is a "<path>.compact" */
+} fl_file;
+
+static fl_ctx fl;
+static pthread_mutex_t fl_mu = PTHREAD_MUTEX_INITIALIZER; /* the checkpointer thread writes too */
+
+static void fl_set(int fail_rc, long budget, int fail_sync, int fail_rename)
+{
+    pthread_mutex_lock(&fl_mu);
+    fl.fail_rc = fail_rc;
+    fl.budget = budget;
+    fl.fail_sync = fail_sync;
+    fl.fail_rename = fail_rename;
+    pthread_mutex_unlock(&fl_mu);
+}
+
+/* Should this operation on a .compact file fail?  what: 0 write, 1 sync, 2 rename */
+static int fl_fails(int what)
+{
+    int rc = 0;
+    pthread_mutex_lock(&fl_mu);
+    if (what == 0 && fl.budget >= 0 && fl.budget-- == 0) rc = fl.fail_rc;
+    if (what == 1 && fl.fail_sync) rc = KVDB_EIO;
+    if (what == 2 && fl.fail_rename) rc = KVDB_EIO;
+    pthread_mutex_unlock(&fl_mu);
+    return rc;
+}
+
+static int ends_with(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+static int fl_open(void *ctx, const char *path, unsigned flags, kvdb_file **out)
+{
+    fl_file *ff = (fl_file *)malloc(sizeof *ff);
+    int rc;
+    (void)ctx;
+    if (!ff) return KVDB_ENOMEM;
+    ff->compact = ends_with(path, ".compact");
+    rc = fl.base->open(fl.base->ctx, path, flags, &ff->f);
+    if (rc) { free(ff); return rc; }
+    *out = (kvdb_file *)ff;
+    return KVDB_OK;
+}
+static int fl_close(void *ctx, kvdb_file *f)
+{
+    fl_file *ff = (fl_file *)f;
+    int rc = fl.base->close(fl.base->ctx, ff->f);
+    (void)ctx;
+    free(ff);
+    return rc;
+}
+static int fl_read(void *ctx, kvdb_file *f, uint64_t off, void *buf, size_t n)
+{ (void)ctx; return fl.base->read(fl.base->ctx, ((fl_file *)f)->f, off, buf, n); }
+static int fl_write(void *ctx, kvdb_file *f, uint64_t off, const void *buf, size_t n)
+{
+    fl_file *ff = (fl_file *)f;
+    (void)ctx;
+    if (ff->compact) {
+        int rc = fl_fails(0);
+        if (rc) return rc;
+    }
+    return fl.base->write(fl.base->ctx, ff->f, off, buf, n);
+}
+static int fl_sync(void *ctx, kvdb_file *f)
+{
+    fl_file *ff = (fl_file *)f;
+    (void)ctx;
+    if (ff->compact && fl_fails(1)) return KVDB_EIO;
+    return fl.base->sync(fl.base->ctx, ff->f);
+}
+static int fl_size(void *ctx, kvdb_file *f, uint64_t *o) { (void)ctx; return fl.base->size(fl.base->ctx, ((fl_file *)f)->f, o); }
+static int fl_trunc(void *ctx, kvdb_file *f, uint64_t s) { (void)ctx; return fl.base->truncate(fl.base->ctx, ((fl_file *)f)->f, s); }
+static int fl_lock(void *ctx, kvdb_file *f, int x) { (void)ctx; return fl.base->lock(fl.base->ctx, ((fl_file *)f)->f, x); }
+static int fl_map(void *ctx, kvdb_file *f, uint64_t len, const void **o) { (void)ctx; return fl.base->map(fl.base->ctx, ((fl_file *)f)->f, len, o); }
+static int fl_unmap(void *ctx, kvdb_file *f, const void *p, uint64_t len) { (void)ctx; return fl.base->unmap(fl.base->ctx, ((fl_file *)f)->f, p, len); }
+static int fl_remove(void *ctx, const char *path) { (void)ctx; return fl.base->remove(fl.base->ctx, path); }
+static int fl_rename(void *ctx, const char *a, const char *b)
+{
+    (void)ctx;
+    if (ends_with(a, ".compact") && fl_fails(2)) return KVDB_EIO;
+    return fl.base->rename(fl.base->ctx, a, b);
+}
+static int fl_syncdir(void *ctx, const char *path) { (void)ctx; return fl.base->sync_dir(fl.base->ctx, path); }
+static int fl_random(void *ctx, void *buf, size_t n) { (void)ctx; return fl.base->random(fl.base->ctx, buf, n); }
+
+static void test_compact_io_errors(void)
+{
+    static kvdb_vfs v = { NULL, fl_open, fl_close, fl_read, fl_write, fl_sync, fl_size, fl_trunc, fl_lock,
+                          fl_map, fl_unmap, fl_remove, fl_rename, fl_syncdir, fl_random };
+    const char *p = keep(tu_path("io.db"));
+    static model m;
+    uint64_t seed = 5;
+    kvdb_options o;
+    kvdb *db = NULL;
+    int round;
+    fl.base = kvdb_vfs_posix();
+    fl.budget = -1;
+    if (!fl.base->map) v.map = NULL, v.unmap = NULL; /* built without mmap */
+    kvdb_options_init(&o);
+    o.flags = KVDB_CREATE;
+    o.sync = KVDB_SYNC_NORMAL;
+    o.vfs = &v;
+    REQUIRE_OK(kvdb_open(p, &o, &db));
+    fill(db, &m, 2);
+    for (round = 0; round < 5; round++) {
+        struct kvdb_stat a, b;
+        int want = round == 0 ? KVDB_EFULL : KVDB_EIO;
+        REQUIRE(churn(db, &m, &seed, 300) == 0);
+        REQUIRE_OK(kvdb_stat(db, &a));
+        fl_set(round == 0 ? KVDB_EFULL : KVDB_EIO,
+               round <= 1 ? 0 : round == 2 ? 1 : -1, /* the header write; the first write of records */
+               round == 3, round == 4);
+        CHECK_RC(kvdb_compact(db), want);
+        if (tu_cur_failed) fprintf(stderr, "round %d\n", round);
+        fl_set(0, -1, 0, 0);
+        CHECK(!exists(tu_path("io.db.compact")));
+        REQUIRE_OK(kvdb_stat(db, &b));
+        CHECK(b.file_bytes == a.file_bytes && b.compactions == 0 && !b.compacting);
+        /* the database keeps working, and compacts once the disk is fine */
+        REQUIRE(churn(db, &m, &seed, 100) == 0);
+        CHECK(same_as(db, NULL, &m) == 0);
+    }
+    REQUIRE_OK(kvdb_compact(db));
+    CHECK(same_as(db, NULL, &m) == 0);
+    REQUIRE_OK(kvdb_close(db));
+    db = open_at(p, 0);
+    REQUIRE(db);
+    CHECK(same_as(db, NULL, &m) == 0);
+    kvdb_close(db);
+}
+
+/* Automatic compaction kicks in by itself and leaves the data right. */
+static void test_compact_auto(void)
+{
+    const char *p = keep(tu_path("auto.db"));
+    static model m;
+    struct kvdb_stat st;
+    kvdb_options o;
+    kvdb *db = NULL;
+    uint64_t seed = 6;
+    time_t t0;
+    int i;
+    kvdb_options_init(&o);
+    o.flags = KVDB_CREATE;
+    o.sync = KVDB_SYNC_OFF;
+    o.auto_compact = 1;
+    o.compact_min_bytes = 1 << 20;
+    REQUIRE_OK(kvdb_open(p, &o, &db));
+    fill(db, &m, 1);
+    /* the thread compacts while we write: give slow (sanitizer) builds time */
+    for (i = 0, t0 = time(NULL); time(NULL) - t0 < 120; i++) {
+        REQUIRE(churn(db, &m, &seed, 200) == 0);
+        REQUIRE_OK(kvdb_stat(db, &st));
+        if (st.compactions >= 2) break;
+    }
+    CHECK(st.compactions >= 2);
+    CHECK(same_as(db, NULL, &m) == 0);
+    REQUIRE_OK(kvdb_sync(db));
+    REQUIRE_OK(kvdb_close(db));
+    db = open_at(p, 0);
+    REQUIRE(db);
+    CHECK(same_as(db, NULL, &m) == 0);
+    kvdb_close(db);
+}
+
+/* ---- kill -9 while compacting and committing ------------------------
+ * The child commits (SYNC_FULL) from a second thread and, after each
+ * acknowledged commit, reports its number through a pipe; the main thread
+ * compacts in a loop.  The parent kills it at a random moment, reopens,
+ * and checks that every reported commit is there and no transaction is
+ * half there: each commit writes KPC keys "c<j>-<n>" with the same n. */
+#define KPC 4
+
+#ifndef KVDB_NO_THREADS
+typedef struct kc_arg {
+    kvdb *db;
+    int fd;
+} kc_arg;
+
+static void *kc_writer(void *a)
+{
+    kc_arg *x = (kc_arg *)a;
+    uint32_t n;
+    for (n = 1;; n++) {
+        kvdb_txn *t;
+        char k[32], v[64];
+        int j;
+        if (kvdb_begin(x->db, 0, &t) != KVDB_OK) _exit(3);
+        for (j = 0; j < KPC; j++) {
+            int vl = snprintf(v, sizeof v, "%u", n);
+            snprintf(k, sizeof k, "c%d", j);
+            if (kvdb_txn_put(t, k, strlen(k), v, (size_t)vl) != KVDB_OK) _exit(3);
+        }
+        snprintf(k, sizeof k, "n%u", n % 5000); /* churn for the compactor */
+        if (kvdb_txn_put(t, k, strlen(k), v, 40) != KVDB_OK) _exit(3);
+        if (kvdb_commit(t) != KVDB_OK) _exit(3);
+        if (write(x->fd, &n, sizeof n) != (ssize_t)sizeof n) _exit(3);
+    }
+    return NULL;
+}
+#endif
+
+static void test_compact_kill9(void)
+{
+#ifndef KVDB_NO_THREADS
+    const char *p = keep(tu_path("kill.db"));
+    uint64_t seed = 7;
+    int round, checked = 0;
+    for (round = 0; round < 12; round++) {
+        int fds[2];
+        pid_t pid;
+        uint32_t last = 0, n;
+        int status;
+        REQUIRE(pipe(fds) == 0);
+        pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            kvdb *db = NULL;
+            kvdb_options o;
+            pthread_t th;
+            kc_arg a;
+            close(fds[0]);
+            kvdb_options_init(&o);
+            o.flags = KVDB_CREATE;
+            if (kvdb_open(p, &o, &db) != KVDB_OK) _exit(2);
+            a.db = db;
+            a.fd = fds[1];
+            if (pthread_create(&th, NULL, kc_writer, &a) != 0) _exit(2);
+            for (;;) {
+                int rc = kvdb_compact(db);
+                if (rc != KVDB_OK) _exit(4);
+            }
+        }
+        close(fds[1]);
+        usleep((useconds_t)(20000 + tu_rand(&seed) % 200000));
+        kill(pid, SIGKILL);
+        while (read(fds[0], &n, sizeof n) == (ssize_t)sizeof n) last = n;
+        close(fds[0]);
+        waitpid(pid, &status, 0);
+        CHECK(WIFSIGNALED(status)); /* not an early exit with an error */
+        {
+            kvdb *db = open_at(p, 0);
+            char k[32], v[64];
+            size_t vn;
+            uint32_t got[KPC];
+            int j;
+            REQUIRE(db);
+            CHECK(!exists(tu_path("kill.db.compact")));
+            for (j = 0; j < KPC; j++) {
+                snprintf(k, sizeof k, "c%d", j);
+                memset(v, 0, sizeof v);
+                got[j] = 0;
+                if (kvdb_get(db, k, strlen(k), v, sizeof v - 1, &vn) == KVDB_OK) got[j] = (uint32_t)strtoul(v, NULL, 10);
+                CHECK(got[j] == got[0]); /* all of a transaction or none */
+            }
+            CHECK(got[0] >= last); /* every acknowledged commit */
+            checked++;
+            kvdb_close(db);
+        }
+    }
+    CHECK(checked == 12);
+#endif
+}
+
+/* ---- concurrency: writers, readers and the compactor at once ---------
+ * NACC accounts hold integers whose sum every transaction preserves; readers
+ * check the sum in their snapshot, by point reads and by an iterator, while
+ * compactions (full and stepwise) swap the file under them. */
+#define NACC 64
+#define ACC_TOTAL 6400
+
+#ifndef KVDB_NO_THREADS
+typedef struct cc_ctx {
+    kvdb *db;
+    int stop;              /* under mu */
+    pthread_mutex_t mu;
+    int errors;
+    uint64_t seed;
+} cc_ctx;
+
+static int cc_stopped(cc_ctx *c)
+{
+    int s;
+    pthread_mutex_lock(&c->mu);
+    s = c->stop;
+    pthread_mutex_unlock(&c->mu);
+    return s;
+}
+
+static void cc_error(cc_ctx *c, const char *what, int rc)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->errors++ == 0) fprintf(stderr, "concurrency: %s: %d %s\n", what, rc, kvdb_errmsg());
+    pthread_mutex_unlock(&c->mu);
+}
+
+static int acc_get(kvdb_txn *t, int i, long *out)
+{
+    char k[16], v[32];
+    const void *vp;
+    size_t vn;
+    int rc;
+    snprintf(k, sizeof k, "acc%03d", i);
+    rc = kvdb_txn_get(t, k, strlen(k), &vp, &vn);
+    if (rc) return rc;
+    if (vn >= sizeof v) return KVDB_ECORRUPT;
+    memcpy(v, vp, vn);
+    v[vn] = 0;
+    *out = strtol(v, NULL, 10);
+    return KVDB_OK;
+}
+
+static void *cc_writer(void *arg)
+{
+    cc_ctx *c = (cc_ctx *)arg;
+    uint64_t seed;
+    pthread_mutex_lock(&c->mu);
+    seed = c->seed++;
+    pthread_mutex_unlock(&c->mu);
+    while (!cc_stopped(c)) {
+        kvdb_txn *t;
+        int a = (int)(tu_rand(&seed) % NACC), b = (int)(tu_rand(&seed) % NACC), rc;
+        long x, y, amt = (long)(tu_rand(&seed) % 7);
+        char k[16], v[32];
+        if ((rc = kvdb_begin(c->db, 0, &t))) { cc_error(c, "begin", rc); break; }
+        if ((rc = acc_get(t, a, &x)) || (rc = acc_get(t, b, &y))) { cc_error(c, "get", rc); kvdb_abort(t); break; }
+        if (a != b) {
+            snprintf(k, sizeof k, "acc%03d", a);
+            snprintf(v, sizeof v, "%ld", x - amt);
+            rc = kvdb_txn_put(t, k, strlen(k), v, strlen(v));
+            snprintf(k, sizeof k, "acc%03d", b);
+            snprintf(v, sizeof v, "%ld", y + amt);
+            if (!rc) rc = kvdb_txn_put(t, k, strlen(k), v, strlen(v));
+        }
+        snprintf(k, sizeof k, "junk%llu", (unsigned long long)(tu_rand(&seed) % 500));
+        if (!rc) rc = kvdb_txn_put(t, k, strlen(k), "0123456789012345678901234567890123456789", 40);
+        if (rc) { cc_error(c, "put", rc); kvdb_abort(t); break; }
+        if ((rc = kvdb_commit(t))) { cc_error(c, "commit", rc); break; }
+        if (tu_rand(&seed) % 32 == 0) usleep(200); /* let the others in */
+    }
+    return NULL;
+}
+
+static void *cc_reader(void *arg)
+{
+    cc_ctx *c = (cc_ctx *)arg;
+    while (!cc_stopped(c)) {
+        kvdb_txn *t;
+        kvdb_iter *it;
+        const void *kp, *vp;
+        size_t kn, vn;
+        long sum = 0, sum2 = 0, x;
+        int i, rc, n = 0;
+        if ((rc = kvdb_begin(c->db, KVDB_TXN_RDONLY, &t))) { cc_error(c, "rbegin", rc); break; }
+        for (i = 0; i < NACC; i++) {
+            if ((rc = acc_get(t, i, &x))) { cc_error(c, "rget", rc); break; }
+            sum += x;
+        }
+        if (sum != ACC_TOTAL) cc_error(c, "sum by point reads", (int)sum);
+        usleep(500); /* hold the snapshot across commits and maybe a swap */
+        if ((rc = kvdb_iter_prefix(t, "acc", 3, 0, &it)) == KVDB_OK) {
+            while ((rc = kvdb_iter_next(it, &kp, &kn, &vp, &vn)) == KVDB_OK) {
+                char v[32];
+                if (vn >= sizeof v) break;
+                memcpy(v, vp, vn);
+                v[vn] = 0;
+                sum2 += strtol(v, NULL, 10);
+                n++;
+            }
+            if (rc != KVDB_DONE) cc_error(c, "iter_next", rc);
+            kvdb_iter_close(it);
+        } else {
+            cc_error(c, "iter", rc);
+        }
+        if (sum2 != ACC_TOTAL || n != NACC) cc_error(c, "sum by iterator", (int)sum2);
+        kvdb_abort(t);
+    }
+    return NULL;
+}
+
+static void test_compact_concurrent(void)
+{
+    const char *p = keep(tu_path("conc.db"));
+    static cc_ctx c;
+    pthread_t w[2], r[2];
+    kvdb_options o;
+    kvdb *db = NULL;
+    kvdb_txn *t;
+    struct kvdb_stat st;
+    int i, rounds = 0;
+    kvdb_options_init(&o);
+    o.flags = KVDB_CREATE;
+    o.sync = KVDB_SYNC_NORMAL;
+    REQUIRE_OK(kvdb_open(p, &o, &db));
+    REQUIRE_OK(kvdb_begin(db, 0, &t));
+    for (i = 0; i < NACC; i++) {
+        char k[16], v[32];
+        snprintf(k, sizeof k, "acc%03d", i);
+        snprintf(v, sizeof v, "%d", ACC_TOTAL / NACC);
+        CHECK_OK(kvdb_txn_put(t, k, strlen(k), v, strlen(v)));
+    }
+    REQUIRE_OK(kvdb_commit(t));
+    memset(&c, 0, sizeof c);
+    c.db = db;
+    c.seed = 99;
+    pthread_mutex_init(&c.mu, NULL);
+    for (i = 0; i < 2; i++) {
+        REQUIRE(pthread_create(&w[i], NULL, cc_writer, &c) == 0);
+        REQUIRE(pthread_create(&r[i], NULL, cc_reader, &c) == 0);
+    }
+    for (rounds = 0; rounds < 8; rounds++) { /* the compactor */
+        int rc;
+        usleep(20000);
+        if (rounds % 2) {
+            rc = kvdb_compact(db);
+        } else {
+            while ((rc = kvdb_compact_step(db, 2048)) == KVDB_OK) {}
+            if (rc == KVDB_DONE) rc = KVDB_OK;
+        }
+        if (rc) { CHECK_OK(rc); break; }
+    }
+    pthread_mutex_lock(&c.mu);
+    c.stop = 1;
+    pthread_mutex_unlock(&c.mu);
+    for (i = 0; i < 2; i++) {
+        pthread_join(w[i], NULL);
+        pthread_join(r[i], NULL);
+    }
+    CHECK(c.errors == 0);
+    REQUIRE_OK(kvdb_stat(db, &st));
+    CHECK(st.compactions == 8);
+    REQUIRE_OK(kvdb_close(db));
+    db = open_at(p, 0);
+    REQUIRE(db);
+    {
+        long sum = 0, x;
+        REQUIRE_OK(kvdb_begin(db, KVDB_TXN_RDONLY, &t));
+        for (i = 0; i < NACC; i++) {
+            CHECK_OK(acc_get(t, i, &x));
+            sum += x;
+        }
+        kvdb_abort(t);
+        CHECK(sum == ACC_TOTAL);
+    }
+    kvdb_close(db);
+    pthread_mutex_destroy(&c.mu);
+}
+#endif
+
+int main(void)
+{
+    tu_tmpdir("compact");
+    RUN(test_compact_basic);
+    RUN(test_compact_empty);
+    RUN(test_compact_snapshot);
+    RUN(test_compact_steps);
+    RUN(test_compact_inmemory);
+    RUN(test_compact_bad_calls);
+    RUN(test_compact_io_errors);
+    RUN(test_compact_auto);
+    RUN(test_compact_kill9);
+#ifndef KVDB_NO_THREADS
+    RUN(test_compact_concurrent);
+#endif
+    tu_rmrf();
+    TEST_MAIN_END();
+}

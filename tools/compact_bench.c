@@ -1,0 +1,300 @@
+/*
+ * tools/compact_bench.c -- what compaction costs and gives (`make bench-compact`;
+ * not a test).
+ *
+ *   kvdb-compact-bench [-n N[,N...]] [-d DIR] [--help]
+ *
+ * For every N (default 1M and 10M; 16-byte keys, 100-byte values, KVDB_SYNC_OFF
+ * so fsync is excluded) on a fresh database in DIR, removed afterwards:
+ *   1. load N keys in random order (transactions of 1000 puts), then overwrite
+ *      every key twice more in random order: two thirds of the file is dead;
+ *   2. a full ordered scan, twice (the first sorts the log);
+ *   3. kvdb_compact: wall time, MB/s of live data (key + value + record
+ *      header), file size after it against the raw key + value bytes;
+ *   4. the same two scans on the compacted file (now in key order);
+ *   5. reopen with automatic compaction on (defaults: 50% dead, 64 MiB) and
+ *      overwrite random keys with auto-commit kvdb_put, each put timed, until
+ *      an automatic compaction has completed: the longest put and p99.9 while
+ *      it ran, in wall time and in thread CPU time.
+ * Every value read is checked; a mismatch makes the exit status 1.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kvdb.h"
+
+#define KLEN 16
+#define VLEN 100
+#define TXN_PUTS 1000
+
+static char g_path[4096];
+static uint64_t g_bad;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15u;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9u;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebu;
+    return x ^ (x >> 31);
+}
+
+static void make_key(uint64_t i, unsigned char *k)
+{
+    uint64_t a = mix64(i), b = mix64(i ^ 0x5555555555555555u);
+    memcpy(k, &a, 8);
+    memcpy(k + 8, &b, 8);
+}
+
+/* the value depends on the key and on the round that wrote it */
+static void make_val(const unsigned char *k, unsigned round, unsigned char *v)
+{
+    uint64_t s;
+    int i;
+    memcpy(&s, k, 8);
+    s ^= (uint64_t)round * 0x9e3779b97f4a7c15u;
+    for (i = 0; i < VLEN; i += 8) {
+        uint64_t x = mix64(s + (uint64_t)i);
+        memcpy(v + i, &x, VLEN - i < 8 ? (size_t)(VLEN - i) : 8);
+    }
+    v[0] = (unsigned char)round;
+}
+
+static void die(const char *what, int rc)
+{
+    fprintf(stderr, "kvdb-compact-bench: %s: %s (%s)\n", what, kvdb_strerror(rc), kvdb_errmsg());
+    exit(2);
+}
+
+static void cleanup(void)
+{
+    char p[4200];
+    unlink(g_path);
+    snprintf(p, sizeof p, "%s.idx", g_path);
+    unlink(p);
+    snprintf(p, sizeof p, "%s.compact", g_path);
+    unlink(p);
+}
+
+static kvdb *open_db(int auto_compact)
+{
+    kvdb_options o;
+    kvdb *db = NULL;
+    int rc;
+    kvdb_options_init(&o);
+    o.flags = KVDB_CREATE;
+    o.sync = KVDB_SYNC_OFF;
+    o.auto_compact = auto_compact;
+    rc = kvdb_open(g_path, &o, &db);
+    if (rc) die("open", rc);
+    return db;
+}
+
+static uint64_t gcd(uint64_t a, uint64_t b)
+{
+    while (b) {
+        uint64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* A stride coprime to n: i -> (i * stride + salt) mod n is a permutation. */
+static uint64_t stride_for(uint64_t n, uint64_t salt)
+{
+    uint64_t s = (mix64(salt) % n) | 1;
+    while (gcd(s, n) != 1) s += 2;
+    return s;
+}
+
+static void write_round(kvdb *db, uint64_t n, unsigned round)
+{
+    unsigned char k[KLEN], v[VLEN];
+    kvdb_txn *t = NULL;
+    uint64_t i, stride = stride_for(n, round + 1);
+    int rc;
+    for (i = 0; i < n; i++) {
+        if (!t && (rc = kvdb_begin(db, 0, &t))) die("begin", rc);
+        make_key((i * stride + round) % n, k);
+        make_val(k, round, v);
+        if ((rc = kvdb_txn_put(t, k, KLEN, v, VLEN))) die("put", rc);
+        if ((i + 1) % TXN_PUTS == 0 || i + 1 == n) {
+            if ((rc = kvdb_commit(t))) die("commit", rc);
+            t = NULL;
+        }
+    }
+}
+
+/* A full ordered scan; every value checked against its round (values of
+ * round 2 after the load and two overwrites).  Records per second. */
+static double scan(kvdb *db, uint64_t n)
+{
+    kvdb_txn *t;
+    kvdb_iter *it;
+    const void *kp, *vp;
+    size_t kn, vn;
+    uint64_t t0 = now_ns(), got = 0;
+    unsigned char want[VLEN];
+    int rc;
+    if ((rc = kvdb_begin(db, KVDB_TXN_RDONLY, &t))) die("begin", rc);
+    if ((rc = kvdb_iter_prefix(t, NULL, 0, 0, &it))) die("iter", rc);
+    while ((rc = kvdb_iter_next(it, &kp, &kn, &vp, &vn)) == KVDB_OK) {
+        got++;
+        if (kn != KLEN || vn != VLEN) { g_bad++; continue; }
+        make_val((const unsigned char *)kp, ((const unsigned char *)vp)[0], want);
+        if (((const unsigned char *)vp)[0] != 2 || memcmp(vp, want, VLEN) != 0) g_bad++;
+    }
+    if (rc != KVDB_DONE) die("iter_next", rc);
+    if (got != n) {
+        fprintf(stderr, "scan saw %llu keys of %llu\n", (unsigned long long)got, (unsigned long long)n);
+        g_bad++;
+    }
+    kvdb_iter_close(it);
+    kvdb_commit(t);
+    return (double)n / ((double)(now_ns() - t0) / 1e9);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void run(uint64_t n, const char *dir)
+{
+    struct kvdb_stat a, b;
+    kvdb *db;
+    double s1, s2, s3, s4, secs, raw = (double)n * (KLEN + VLEN);
+    uint64_t t0;
+    int rc;
+    snprintf(g_path, sizeof g_path, "%s/kvdb-compact-bench-%ld.db", dir, (long)getpid());
+    cleanup();
+    db = open_db(0);
+    write_round(db, n, 0);
+    write_round(db, n, 1);
+    write_round(db, n, 2);
+    if ((rc = kvdb_sync(db))) die("sync", rc);
+    s1 = scan(db, n);
+    s2 = scan(db, n);
+    kvdb_stat(db, &a);
+    t0 = now_ns();
+    if ((rc = kvdb_compact(db))) die("compact", rc);
+    secs = (double)(now_ns() - t0) / 1e9;
+    kvdb_stat(db, &b);
+    s3 = scan(db, n);
+    s4 = scan(db, n);
+    printf("\n%llu keys, %d-byte keys, %d-byte values (raw key+value %.1f MiB)\n", (unsigned long long)n, KLEN, VLEN,
+           raw / 1048576.0);
+    printf("  before: file %.1f MiB, live %.1f MiB, dead %.1f MiB\n", a.file_bytes / 1048576.0,
+           a.live_bytes / 1048576.0, a.dead_bytes / 1048576.0);
+    printf("  kvdb_compact: %.2f s (swap at %.2f s, then the sidecar), %.0f MB/s of live data\n", secs,
+           b.compact_ns / 1e9, (double)a.live_bytes / 1e6 / ((double)b.compact_ns / 1e9));
+    printf("  after:  file %.1f MiB = %.3f x raw key+value bytes; reclaimed %.1f MiB\n", b.file_bytes / 1048576.0,
+           (double)b.file_bytes / raw, b.compact_reclaimed / 1048576.0);
+    printf("  ordered scan before: first %.2f M/s, again %.2f M/s; after: first %.2f M/s, again %.2f M/s\n",
+           s1 / 1e6, s2 / 1e6, s3 / 1e6, s4 / 1e6);
+    fflush(stdout);
+    if ((rc = kvdb_close(db))) die("close", rc);
+
+    /* automatic compaction under a stream of auto-commit puts */
+    {
+        uint64_t cap = 4 * n + 1000000, np = 0, i, maxw = 0, maxc = 0, start_c;
+        uint64_t *lat = (uint64_t *)malloc(cap * sizeof *lat), *lc = (uint64_t *)malloc(cap * sizeof *lc);
+        unsigned char k[KLEN], v[VLEN];
+        struct kvdb_stat st;
+        uint64_t tstart = 0, tend = 0;
+        int running = 0;
+        if (!lat || !lc) die("malloc", KVDB_ENOMEM);
+        db = open_db(1);
+        kvdb_stat(db, &st);
+        start_c = st.compactions;
+        for (i = 0; i < cap; i++) {
+            uint64_t w0, c0, w, c;
+            make_key(mix64(i + 77) % n, k);
+            make_val(k, 2, v);
+            w0 = now_ns();
+            c0 = cpu_ns();
+            if ((rc = kvdb_put(db, k, KLEN, v, VLEN))) die("put", rc);
+            c = cpu_ns() - c0;
+            w = now_ns() - w0;
+            if (i % 64 == 0 || running) {
+                kvdb_stat(db, &st);
+                if (st.compacting && !running) { running = 1; tstart = now_ns(); }
+                if (st.compactions > start_c) { tend = now_ns(); if (running) { lat[np] = w; lc[np] = c; np++; } break; }
+            }
+            if (running) {
+                lat[np] = w;
+                lc[np] = c;
+                np++;
+                if (w > maxw) maxw = w;
+                if (c > maxc) maxc = c;
+            }
+        }
+        if (np) {
+            qsort(lat, np, sizeof *lat, cmp_u64);
+            qsort(lc, np, sizeof *lc, cmp_u64);
+            printf("  automatic compaction: %.2f s, %llu puts meanwhile; put p50 %.1f us, p99.9 %.1f us, max %.2f ms "
+                   "(thread CPU: p99.9 %.1f us, max %.2f ms)\n", (tend - tstart) / 1e9, (unsigned long long)np,
+                   lat[np / 2] / 1e3, lat[np - 1 - np / 1000] / 1e3, maxw / 1e6, lc[np - 1 - np / 1000] / 1e3,
+                   maxc / 1e6);
+        } else {
+            printf("  automatic compaction: did not start within %llu puts\n", (unsigned long long)cap);
+        }
+        free(lat);
+        free(lc);
+        kvdb_close(db);
+    }
+    cleanup();
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t ns[8];
+    int nn = 0, i;
+    const char *dir = ".";
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-n") && i + 1 < argc) {
+            char *s = argv[++i], *e;
+            while (*s && nn < 8) {
+                double x = strtod(s, &e);
+                if (e == s) break;
+                if (*e == 'M' || *e == 'm') x *= 1e6, e++;
+                else if (*e == 'K' || *e == 'k') x *= 1e3, e++;
+                ns[nn++] = (uint64_t)x;
+                s = *e == ',' ? e + 1 : e;
+            }
+        } else if (!strcmp(argv[i], "-d") && i + 1 < argc) {
+            dir = argv[++i];
+        } else {
+            fprintf(stderr, "usage: kvdb-compact-bench [-n N[,N...]] (e.g. 1M,10M) [-d DIR]\n");
+            return strcmp(argv[i], "--help") ? 2 : 0;
+        }
+    }
+    if (!nn) {
+        ns[nn++] = 1000000;
+        ns[nn++] = 10000000;
+    }
+    for (i = 0; i < nn; i++) run(ns[i], dir);
+    if (g_bad) fprintf(stderr, "kvdb-compact-bench: %llu wrong values\n", (unsigned long long)g_bad);
+    return g_bad ? 1 : 0;
+}
