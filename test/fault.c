@@ -3,7 +3,7 @@
  *
  * A fault-injecting kvdb_vfs wraps the POSIX layer: operation N of one kind
  * (open, read, write, sync, size, truncate, lock, map, sync_dir, random,
- * rename)
+ * rename, remove)
  * fails, once (transient) or from then on (persistent).  A failing write
  * first writes a random part of its bytes, as a real short write would.
  * For every kind, both modes and N = 1, 2, ... until the workload runs to
@@ -34,7 +34,15 @@
  *
  * The workload also writes the sidecar (kvdb_checkpoint, and every close),
  * so faults hit its temporary file, rename and directory sync too.
- * EXTEND HERE: compaction, and iterators in the workload.
+ * A second workload (fl_workload_cp) compacts: full and stepwise
+ * compactions with commits between the steps, a read snapshot and its
+ * iterator held across them, whole walks with iterators, a close in the
+ * middle of one, a torn tail cut before one.  It goes through every kind of
+ * I/O fault (remove too) and through the allocation loop; besides the
+ * checks above: a compaction failed before its rename leaves the database
+ * as it was and writable, a failed directory sync after the rename is
+ * sticky, no "<path>.compact" outlives a compaction that is over (nor a
+ * healthy reopen), snapshots keep their view.
  *
  * Files go to /dev/shm when it exists (fsync is free there) unless TMPDIR
  * is set.  Flavour: env KVDB_TEST_FLAVOUR; env KVDB_TEST_VERBOSE.
@@ -48,16 +56,17 @@
 #include <sys/wait.h>
 
 static int fl_verbose;
-static long fl_points_io, fl_points_alloc;
+static long fl_points_io, fl_points_alloc, fl_points_cp, fl_cp_failed;
 
 static int fl_valid_rc(int rc) { return rc >= KVDB_ENOTDB && rc <= KVDB_DONE; }
 
 /* ==================================================================
  * the fault-injecting file layer
  * ================================================================== */
-enum { FK_OPEN, FK_READ, FK_WRITE, FK_SYNC, FK_SIZE, FK_TRUNC, FK_LOCK, FK_MAP, FK_SYNCDIR, FK_RANDOM, FK_RENAME, FK_N };
+enum { FK_OPEN, FK_READ, FK_WRITE, FK_SYNC, FK_SIZE, FK_TRUNC, FK_LOCK, FK_MAP, FK_SYNCDIR, FK_RANDOM, FK_RENAME,
+       FK_REMOVE, FK_N };
 static const char *fk_name[FK_N] = { "open", "read", "write", "sync", "size", "truncate", "lock", "map",
-                                     "sync_dir", "random", "rename" };
+                                     "sync_dir", "random", "rename", "remove" };
 
 typedef struct {
     const kvdb_vfs *base;
@@ -168,6 +177,7 @@ static int fv_unmap(void *ctx, kvdb_file *f, const void *p, uint64_t len)
 static int fv_remove(void *ctx, const char *path)
 {
     fv_ctx *c = (fv_ctx *)ctx;
+    if (fv_fail(c, FK_REMOVE)) return fv_err(c, FK_REMOVE, KVDB_EIO);
     return c->base->remove(c->base->ctx, path);
 }
 static int fv_rename(void *ctx, const char *a, const char *b)
@@ -247,7 +257,7 @@ static void al_free(void *ctx, void *p)
  * ================================================================== */
 #define FL_NK 24
 #define FL_MAXV 2000
-#define FL_MAXC 64
+#define FL_MAXC 160
 
 typedef struct { uint8_t present; uint32_t len; uint64_t vseed; } fl_val;
 typedef struct { fl_val v[FL_NK]; } fl_state;
@@ -289,9 +299,13 @@ typedef struct {
     int nlog;
     long fails;
     uint64_t vs;
+    int cp_open;            /* a stepwise compaction is in progress */
+    long cp_done, cp_failed;/* compactions completed / failed by a fault */
+    long cp_sticky_left;    /* steps refused by a sticky handle with a compaction in progress */
 } fl_run;
 
 #define FL_FAIL(R, ...) do { if ((R)->fails++ < 1) { char m_[1024]; snprintf(m_, sizeof m_, __VA_ARGS__); \
+    if (fl_verbose) printf("#   %s:%d: %s: %s\n", __FILE__, __LINE__, (R)->what, m_); \
     tu_fail(__FILE__, __LINE__, "%s: %s", (R)->what, m_); } } while (0)
 
 static long fl_fired(const fl_run *R) { return R->fv->nfired + (R->al ? R->al->nfired : 0); }
@@ -564,6 +578,21 @@ static void fl_sync(fl_run *R)
     if (fl_fired(R) > before && !R->fv->persistent && !(R->al && R->al->persistent)) R->transient_fired = 1;
 }
 
+/* a torn tail for the next open to cut (exercises truncate), if the
+ * database exists with its header */
+static void fl_torn_tail(fl_run *R)
+{
+    FILE *f = fopen(R->path, "r+b");
+    char magic[8];
+    if (f) {
+        if (fread(magic, 1, 8, f) == 8 && memcmp(magic, "\x89KVDB\r\n\x1a", 8) == 0) {
+            fseek(f, 0, SEEK_END);
+            fputs("torn tail: no record here", f);
+        }
+        fclose(f);
+    }
+}
+
 /* the scripted workload; ends with the file's final check by a healthy open */
 static void fl_workload(fl_run *R)
 {
@@ -602,18 +631,7 @@ static void fl_workload(fl_run *R)
     fl_check_live(R, 0);
     fl_close(R);
 
-    {   /* a torn tail for the next open to cut (exercises truncate), if
-         * the database exists with its header */
-        FILE *f = fopen(R->path, "r+b");
-        char magic[8];
-        if (f) {
-            if (fread(magic, 1, 8, f) == 8 && memcmp(magic, "\x89KVDB\r\n\x1a", 8) == 0) {
-                fseek(f, 0, SEEK_END);
-                fputs("torn tail: no record here", f);
-            }
-            fclose(f);
-        }
-    }
+    fl_torn_tail(R);
     fl_open(R, 0, KVDB_SYNC_FULL, 0);
     fl_put(R, 22, 30);
     if (R->db) { /* a checkpoint: the sidecar (temporary file, rename, directory sync) */
@@ -623,6 +641,237 @@ static void fl_workload(fl_run *R)
         if (fl_fired(R) > before && !R->fv->persistent && !(R->al && R->al->persistent)) R->transient_fired = 1;
     }
     fl_put(R, 23, 3);
+    fl_check_live(R, 0);
+    fl_close(R);
+}
+
+/* ==================================================================
+ * the compaction workload
+ * ================================================================== */
+static int fl_transient(const fl_run *R) { return !R->fv->persistent && !(R->al && R->al->persistent); }
+
+static int fl_tmp_exists(const fl_run *R)
+{
+    char tmp[700];
+    snprintf(tmp, sizeof tmp, "%s.compact", R->path);
+    return access(tmp, F_OK) == 0;
+}
+
+/* the result of a compaction call (in_progress: a kvdb_compact_step that
+ * returned KVDB_OK).  A failure before the rename leaves the database as
+ * it was and writable (the next writes must work after a transient fault,
+ * fl_rc checks that); a failed directory sync after the rename is sticky.
+ * A compaction that is over (done or failed) leaves no new file behind --
+ * unless removing it is what failed. */
+static void fl_cp_rc(fl_run *R, int rc, long before, const char *op)
+{
+    int fired = fl_fired(R) > before;
+    fl_rc(R, rc, before, op);
+    if (rc < 0 && !fired && !R->sticky) FL_FAIL(R, "%s = %d (%s) [%s] without a fault", op, rc, kvdb_strerror(rc), kvdb_errmsg());
+    if (rc >= 0 && R->sticky) FL_FAIL(R, "%s = %d on a handle whose sync or write had failed", op, rc);
+    if (rc < 0 && fired && !R->al && R->fv->kind == FK_SYNCDIR) R->sticky = 1;
+    if (rc < 0 && !fired && R->sticky) {
+        /* refused by a handle already sticky (a commit's write or sync
+         * failed): the engine leaves a compaction in progress as it is (new
+         * file included) until the close abandons it -- checked there */
+        if (R->cp_open) R->cp_sticky_left++;
+    } else if (rc != KVDB_OK || strcmp(op, "kvdb_compact") == 0) {
+        if (R->fv->kind != FK_REMOVE && fl_tmp_exists(R))
+            FL_FAIL(R, "%s = %d (%s): %s.compact is left behind", op, rc, kvdb_strerror(rc), R->path);
+        R->cp_open = 0;
+    } else {
+        R->cp_open = 1;
+    }
+    if (fired && fl_transient(R)) R->transient_fired = 1;
+    if (rc == KVDB_DONE || (rc == KVDB_OK && strcmp(op, "kvdb_compact") == 0)) R->cp_done++;
+    if (rc < 0 && fired) R->cp_failed++;
+}
+
+static void fl_compact(fl_run *R)
+{
+    long before = fl_fired(R);
+    if (!R->db) return;
+    fl_cp_rc(R, kvdb_compact(R->db), before, "kvdb_compact");
+}
+
+/* up to max_steps steps of budget bytes, a commit after every put_every-th */
+static void fl_compact_steps(fl_run *R, size_t budget, int max_steps, int put_every)
+{
+    int k;
+    for (k = 0; k < max_steps && R->db; k++) {
+        long before = fl_fired(R);
+        int rc = kvdb_compact_step(R->db, budget);
+        fl_cp_rc(R, rc, before, "kvdb_compact_step");
+        if (rc != KVDB_OK) return;
+        if (put_every && k % put_every == 0) fl_put(R, 10 + k % 12, (uint32_t)(k * 37 % 400));
+    }
+}
+
+/* A read transaction and an iterator over it, held across compactions:
+ * they must keep seeing the state of their beginning. */
+typedef struct {
+    kvdb_txn *t;
+    kvdb_iter *it;
+    fl_state s;
+    int pos;                /* the next key the iterator must return (key order = index order) */
+} fl_snap;
+
+/* up to n steps of the iterator (0: to the end); 0, or -1 after an error */
+static int fl_iter_steps(fl_run *R, kvdb_iter *it, const fl_state *s, int *pos, int n, const char *what)
+{
+    unsigned char k[40], want[FL_MAXV];
+    int step;
+    for (step = 0; n == 0 || step < n; step++) {
+        const void *kp, *vp;
+        size_t kl, vl;
+        long before = fl_fired(R);
+        int rc = kvdb_iter_next(it, &kp, &kl, &vp, &vl);
+        while (*pos < FL_NK && !s->v[*pos].present) (*pos)++;
+        fl_rc(R, rc, before, what);
+        if (rc < 0) return -1; /* a read error: fl_rc judged it */
+        if (*pos >= FL_NK) {
+            if (rc != KVDB_DONE) FL_FAIL(R, "%s: a key after the last one", what);
+            return 0;
+        }
+        if (rc != KVDB_OK) { FL_FAIL(R, "%s = %d, want fk%02d", what, rc, *pos); return -1; }
+        {
+            size_t wl = fl_key(*pos, k);
+            const fl_val *x = &s->v[*pos];
+            fl_fill(x->vseed, x->len, want);
+            if (kl != wl || memcmp(kp, k, kl) != 0 || vl != x->len || (vl && memcmp(vp, want, vl) != 0)) {
+                FL_FAIL(R, "%s: step %d is not fk%02d with its value (klen %zu, vlen %zu, want %u)", what, step, *pos,
+                        kl, vl, x->len);
+                return -1;
+            }
+        }
+        (*pos)++;
+    }
+    return 0;
+}
+
+/* a fresh read transaction: a whole walk in key order, the handle's state */
+static void fl_iter_check(fl_run *R)
+{
+    kvdb_txn *t = NULL;
+    kvdb_iter *it = NULL;
+    long before = fl_fired(R);
+    int rc, pos = 0;
+    if (!R->db) return;
+    rc = kvdb_begin(R->db, KVDB_TXN_RDONLY, &t);
+    fl_rc(R, rc, before, "kvdb_begin (read, for an iterator)");
+    if (rc != KVDB_OK) return;
+    rc = kvdb_iter_prefix(t, "fk", 2, 0, &it);
+    fl_rc(R, rc, before, "kvdb_iter_prefix");
+    if (rc == KVDB_OK) fl_iter_steps(R, it, &R->cur, &pos, 0, "iterator");
+    if (rc == KVDB_OK && pos % 2) kvdb_iter_close(it); /* or closed by the end of the transaction */
+    kvdb_abort(t);
+}
+
+static void fl_snap_begin(fl_run *R, fl_snap *S)
+{
+    long before = fl_fired(R);
+    int rc;
+    memset(S, 0, sizeof *S);
+    if (!R->db) return;
+    rc = kvdb_begin(R->db, KVDB_TXN_RDONLY, &S->t);
+    fl_rc(R, rc, before, "kvdb_begin (snapshot)");
+    if (rc != KVDB_OK) { S->t = NULL; return; }
+    S->s = R->cur;
+    rc = kvdb_iter_range(S->t, NULL, 0, NULL, 0, 0, &S->it);
+    fl_rc(R, rc, before, "kvdb_iter_range (snapshot)");
+    if (rc != KVDB_OK) { S->it = NULL; return; }
+    if (fl_iter_steps(R, S->it, &S->s, &S->pos, 2, "snapshot iterator") < 0) S->it = NULL;
+}
+
+/* the snapshot still sees its state: key by key, and its iterator goes on */
+static void fl_snap_check(fl_run *R, fl_snap *S, int steps)
+{
+    unsigned char k[40], want[FL_MAXV];
+    int i;
+    if (!S->t) return;
+    for (i = 0; i < FL_NK; i++) {
+        const void *vp = NULL;
+        size_t kl = fl_key(i, k), vl = 0;
+        long before = fl_fired(R);
+        int rc = kvdb_txn_get(S->t, k, kl, &vp, &vl);
+        if (rc < 0) { fl_rc(R, rc, before, "kvdb_txn_get (snapshot)"); break; }
+        if (S->s.v[i].present) {
+            fl_fill(S->s.v[i].vseed, S->s.v[i].len, want);
+            if (rc != KVDB_OK || vl != S->s.v[i].len || (vl && memcmp(vp, want, vl) != 0)) {
+                FL_FAIL(R, "snapshot across a compaction: fk%02d rc %d len %zu, want OK len %u", i, rc, vl, S->s.v[i].len);
+                break;
+            }
+        } else if (rc != KVDB_NOTFOUND) {
+            FL_FAIL(R, "snapshot across a compaction: fk%02d rc %d, want NOTFOUND", i, rc);
+            break;
+        }
+    }
+    if (S->it && fl_iter_steps(R, S->it, &S->s, &S->pos, steps, "snapshot iterator across a compaction") < 0)
+        S->it = NULL;
+}
+
+static void fl_snap_end(fl_run *R, fl_snap *S)
+{
+    fl_snap_check(R, S, 0);
+    if (S->t) kvdb_abort(S->t); /* closes the iterator too */
+    S->t = NULL;
+    S->it = NULL;
+}
+
+/* Compactions: full and stepwise (commits between the steps), a read
+ * snapshot and its iterator held across them, iterators after them, a
+ * close in the middle of one, in SYNC_FULL and SYNC_NORMAL; the sidecar is
+ * written after kvdb_compact and at every close. */
+static void fl_workload_cp(fl_run *R)
+{
+    int i, keys[6];
+    fl_val vals[6];
+    fl_snap S;
+    R->vs = 500;
+    memset(&R->cur, 0, sizeof R->cur);
+    R->base = R->cur;
+    R->nlog = 0;
+    R->transient_fired = 0;
+    unlink(R->path);
+
+    fl_open(R, KVDB_CREATE, KVDB_SYNC_FULL, 0);
+    for (i = 0; i < 8; i++) fl_put(R, i, (uint32_t)(20 + i * 61));
+    for (i = 0; i < 8; i += 2) fl_put(R, i, (uint32_t)(i * 9));   /* overwrites: dead records */
+    fl_del(R, 3);
+    for (i = 0; i < 6; i++) { keys[i] = 4 + 2 * i; vals[i] = fl_v(R, (uint32_t)(i == 2 ? 0 : 50 + i * 30)); }
+    keys[5] = 1; memset(&vals[5], 0, sizeof vals[5]);                /* a delete inside */
+    fl_commit_ops(R, 6, keys, vals, 0);
+    fl_iter_check(R);
+    fl_snap_begin(R, &S);
+    fl_compact(R);                      /* full, the snapshot held across */
+    fl_snap_check(R, &S, 3);
+    fl_check_live(R, 0);
+    fl_put(R, 9, 120);                  /* the database keeps working */
+    fl_iter_check(R);
+    fl_compact_steps(R, 150, 60, 2);    /* stepwise, commits between the steps */
+    fl_snap_end(R, &S);
+    fl_check_live(R, 1);
+    fl_iter_check(R);
+    fl_close(R);
+
+    fl_open(R, 0, KVDB_SYNC_NORMAL, 300);
+    fl_put(R, 2, 900);
+    fl_del(R, 0);
+    fl_snap_begin(R, &S);
+    fl_compact_steps(R, 1, 4, 1);       /* begun ... */
+    fl_snap_end(R, &S);
+    fl_close(R);                        /* ... and abandoned by the close */
+    if (R->fv->kind != FK_REMOVE && fl_tmp_exists(R)) FL_FAIL(R, "close left %s.compact behind", R->path);
+    R->cp_open = 0;
+
+    fl_torn_tail(R);                    /* cut by the open: then compacted */
+    fl_open(R, 0, KVDB_SYNC_FULL, 0);
+    fl_put(R, 5, 33);
+    fl_compact_steps(R, (size_t)1 << 20, 10, 0);
+    fl_iter_check(R);
+    fl_del(R, 5);
+    fl_compact(R);
+    fl_put(R, 6, 7);
     fl_check_live(R, 0);
     fl_close(R);
 }
@@ -642,15 +891,16 @@ static void fl_final(fl_run *R)
     if (rc != KVDB_OK) { FL_FAIL(R, "healthy open = %d (%s) [%s]", rc, kvdb_strerror(rc), kvdb_errmsg()); return; }
     fl_check_reopen(R, db, "healthy reopen");
     kvdb_close(db);
+    if (fl_tmp_exists(R)) FL_FAIL(R, "%s.compact is left after a healthy open and close", R->path);
 }
 
 /* ==================================================================
  * the loops
  * ================================================================== */
-static long fl_io_loop(int kind, int err)
+static long fl_io_loop_w(int kind, int err, void (*workload)(fl_run *), const char *wname)
 {
     int map, pers;
-    long runs = 0, points = 0, failed = 0;
+    long runs = 0, points = 0, failed = 0, cp_done = 0, cp_failed = 0;
     char what[200];
     for (map = 1; map >= 0; map--) {
         if (!map && kind == FK_MAP) continue;
@@ -666,26 +916,42 @@ static long fl_io_loop(int kind, int err)
                 fv.persistent = pers;
                 fv.rng = (uint64_t)n * 77 + 1;
                 memset(&R, 0, sizeof R);
-                snprintf(what, sizeof what, "%s %s fault #%ld (%s, %s)", pers ? "persistent" : "transient",
+                snprintf(what, sizeof what, "%s%s %s fault #%ld (%s, %s)", wname, pers ? "persistent" : "transient",
                          fk_name[fv.kind], n, kvdb_strerror(fv.err), map ? "mmap" : "pread");
                 R.what = what;
                 R.fv = &fv;
                 R.path = tu_path("fault.db");
-                fl_workload(&R);
+                workload(&R);
                 fv.kind = -1; /* healthy from here */
                 fl_final(&R);
                 runs++;
+                cp_done += R.cp_done;
+                cp_failed += R.cp_failed;
                 failed += R.fails != 0;
                 if (fv.nfired == 0) break; /* the workload ran to its end */
                 points++;
+                /* the compaction workload reads thousands of records with
+                 * pread (its copies, iterators, snapshots): every third
+                 * read past the first 300 */
+                if (workload == fl_workload_cp && kind == FK_READ && n >= 300) n += 2;
             }
         }
     }
     fl_points_io += points;
-    printf("# %s faults (%s): %ld failure points, %ld runs, %ld failed\n", fk_name[kind], kvdb_strerror(err), points, runs, failed);
+    if (workload == fl_workload_cp) {
+        fl_points_cp += points;
+        fl_cp_failed += cp_failed;
+        printf("# %s%s faults (%s): %ld failure points, %ld runs, %ld failed; %ld compactions completed, %ld failed by "
+               "the fault\n", wname, fk_name[kind], kvdb_strerror(err), points, runs, failed, cp_done, cp_failed);
+    } else {
+        printf("# %s%s faults (%s): %ld failure points, %ld runs, %ld failed\n", wname, fk_name[kind], kvdb_strerror(err),
+               points, runs, failed);
+    }
     CHECK(points > 0);
     return points;
 }
+
+static long fl_io_loop(int kind, int err) { return fl_io_loop_w(kind, err, fl_workload, ""); }
 
 static void test_fault_open(void) { fl_io_loop(FK_OPEN, KVDB_EIO); }
 static void test_fault_read(void) { fl_io_loop(FK_READ, KVDB_EIO); }
@@ -700,15 +966,40 @@ static void test_fault_map(void) { fl_io_loop(FK_MAP, KVDB_ENOMEM); }
 static void test_fault_sync_dir(void) { fl_io_loop(FK_SYNCDIR, KVDB_EIO); }
 static void test_fault_random(void) { fl_io_loop(FK_RANDOM, KVDB_EIO); }
 static void test_fault_rename(void) { fl_io_loop(FK_RENAME, KVDB_EIO); }
+static void test_fault_remove(void) { fl_io_loop(FK_REMOVE, KVDB_EIO); }
+
+/* The compaction workload (fl_workload_cp) through every kind of fault:
+ * each operation of the compactions -- the new file's open, lock, writes,
+ * map, syncs, its rename over the database, the directory sync, the
+ * removal of an abandoned one, the reads of the old file -- failing once
+ * and from then on.  Besides the checks of every run: a compaction that
+ * failed before the rename leaves the database as it was and writable
+ * (after a transient fault every later call must succeed), a failed
+ * directory sync after the rename is sticky, no "<path>.compact" stays
+ * behind a compaction that is over (nor after a healthy reopen), and
+ * snapshots and iterators held across keep their view. */
+static void test_fault_compact(void)
+{
+    static const struct { int kind, err; } k[] = {
+        { FK_OPEN, KVDB_EIO }, { FK_READ, KVDB_EIO }, { FK_WRITE, KVDB_EIO }, { FK_WRITE, KVDB_EFULL },
+        { FK_SYNC, KVDB_EIO }, { FK_SYNC, KVDB_EFULL }, { FK_SIZE, KVDB_EIO }, { FK_TRUNC, KVDB_EIO },
+        { FK_LOCK, KVDB_EIO }, { FK_MAP, KVDB_ENOMEM }, { FK_SYNCDIR, KVDB_EIO }, { FK_RANDOM, KVDB_EIO },
+        { FK_RENAME, KVDB_EIO }, { FK_REMOVE, KVDB_EIO }
+    };
+    size_t i;
+    for (i = 0; i < sizeof k / sizeof k[0]; i++) fl_io_loop_w(k[i].kind, k[i].err, fl_workload_cp, "compaction workload: ");
+    printf("# compaction workload: %ld I/O failure points, %ld compactions failed by a fault\n", fl_points_cp, fl_cp_failed);
+    CHECK(fl_cp_failed > 50);
+}
 
 /* the run in progress, in memory shared with the parent: a child that
  * crashes is reported with the failure point it crashed at */
 static char *fl_progress;
 
-static void fl_alloc_loops(void)
+static void fl_alloc_loops(void (*workload)(fl_run *), const char *wname)
 {
     int map, pers;
-    long runs = 0, total_allocs = 0;
+    long runs = 0, total_allocs = 0, points = 0, cp_failed = 0;
     char what[200];
     for (map = 1; map >= 0; map--) {
         for (pers = 0; pers < 2; pers++) {
@@ -722,7 +1013,7 @@ static void fl_alloc_loops(void)
                 al.at = n;
                 al.persistent = pers;
                 memset(&R, 0, sizeof R);
-                snprintf(what, sizeof what, "%s allocation failure #%ld (%s)", pers ? "persistent" : "transient", n,
+                snprintf(what, sizeof what, "%s%s allocation failure #%ld (%s)", wname, pers ? "persistent" : "transient", n,
                          map ? "mmap" : "pread");
                 R.what = what;
                 if (fl_progress) snprintf(fl_progress, 256, "%s", what);
@@ -730,23 +1021,30 @@ static void fl_alloc_loops(void)
                 R.al = &al;
                 R.alloc_loop = 1;
                 R.path = tu_path("alloc.db");
-                fl_workload(&R);
+                workload(&R);
                 al.at = 0;
                 fl_final(&R);
                 runs++;
+                cp_failed += R.cp_failed;
                 if (al.nfired == 0) { total_allocs += al.count; break; }
-                fl_points_alloc++;
+                points++;
             }
         }
     }
-    printf("# allocation failures: %ld failure points, %ld runs (%ld allocations per clean run)\n", fl_points_alloc,
-           runs, total_allocs / 4);
-    CHECK(fl_points_alloc > 100);
+    fl_points_alloc += points;
+    if (workload == fl_workload_cp)
+        printf("# %sallocation failures: %ld failure points, %ld runs (%ld allocations per clean run), %ld compactions "
+               "failed by it\n", wname, points, runs, total_allocs / 4, cp_failed);
+    else
+        printf("# %sallocation failures: %ld failure points, %ld runs (%ld allocations per clean run)\n", wname, points,
+               runs, total_allocs / 4);
+    CHECK(points > 100);
+    if (workload == fl_workload_cp) CHECK(cp_failed > 50);
 }
 
 /* The allocation loops run in a child process, so that a crash inside the
  * engine is reported as a failure of this test with its failure point. */
-static void test_alloc_faults(void)
+static void fl_alloc_child(void (*workload)(fl_run *), const char *wname)
 {
     pid_t pid;
     int st = 0;
@@ -757,7 +1055,7 @@ static void test_alloc_faults(void)
     pid = fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
-        fl_alloc_loops();
+        fl_alloc_loops(workload, wname);
         if (tu_cur_failed) snprintf(fl_progress + 256, 3000, "%s", tu_cur_msg);
         fflush(stdout);
         _exit(tu_cur_failed ? 1 : 0);
@@ -770,6 +1068,12 @@ static void test_alloc_faults(void)
     munmap(fl_progress, 4096);
     fl_progress = NULL;
 }
+
+static void test_alloc_faults(void) { fl_alloc_child(fl_workload, ""); }
+/* allocation N failing across the compaction workload: opens, commits,
+ * iterators, and every allocation of the compactions (the new index, its
+ * sorted run, buffers, the swap's version) */
+static void test_alloc_faults_compact(void) { fl_alloc_child(fl_workload_cp, "compaction workload: "); }
 
 /* ==================================================================
  * disk full
@@ -882,8 +1186,11 @@ int main(void)
     RUN(test_fault_sync_dir);
     RUN(test_fault_random);
     RUN(test_fault_rename);
+    RUN(test_fault_remove);
+    RUN(test_fault_compact);
     RUN(test_disk_full);
     RUN(test_alloc_faults);
+    RUN(test_alloc_faults_compact);
     printf("# fault: %ld I/O failure points (allocation failure points: see above), %.1f s\n", fl_points_io,
            (double)(clock() - t0) / CLOCKS_PER_SEC);
     tu_rmrf();

@@ -21,6 +21,18 @@
  * sidecar: the main cost) and draw from their own random stream, so the
  * other operations of a seed are the same as without them.
  *
+ * Compactions (a stream of their own, MG.crs, so the other ops of a seed
+ * are the same as without them): full ones (kvdb_compact), stepwise ones
+ * (kvdb_compact_step with budgets from 1 byte to 1 MiB, a step now and then
+ * between the other ops, so that one spans many commits, snapshots and
+ * reopens -- a close abandons it and must remove "<path>.compact"), one
+ * finished by kvdb_compact, and compaction calls inside a write transaction
+ * (KVDB_EBUSY).  When one completes: every key, kvdb_stat (compactions,
+ * compacting, reclaimed bytes, live bytes exactly the model's, and after a
+ * full one with nothing committed meanwhile no dead bytes but COMMIT
+ * marks), the snapshots open across it key by key with their pinned value
+ * pointers and iterators, and a fresh iterator over the new state.
+ *
  * Every seed is deterministic.  On a mismatch the seed, the op number and
  * the key (hex) are printed.  To rerun one seed:
  *     KVDB_MODEL_SEED=N [KVDB_MODEL_OPS=n] [KVDB_MODEL_INMEM=1] build/plain/model
@@ -113,6 +125,18 @@ static struct {
     unsigned char *gbuf;  /* values read back */
     uint64_t reopens, txns, commits, aborts, snaps_taken;
     uint64_t iters, iter_steps, seeks, sidecar_loads;
+    /* compaction: its own random stream (so the other ops of a seed are
+     * the same as without it); a stepwise compaction in progress spans
+     * the ops between its steps */
+    uint64_t crs;
+    int cp_active;        /* a kvdb_compact_step compaction is in progress */
+    size_t cp_budget;     /* its max_bytes per step */
+    unsigned cp_rate;     /* % of loop turns that take a step */
+    uint64_t cp_steps;    /* steps it has taken */
+    uint64_t cp_begin_op; /* op count when it began */
+    uint64_t cp_handle;   /* compactions completed by this handle */
+    uint64_t cp_full, cp_stepwise, cp_by_full, cp_abandoned, cp_step_calls, cp_snaps_across,
+             cp_its_across, cp_ebusy, cp_longest;
 } MG;
 
 static uint64_t m_rnd(void) { return tu_rand(&MG.rs); }
@@ -122,6 +146,7 @@ static uint64_t m_below(uint64_t n) { return n ? m_rnd() % n : 0; }
  * iterators */
 static uint64_t m_irnd(void) { return tu_rand(&MG.irs); }
 static uint64_t m_ibelow(uint64_t n) { return n ? m_irnd() % n : 0; }
+static uint64_t m_cbelow(uint64_t n) { return n ? tu_rand(&MG.crs) % n : 0; }
 
 /* ------------------------------------------------------------------ */
 /* keys and values                                                    */
@@ -321,6 +346,16 @@ static void m_check_tget(kvdb_txn *t, size_t id, const m_val *want, const char *
     if (memcmp(p, MG.vbuf, n) != 0) MFAIL(what, id, rc, "value differs");
 }
 
+/* the bytes of the live records the model says there are */
+static uint64_t m_live_bytes(void)
+{
+    uint64_t n = 0;
+    size_t id;
+    for (id = 0; id < MG.nkeys; id++)
+        if (MG.m[id].present) n += (uint64_t)LG_REC + MG.klen[id] + MG.m[id].vlen;
+    return n;
+}
+
 static void m_check_stat(const char *what)
 {
     struct kvdb_stat st;
@@ -331,6 +366,15 @@ static void m_check_stat(const char *what)
     if (st.keys != MG.count)
         MFAIL(what, -1, rc, "stat.keys %llu, model %llu", (unsigned long long)st.keys,
               (unsigned long long)MG.count);
+    if (st.live_bytes != m_live_bytes())
+        MFAIL(what, -1, rc, "stat.live_bytes %llu, model %llu", (unsigned long long)st.live_bytes,
+              (unsigned long long)m_live_bytes());
+    if (st.dead_bytes + st.live_bytes + LG_HDR != st.file_bytes)
+        MFAIL(what, -1, rc, "stat: dead %llu + live %llu + header != file %llu", (unsigned long long)st.dead_bytes,
+              (unsigned long long)st.live_bytes, (unsigned long long)st.file_bytes);
+    if (st.compacting != (unsigned)MG.cp_active || st.compactions != MG.cp_handle)
+        MFAIL(what, -1, rc, "stat.compacting %u (want %d), stat.compactions %llu (want %llu)", st.compacting,
+              MG.cp_active, (unsigned long long)st.compactions, (unsigned long long)MG.cp_handle);
     if (!MG.inmem) {
         struct stat fs;
         if (stat(MG.path, &fs) != 0) { MFAIL(what, -1, rc, "stat(2) failed"); return; }
@@ -923,6 +967,11 @@ static void m_op_txn(void)
         } else if (r < 98) {
             /* the auto-commit read sees the committed state */
             m_check_get(id, &MG.m[id], 0, "get during write txn");
+            if (m_cbelow(40) == 0) { /* compaction needs the writer role this thread holds */
+                int crc = m_cbelow(2) ? kvdb_compact_step(MG.db, MG.cp_budget) : kvdb_compact(MG.db);
+                MG.cp_ebusy++;
+                if (crc != KVDB_EBUSY) MFAIL("compaction inside the write transaction", -1, crc, "want EBUSY");
+            }
         } else if (MG.nsnap) {
             m_snap_verify(&MG.snaps[m_below((uint64_t)MG.nsnap)], 4, "snapshot get during write txn");
         }
@@ -954,6 +1003,163 @@ static void m_op_misc(void)
     } else {
         m_op_get_absent();
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* compaction                                                         */
+
+/* Compactions, full (kvdb_compact) and stepwise (kvdb_compact_step with a
+ * small budget, one step now and then between the other ops, so that one
+ * compaction spans many commits, snapshots and iterators), drawn from
+ * their own stream (MG.crs).  Snapshots and their iterators opened before a
+ * compaction stay open across it (their view must stay exactly theirs:
+ * checked key by key when it completes, with the value pointers pinned
+ * before it); fresh reads and iterators see the current state.  A reopen
+ * in the middle abandons a stepwise compaction (close must remove the
+ * new file).  kvdb_stat must follow: compacting while one is in progress,
+ * compactions completed by this handle, live bytes exactly the model's. */
+#ifndef M_CP_PERIOD
+#define M_CP_PERIOD 2500   /* a compaction begins about once per this many loop turns */
+#endif
+#define M_CP_MAX_STEPS 2500 /* then kvdb_compact finishes the stepwise one */
+
+static int m_cp_tmp_exists(void)
+{
+    char tmp[640];
+    struct stat fs;
+    snprintf(tmp, sizeof tmp, "%s.compact", MG.path);
+    return stat(tmp, &fs) == 0;
+}
+
+/* a compaction has completed: check everything against the model */
+static void m_cp_done(const struct kvdb_stat *before, int exact, const char *what)
+{
+    struct kvdb_stat st;
+    int i, j, rc;
+    MG.cp_handle++;
+    memset(&st, 0, sizeof st);
+    rc = kvdb_stat(MG.db, &st);
+    if (rc != KVDB_OK) { MFAIL(what, -1, rc, "kvdb_stat"); return; }
+    if (st.compactions != before->compactions + 1 || st.compacting)
+        MFAIL(what, -1, rc, "stat.compactions %llu (before %llu), compacting %u", (unsigned long long)st.compactions,
+              (unsigned long long)before->compactions, st.compacting);
+    if (st.compact_reclaimed != (before->file_bytes > st.file_bytes ? before->file_bytes - st.file_bytes : 0) && exact)
+        MFAIL(what, -1, rc, "stat.compact_reclaimed %llu, file %llu -> %llu bytes",
+              (unsigned long long)st.compact_reclaimed, (unsigned long long)before->file_bytes,
+              (unsigned long long)st.file_bytes);
+    /* nothing committed meanwhile: the new file holds the live records and
+     * a COMMIT per batch of them, and one to seal the copy */
+    if (exact && st.dead_bytes > (st.keys / CP_BATCH + 2) * (uint64_t)(LG_REC + LG_COMMIT_LEN))
+        MFAIL(what, -1, rc, "%llu dead bytes right after compacting %llu keys (%llu live bytes)",
+              (unsigned long long)st.dead_bytes, (unsigned long long)st.keys, (unsigned long long)st.live_bytes);
+    if (!MG.inmem && m_cp_tmp_exists()) MFAIL(what, -1, rc, "%s.compact is left after the compaction", MG.path);
+    m_verify_all(what); /* every key, stat, and the file size */
+    /* snapshots from before it: exactly their view, pinned pointers intact */
+    for (i = 0; i < MG.nsnap && !MG.bad; i++) {
+        struct m_snap *s = &MG.snaps[i];
+        size_t id;
+        MG.cp_snaps_across++;
+        m_check_pin(s, "snapshot across a compaction");
+        for (id = 0; id < MG.nkeys && !MG.bad; id++) m_check_tget(s->t, id, &s->m[id], "snapshot across a compaction");
+        for (j = 0; j < s->nits && !MG.bad; j++) {
+            MG.cp_its_across++;
+            m_it_exercise(&s->its[j], "snapshot iterator across a compaction", s);
+        }
+    }
+    /* a fresh read transaction sees the new state, in key order */
+    if (!MG.bad && (MG.iters_on || m_cbelow(4) == 0)) {
+        kvdb_txn *t = NULL;
+        rc = kvdb_begin(MG.db, KVDB_TXN_RDONLY, &t);
+        if (rc != KVDB_OK) { MFAIL("begin read txn after a compaction", -1, rc, NULL); return; }
+        m_it_full(t, MG.m, (int)m_cbelow(2), "iteration after a compaction");
+        kvdb_abort(t);
+    }
+}
+
+/* an iterator opened on an open snapshot now, to be held across */
+static void m_cp_hold_iter(void)
+{
+    struct m_snap *s;
+    if (!MG.iters_on || !MG.nsnap) return;
+    s = &MG.snaps[m_cbelow((uint64_t)MG.nsnap)];
+    if (s->nits < M_MAX_ITS && m_it_open(&s->its[s->nits], s->t, s->m, NULL) == 0) {
+        s->nits++;
+        m_it_exercise(&s->its[s->nits - 1], "snapshot iterator before a compaction", s);
+    }
+}
+
+static void m_cp_full(void)
+{
+    struct kvdb_stat before;
+    int was = MG.cp_active, rc;
+    memset(&before, 0, sizeof before);
+    if (kvdb_stat(MG.db, &before) != KVDB_OK) { MFAIL("stat before compacting", -1, -1, NULL); return; }
+    rc = kvdb_compact(MG.db);
+    if (rc != KVDB_OK) {
+        MFAIL(was ? "kvdb_compact (finishing a stepwise one)" : "kvdb_compact", -1, rc, "%llu keys", (unsigned long long)MG.count);
+        return;
+    }
+    if (was) MG.cp_by_full++;
+    else MG.cp_full++;
+    MG.cp_active = 0;
+    /* finishing a stepwise one copies what was committed meanwhile too */
+    m_cp_done(&before, !was, was ? "after kvdb_compact finished a stepwise compaction" : "after kvdb_compact");
+}
+
+static void m_cp_step(void)
+{
+    struct kvdb_stat before;
+    int rc;
+    memset(&before, 0, sizeof before);
+    if (kvdb_stat(MG.db, &before) != KVDB_OK) { MFAIL("stat before a compaction step", -1, -1, NULL); return; }
+    rc = kvdb_compact_step(MG.db, MG.cp_budget);
+    MG.cp_steps++;
+    MG.cp_step_calls++;
+    if (rc == KVDB_OK) {
+        if (!MG.cp_active) {
+            MG.cp_active = 1;
+            MG.cp_begin_op = MG.op;
+        }
+        if (m_cbelow(16) == 0) {
+            m_check_stat("stat during a stepwise compaction");
+            if (!MG.inmem && !m_cp_tmp_exists())
+                MFAIL("stepwise compaction", -1, rc, "in progress without %s.compact", MG.path);
+        }
+        if (MG.cp_steps >= M_CP_MAX_STEPS) m_cp_full(); /* budget too small to catch up: finish it */
+        else if (m_cbelow(300) == 0) MG.reopen_at = MG.op; /* close in the middle of it */
+        return;
+    }
+    if (rc != KVDB_DONE) {
+        MFAIL("kvdb_compact_step", -1, rc, "step %llu, budget %zu", (unsigned long long)MG.cp_steps, MG.cp_budget);
+        return;
+    }
+    MG.cp_active = 0;
+    MG.cp_stepwise++;
+    if (MG.op - MG.cp_begin_op > MG.cp_longest) MG.cp_longest = MG.op - MG.cp_begin_op;
+    m_cp_done(&before, 0, "after kvdb_compact_step returned DONE");
+}
+
+/* after every loop turn: maybe a compaction, or a step of one */
+static void m_cp_tick(void)
+{
+    static const size_t budgets[6] = { 1, 200, 3000, 20000, 150000, 1u << 20 };
+    if (MG.bad) return;
+    if (MG.cp_active) {
+        if (m_cbelow(400) == 0) m_cp_full(); /* kvdb_compact finishes the one in progress */
+        else if (m_cbelow(100) < MG.cp_rate) m_cp_step();
+        return;
+    }
+    if (m_cbelow(M_CP_PERIOD) != 0) return;
+    if (m_cbelow(3) == 0) m_cp_hold_iter();
+    if (m_cbelow(100) < 35) {
+        m_cp_full();
+        return;
+    }
+    MG.cp_budget = budgets[m_cbelow(6)];
+    if (m_cbelow(4) == 0) MG.cp_budget += (size_t)m_cbelow(5000);
+    MG.cp_rate = m_cbelow(3) == 0 ? 100 : 5 + (unsigned)m_cbelow(40);
+    MG.cp_steps = 0;
+    m_cp_step(); /* the first: starts it (or does it whole, when it is small) */
 }
 
 /* ------------------------------------------------------------------ */
@@ -1006,6 +1212,13 @@ static void m_reopen(void)
         rc = kvdb_close(MG.db);
         MG.db = NULL;
         if (rc != KVDB_OK) { MFAIL("close", -1, rc, NULL); return; }
+        if (MG.cp_active) { /* close abandons the compaction: the database is as it was */
+            MG.cp_abandoned++;
+            if (m_cp_tmp_exists())
+                MFAIL("close during a stepwise compaction", -1, rc, "%s.compact is left behind", MG.path);
+        }
+        MG.cp_active = 0;
+        MG.cp_handle = 0;
         if (m_open(0) != 0) return;
         memset(&st, 0, sizeof st);
         rc = kvdb_stat(MG.db, &st);
@@ -1029,6 +1242,8 @@ static void m_reopen(void)
 
 /* ------------------------------------------------------------------ */
 
+static uint64_t m_tot_cp[6]; /* over all seeds: full, stepwise, finished by full, abandoned, snapshots, iterators across */
+
 static void m_run_seed(uint64_t seed, uint64_t nops, int inmem)
 {
     static const size_t nkeys_choice[4] = { 40, 400, 2500, 6000 };
@@ -1041,6 +1256,8 @@ static void m_run_seed(uint64_t seed, uint64_t nops, int inmem)
     if (MG.rs == 0) MG.rs = 1;
     MG.irs = seed * 0xD1B54A32D192ED03ULL + 0x7654321ULL;
     if (MG.irs == 0) MG.irs = 1;
+    MG.crs = seed * 0xA24BAED4963EE407ULL + 0xC0FFEEULL;
+    if (MG.crs == 0) MG.crs = 1;
     MG.nkeys = nkeys_choice[seed % 4];
     MG.key = calloc(MG.nkeys, sizeof *MG.key);
     MG.klen = calloc(MG.nkeys, sizeof *MG.klen);
@@ -1066,6 +1283,7 @@ static void m_run_seed(uint64_t seed, uint64_t nops, int inmem)
                 if (r < 890 + M_ITER_PERMILLE && MG.iters_on) m_op_iter(); /* besides: the same ops as without */
                 m_op_get();
             }
+            m_cp_tick();
             if (MG.op >= MG.reopen_at && !MG.bad) m_reopen();
         }
         if (!MG.bad) m_reopen(); /* final full verification (after a reopen) */
@@ -1087,6 +1305,20 @@ static void m_run_seed(uint64_t seed, uint64_t nops, int inmem)
                (unsigned long long)MG.aborts, (unsigned long long)MG.snaps_taken, (unsigned long long)MG.iters,
                (unsigned long long)MG.iter_steps, (unsigned long long)MG.seeks,
                (unsigned long long)MG.sidecar_loads);
+    if (getenv("KVDB_MODEL_VERBOSE"))
+        printf("# seed %llu: compactions: %llu full, %llu stepwise (%llu steps, longest over %llu ops), %llu stepwise "
+               "finished by kvdb_compact, %llu abandoned by close; %llu snapshots and %llu iterators held across; "
+               "%llu EBUSY checks\n", (unsigned long long)seed, (unsigned long long)MG.cp_full,
+               (unsigned long long)MG.cp_stepwise, (unsigned long long)MG.cp_step_calls,
+               (unsigned long long)MG.cp_longest, (unsigned long long)MG.cp_by_full,
+               (unsigned long long)MG.cp_abandoned, (unsigned long long)MG.cp_snaps_across,
+               (unsigned long long)MG.cp_its_across, (unsigned long long)MG.cp_ebusy);
+    m_tot_cp[0] += MG.cp_full;
+    m_tot_cp[1] += MG.cp_stepwise;
+    m_tot_cp[2] += MG.cp_by_full;
+    m_tot_cp[3] += MG.cp_abandoned;
+    m_tot_cp[4] += MG.cp_snaps_across;
+    m_tot_cp[5] += MG.cp_its_across;
     unlink(MG.path);
     for (id = 0; id < MG.nkeys; id++) free(MG.key[id]);
     free(MG.key);
@@ -1110,6 +1342,21 @@ static void m_run_one(uint64_t seed, uint64_t nops, int inmem)
         printf("ok model_seed_%llu%s\n", (unsigned long long)seed, inmem ? "_inmemory" : "");
     }
     fflush(stdout);
+}
+
+/* the seeds together must have done every kind of compaction */
+static void test_model_compaction_mix(void)
+{
+    printf("# compactions: %llu full, %llu stepwise, %llu stepwise finished by kvdb_compact, %llu abandoned by a "
+           "close; %llu snapshots and %llu of their iterators held across one\n", (unsigned long long)m_tot_cp[0],
+           (unsigned long long)m_tot_cp[1], (unsigned long long)m_tot_cp[2], (unsigned long long)m_tot_cp[3],
+           (unsigned long long)m_tot_cp[4], (unsigned long long)m_tot_cp[5]);
+    CHECK(m_tot_cp[0] > 0);
+    CHECK(m_tot_cp[1] > 0);
+    CHECK(m_tot_cp[2] > 0);
+    CHECK(m_tot_cp[3] > 0);
+    CHECK(m_tot_cp[4] > 0);
+    CHECK(m_tot_cp[5] > 0);
 }
 
 int main(void)
@@ -1144,6 +1391,7 @@ int main(void)
         if (eo && *eo) ops = inmem_ops = strtoull(eo, NULL, 10);
         for (s = 1; s <= nseeds; s++) m_run_one(s, ops, 0);
         m_run_one(nseeds + 1, inmem_ops, 1);
+        RUN(test_model_compaction_mix);
     }
     tu_rmrf();
     TEST_MAIN_END();
