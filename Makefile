@@ -17,7 +17,7 @@ LDLIBS  := -lpthread
 B       := build
 
 ENGINE  := kvdb.c kvdb.h
-TESTS   := unit api model iter crash sidecar threads crashsim fault
+TESTS   := unit api model iter crash sidecar threads crashsim fault check
 
 .PHONY: all demo test test-build fuzz fuzz-corpus coverage bench bench-kvdb bench-peers bench-deps kvbench clean install
 
@@ -58,7 +58,7 @@ TFLAGS_hash4 := -O2 -g -DKVDB_TEST_HASH_BITS=4
 TFLAGS_tsan  := -O1 -g -fsanitize=thread -DKVDB_CK_MIN_BYTES=65536
 TFLAGS_nommap    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -DKVDB_NO_MMAP
 TFLAGS_nothreads := -O2 -g -DKVDB_NO_THREADS
-NOMMAP_TESTS    := unit api model iter crash sidecar
+NOMMAP_TESTS    := unit api model iter crash sidecar check
 NOTHREADS_TESTS := api model
 
 define test_rule

@@ -23,11 +23,11 @@ run() {
     fail=$((fail + f))
 }
 for flavour in plain asan hash4; do
-    for t in unit api model iter crash sidecar crashsim fault; do
+    for t in unit api model iter crash sidecar crashsim fault check; do
         [ -x "$B/$flavour/$t" ] && run "$flavour/$t" env KVDB_TEST_FLAVOUR=$flavour "$B/$flavour/$t"
     done
 done
-for t in unit api model iter crash sidecar; do
+for t in unit api model iter crash sidecar check; do
     [ -x "$B/nommap/$t" ] && run "nommap/$t" env KVDB_TEST_FLAVOUR=asan "$B/nommap/$t"
 done
 for t in api model; do
