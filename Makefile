@@ -191,11 +191,14 @@ bench-deps:
 	apt-get install -y liblmdb-dev librocksdb-dev libleveldb-dev libsqlite3-dev \
 		libtkrzw-dev libkyotocabinet-dev libgdbm-dev gnuplot-nox
 
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the tool, the header, and
+# the engine's source (to compile into a program) in share/kvdb.
 PREFIX ?= /usr/local
 install: tools/kvdb
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/share/kvdb
 	install -m 755 tools/kvdb $(DESTDIR)$(PREFIX)/bin/kvdb
 	install -m 644 kvdb.h $(DESTDIR)$(PREFIX)/include/kvdb.h
+	install -m 644 kvdb.c kvdb.h $(DESTDIR)$(PREFIX)/share/kvdb/
 
 clean:
 	rm -rf $(B) tools/kvdb tools/kvdb-bench tools/kvbench/kvbench
