@@ -17,7 +17,7 @@ LDLIBS  := -lpthread
 B       := build
 
 ENGINE  := kvdb.c kvdb.h
-TESTS   := unit api model iter crash sidecar threads crashsim fault compact
+TESTS   := unit api model iter crash sidecar threads crashsim fault compact check
 
 .PHONY: all demo test test-build fuzz fuzz-corpus coverage bench bench-kvdb bench-compact bench-peers bench-deps kvbench clean install
 
@@ -61,7 +61,7 @@ TFLAGS_hash4 := -O2 -g -DKVDB_TEST_HASH_BITS=4
 TFLAGS_tsan  := -O1 -g -fsanitize=thread -DKVDB_CK_MIN_BYTES=65536
 TFLAGS_nommap    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -DKVDB_NO_MMAP
 TFLAGS_nothreads := -O2 -g -DKVDB_NO_THREADS
-NOMMAP_TESTS    := unit api model iter crash sidecar compact
+NOMMAP_TESTS    := unit api model iter crash sidecar compact check
 NOTHREADS_TESTS := api model compact
 TSAN_TESTS      := threads compact
 
@@ -199,11 +199,14 @@ bench-deps:
 	apt-get install -y liblmdb-dev librocksdb-dev libleveldb-dev libsqlite3-dev \
 		libtkrzw-dev libkyotocabinet-dev libgdbm-dev gnuplot-nox
 
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the tool, the header, and
+# the engine's source (to compile into a program) in share/kvdb.
 PREFIX ?= /usr/local
 install: tools/kvdb
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/share/kvdb
 	install -m 755 tools/kvdb $(DESTDIR)$(PREFIX)/bin/kvdb
 	install -m 644 kvdb.h $(DESTDIR)$(PREFIX)/include/kvdb.h
+	install -m 644 kvdb.c kvdb.h $(DESTDIR)$(PREFIX)/share/kvdb/
 
 clean:
 	rm -rf $(B) tools/kvdb tools/kvdb-bench tools/kvdb-compact-bench tools/kvbench/kvbench

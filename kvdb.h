@@ -347,6 +347,92 @@ struct kvdb_stat {
 };
 int kvdb_stat(kvdb *db, struct kvdb_stat *out);
 
+/* ---- check and repair ------------------------------------------------
+ * Both take a path, not a handle: they work on databases that refuse to
+ * open.  They read the file under a shared lock (KVDB_ELOCKED while a
+ * writable handle has it open, in this or another process) and never
+ * write to it.
+ *
+ * kvdb_check verifies, without trusting the sidecar:
+ *   - every record's checksum in the whole log, before the sidecar's
+ *     checkpoint as well as after it (open checks only the latter);
+ *   - the log's structure: each COMMIT counts the records before it, its
+ *     sequence number is higher than the previous one, and after the last
+ *     complete transaction there is nothing but a torn tail;
+ *   - if the log is clean: the indexes that a read-only open builds (from
+ *     the sidecar, when it matches, plus the log after it) against the log:
+ *     every key's newest record is a PUT the hash index maps it to, deleted
+ *     keys are absent, the key count and live bytes agree, and the ordered
+ *     iterator yields every live key once, in order, at the same record as
+ *     the hash index.  A sidecar that exists but does not load is reported.
+ * Damage is resynchronised past: after a record that does not verify, the
+ * check goes on at the next offset where one does (a record's checksum
+ * depends on its offset, so only records written there verify there), so
+ * one report covers each damaged range and later damage is found too.
+ *
+ * Returns KVDB_OK if the database is clean, KVDB_ECORRUPT if problems were
+ * found (each went to report; st->problems counts them), or the error that
+ * stopped the check: KVDB_NOTFOUND (no file), KVDB_ENOTDB, KVDB_EVERSION,
+ * KVDB_ELOCKED, KVDB_EIO, KVDB_ENOMEM.  A torn tail -- the end of a write a
+ * crash interrupted, which the next writable open cuts off -- is a note,
+ * not a problem (st->torn_bytes); so is the sidecar's state.
+ *
+ * kvdb_repair copies every intact committed transaction of path, in log
+ * order, into a database it creates at out_path (which must not exist: it
+ * is created exclusively, KVDB_EINVAL otherwise).  What cannot be saved is
+ * reported: damaged byte ranges (skipped) and incomplete transactions
+ * (records or COMMIT damaged or missing: dropped whole, never applied in
+ * part).  Transactions after damage are saved, also those in a torn tail.
+ * Salvaged transactions are committed in batches (a batch never splits
+ * one) with KVDB_SYNC_OFF and one kvdb_sync at the end.  KVDB_OK means the
+ * new database is complete and durable -- st says what it lacks (problems,
+ * lost_bytes, lost_txns); on an error the new file is removed again.
+ * Keys deleted by a salvaged transaction but written by a lost one are
+ * simply absent.  Sequence numbers and the database identity are new.
+ *
+ * Cost: one pass over the log (check: three -- the log, the hash index
+ * against the log, the ordered iterator), plus a scan of the rest of the
+ * file per damaged range.  Memory: the records of one transaction, and
+ * (check) 16 bytes per key whose newest record is a PUT not yet matched in
+ * the index, normally few.  Without mmap, the log is read in 4 MiB windows
+ * and the ordered pass keeps every value it reads until it ends. */
+#define KVDB_CHECK_PROBLEM 0          /* damage or disagreement */
+#define KVDB_CHECK_NOTE    1          /* torn tail, sidecar state: not a problem */
+#define KVDB_CHECK_NOOFF   UINT64_MAX /* the finding has no file offset */
+
+typedef struct kvdb_check_opts {
+    const kvdb_vfs *vfs;          /* NULL: POSIX */
+    const kvdb_allocator *alloc;  /* NULL: the default allocator */
+    /* each finding, in file order within a pass; what is one sentence
+     * without the file name; valid during the call only.  May be NULL. */
+    void (*report)(void *ctx, int kind, uint64_t off, const char *what);
+    /* work done of total (bytes; total may grow between passes), about
+     * every MiB and once at the end of each pass.  May be NULL. */
+    void (*progress)(void *ctx, uint64_t done, uint64_t total);
+    void *ctx;
+} kvdb_check_opts;
+
+typedef struct kvdb_check_stat {
+    uint64_t file_bytes;       /* size of the file */
+    uint64_t records;          /* records that verified (PUT, DEL, COMMIT) */
+    uint64_t txns;             /* complete transactions */
+    uint64_t bytes_verified;   /* header and records that verified */
+    uint64_t problems;         /* problems found (0: clean) */
+    uint64_t torn_bytes;       /* torn tail: bytes from the end of the last complete
+                                  transaction before it */
+    uint64_t lost_bytes;       /* damaged ranges plus records of incomplete transactions */
+    uint64_t lost_txns;        /* incomplete transactions */
+    uint64_t keys;             /* check: live keys per the log (if index_checked);
+                                  repair: keys in the new database */
+    uint64_t salvaged_txns;    /* repair: transactions copied */
+    uint64_t salvaged_records; /* repair: PUT and DEL records copied */
+    int index_checked;         /* check: the indexes were compared with the log */
+} kvdb_check_stat;
+
+/* opts and st may be NULL. */
+int kvdb_check(const char *path, const kvdb_check_opts *opts, kvdb_check_stat *st);
+int kvdb_repair(const char *path, const char *out_path, const kvdb_check_opts *opts, kvdb_check_stat *st);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,8 +5,8 @@
 # crashes or exits non-zero without printing a FAIL line counts as one failure.
 B=${1:-build}
 # the Makefile passes its lists; these defaults are for running by hand
-TESTS=${TESTS:-"unit api model iter crash sidecar threads crashsim fault compact"}
-NOMMAP_TESTS=${NOMMAP_TESTS:-"unit api model iter crash sidecar compact"}
+TESTS=${TESTS:-"unit api model iter crash sidecar threads crashsim fault compact check"}
+NOMMAP_TESTS=${NOMMAP_TESTS:-"unit api model iter crash sidecar compact check"}
 NOTHREADS_TESTS=${NOTHREADS_TESTS:-"api model compact"}
 TSAN_TESTS=${TSAN_TESTS:-"threads compact"}
 pass=0
