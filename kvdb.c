@@ -2090,10 +2090,30 @@ static void ws_reset(kvdb *db, kv_ws *ws)
  * Key order is kept apart from the hash index and built lazily, so that a
  * put pays nothing for it.  A *run* is an immutable array of entries for
  * one range [lo, hi) of the log: for every key written in the range, the
- * offset of its newest record there (a PUT, or a DEL marked as tombstone)
- * and the key's first 8 bytes packed big-endian ("prefix"), so that most
- * comparisons need no log read.  Entries are sorted by key (memcmp order,
- * a shorter key first when one is a prefix of the other).
+ * offset of its newest record there (a PUT, or a DEL marked as tombstone).
+ * Entries are sorted by key (memcmp order, a shorter key first when one is
+ * a prefix of the other).
+ *
+ * Entry format (16 bytes).  A run stores once the common prefix of all its
+ * keys, cpl bytes long ("the run prefix").  Each entry holds the 8 key
+ * bytes that follow it, [cpl, cpl+8), packed big-endian and zero-padded
+ * ("k"), and beside the offset lc = min(klen - cpl, 9).  Within a run,
+ * (k, lc) orders two keys exactly unless both have lc = 9 and equal k:
+ * equal k with different lc means the shorter key is a prefix of the longer
+ * one (its padding matched real 0x00 bytes), equal k and lc < 9 means the
+ * same key.  Only in the remaining case is the log read.  Keys such as
+ * "0000000000123456" (a long shared prefix) thus compare without the log.
+ *
+ * Across runs: entries of a run with prefix P and cpl c can be seen from
+ * any shallower level m <= c of the same key space -- the "projection":
+ * key bytes [m, m+8) are P[m..c) followed by k, and the length beyond m is
+ * (c - m) + lc -- with no log read.  Two runs compare at m = the common
+ * prefix of their two run prefixes (capped by both cpls); when the run
+ * prefixes differ below both cpls, the first projected byte decides.  A
+ * merge of two runs encodes the new run at the common level this way, and
+ * an iterator keeps one such relation per pair of its sources.  A seek
+ * compares the sought key with the run prefix first (before, after, or
+ * inside), then (k, lc) in a binary search.
  *
  * Invariants:
  *   1. The shared runs (db->runs) cover [LG_HDR, end of the newest run)
@@ -2111,33 +2131,67 @@ static void ws_reset(kvdb *db, kv_ws *ws)
  *      loaded from the sidecar (mapped, covering the log up to the
  *      checkpoint) is never merged into the heap; the next checkpoint
  *      replaces it.
- * Cost: the first iterator after n new records scans and sorts them,
- * O(n log n), comparing prefixes in the array and reading keys from the
- * log only on equal prefixes.  Memory: 16 bytes per entry.
+ *   5. Every key of a run starts with the run prefix (cpl may be shorter
+ *      than the keys' true common prefix, never longer).
+ * Cost: the first iterator after n new records reads them once in log
+ * order (computing the common prefix and the entries as it goes), then
+ * radix-sorts on k (O(n)) and orders only groups of equal k by comparison.
+ * Memory: 16 bytes per entry plus the prefix once per run.
+ *
+ * A log range already in key order (one record per key, as a compaction
+ * writes it) is recognised after the pass and not sorted: srt_build() over
+ * such a range is the way to make its run.
  * ====================================================================== */
 #define SRT_DEL ((uint64_t)1 << 63)
+#define SRT_LSH 56                              /* lc is bits 56..59 of off */
+#define SRT_OFF (((uint64_t)1 << SRT_LSH) - 1)  /* the record offset */
+#define SRT_LONG 9u                             /* lc: 9 or more bytes after the prefix */
+#define SRT_AT(e) ((e)->off & SRT_OFF)
+#define SRT_LC(e) ((unsigned)((e)->off >> SRT_LSH) & 15u)
 
 typedef struct srt_ent {
-    uint64_t pfx;          /* first 8 key bytes, big-endian, zero-padded */
-    uint64_t off;          /* record offset | SRT_DEL for a tombstone */
+    uint64_t k;            /* key bytes [cpl, cpl+8), big-endian, zero-padded */
+    uint64_t off;          /* offset | min(klen - cpl, 9) << 56 | SRT_DEL */
 } srt_ent;
 
 struct srt_run {
     uint64_t lo, hi;       /* log range covered */
     size_t n, cap;         /* entries used, allocated here (0: mapped) */
+    size_t cpl;            /* bytes of the run prefix */
+    size_t bytes;          /* heap counted in db->srt_bytes */
     unsigned refs;
     const srt_ent *e;      /* n entries, sorted by key, one per key: own[]
                               or, for the run loaded from the sidecar, the
                               mapping (which lives until close) */
+    const uint8_t *pfx;    /* the run prefix: after own[cap], or mapped */
     srt_ent own[];
 };
 
-static uint64_t srt_pfx(const uint8_t *k, size_t n)
+/* Up to 8 bytes packed big-endian, zero-padded. */
+static uint64_t srt_pack(const uint8_t *k, size_t n)
 {
     uint64_t p = 0;
     size_t i;
-    for (i = 0; i < 8; i++) p = (p << 8) | (i < n ? k[i] : 0);
-    return p;
+    if (n >= 8) { /* compilers make this one big-endian load */
+        for (i = 0; i < 8; i++) p = (p << 8) | k[i];
+        return p;
+    }
+    for (i = 0; i < n; i++) p = (p << 8) | k[i];
+    return n ? p << (8 * (8 - n)) : 0;
+}
+
+static size_t srt_lcp(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    size_t i = 0;
+    while (i + 8 <= n) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if (x != y) break;
+        i += 8;
+    }
+    while (i < n && a[i] == b[i]) i++;
+    return i;
 }
 
 static int kv_keycmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
@@ -2156,6 +2210,9 @@ static int srt_key(const kv_rd *r, uint64_t off, kv_buf *kb, const uint8_t **key
     size_t n;
     int rc;
     if (r->wb && off >= r->wb_off) {
+        if (off - r->wb_off + LG_REC > r->wb_len ||
+            off - r->wb_off + LG_REC + kv_ld16(r->wb + (off - r->wb_off) + 10) > r->wb_len)
+            return kv_err(KVDB_ECORRUPT, "sorted index points past the pending transaction");
         p = r->wb + (off - r->wb_off);
         *klen = kv_ld16(p + 10);
         *key = p + LG_REC;
@@ -2193,15 +2250,15 @@ typedef struct srt_cx {
     int rc;
 } srt_cx;
 
-static int srt_cmp(srt_cx *c, const srt_ent *a, const srt_ent *b)
+/* The last resort: the two records' keys from the log. */
+static int srt_cmp_log(srt_cx *c, uint64_t a, uint64_t b)
 {
     const uint8_t *x = NULL, *y = NULL;
     size_t xn = 0, yn = 0;
     int rc;
-    if (a->pfx != b->pfx) return a->pfx < b->pfx ? -1 : 1;
-    if ((a->off & ~SRT_DEL) == (b->off & ~SRT_DEL)) return 0;
-    rc = srt_key(c->r, a->off & ~SRT_DEL, &c->ka, &x, &xn);
-    if (!rc) rc = srt_key(c->r, b->off & ~SRT_DEL, &c->kb, &y, &yn);
+    if (a == b) return 0;
+    rc = srt_key(c->r, a, &c->ka, &x, &xn);
+    if (!rc) rc = srt_key(c->r, b, &c->kb, &y, &yn);
     if (rc) {
         if (!c->rc) c->rc = rc;
         return 0;
@@ -2209,19 +2266,76 @@ static int srt_cmp(srt_cx *c, const srt_ent *a, const srt_ent *b)
     return kv_keycmp(x, xn, y, yn);
 }
 
-/* Compare entry a with a key. */
-static int srt_cmp_key(srt_cx *c, const srt_ent *a, uint64_t kpfx, const uint8_t *k, size_t kn)
+/* Two entries of one run (or of runs with the same prefix). */
+static int srt_cmp(srt_cx *c, const srt_ent *a, const srt_ent *b)
 {
-    const uint8_t *x = NULL;
-    size_t xn = 0;
-    int rc;
-    if (a->pfx != kpfx) return a->pfx < kpfx ? -1 : 1;
-    rc = srt_key(c->r, a->off & ~SRT_DEL, &c->ka, &x, &xn);
-    if (rc) {
-        if (!c->rc) c->rc = rc;
-        return 0;
-    }
-    return kv_keycmp(x, xn, k, kn);
+    unsigned la, lb;
+    if (a->k != b->k) return a->k < b->k ? -1 : 1;
+    la = SRT_LC(a);
+    lb = SRT_LC(b);
+    if (la != lb) return la < lb ? -1 : 1;
+    if (la < SRT_LONG) return 0;
+    return srt_cmp_log(c, SRT_AT(a), SRT_AT(b));
+}
+
+/* A projection: the entries of a run with cpl c seen from level m <= c.
+ * d = c - m (capped at 9: beyond that the view no longer changes), h = the
+ * run prefix bytes [m, m + min(d, 8)) packed at the top. */
+typedef struct srt_prj {
+    unsigned d;
+    uint64_t h;
+} srt_prj;
+
+static void srt_prj_init(srt_prj *p, const uint8_t *pfx, size_t cpl, size_t m)
+{
+    size_t d = cpl - m;
+    p->d = d > SRT_LONG ? SRT_LONG : (unsigned)d;
+    p->h = d ? srt_pack(pfx + m, d < 8 ? d : 8) : 0;
+}
+
+static uint64_t srt_pk(const srt_prj *p, uint64_t k)
+{
+    return p->d >= 8 ? p->h : p->d ? p->h | (k >> (8 * p->d)) : k;
+}
+
+static unsigned srt_plc(const srt_prj *p, unsigned lc)
+{
+    unsigned x = p->d + (lc > SRT_LONG ? SRT_LONG : lc);
+    return x > SRT_LONG ? SRT_LONG : x;
+}
+
+/* An entry re-encoded at the shallower level. */
+static srt_ent srt_proj(const srt_prj *p, const srt_ent *e)
+{
+    srt_ent o;
+    o.k = srt_pk(p, e->k);
+    o.off = (e->off & ~((uint64_t)15 << SRT_LSH)) | (uint64_t)srt_plc(p, SRT_LC(e)) << SRT_LSH;
+    return o;
+}
+
+/* How the entries of run x compare with those of run y: both seen from the
+ * common prefix of their run prefixes. */
+typedef struct srt_rel {
+    srt_prj x, y;
+} srt_rel;
+
+static void srt_rel_init(srt_rel *r, const uint8_t *px, size_t cx, const uint8_t *py, size_t cy)
+{
+    size_t m = srt_lcp(px, py, cx < cy ? cx : cy);
+    srt_prj_init(&r->x, px, cx, m);
+    srt_prj_init(&r->y, py, cy, m);
+}
+
+static int srt_cmp_rel(srt_cx *c, const srt_rel *rl, const srt_ent *a, const srt_ent *b)
+{
+    uint64_t x = srt_pk(&rl->x, a->k), y = srt_pk(&rl->y, b->k);
+    unsigned la, lb;
+    if (x != y) return x < y ? -1 : 1;
+    la = srt_plc(&rl->x, SRT_LC(a));
+    lb = srt_plc(&rl->y, SRT_LC(b));
+    if (la != lb) return la < lb ? -1 : 1;
+    if (la < SRT_LONG) return 0;
+    return srt_cmp_log(c, SRT_AT(a), SRT_AT(b));
 }
 
 /* Order for building a run: by key, and the newest record first. */
@@ -2229,11 +2343,11 @@ static int srt_cmp_build(srt_cx *c, const srt_ent *a, const srt_ent *b)
 {
     int d = srt_cmp(c, a, b);
     if (d) return d;
-    return (a->off & ~SRT_DEL) > (b->off & ~SRT_DEL) ? -1 : (a->off & ~SRT_DEL) < (b->off & ~SRT_DEL);
+    return SRT_AT(a) > SRT_AT(b) ? -1 : SRT_AT(a) < SRT_AT(b);
 }
 
-/* Bottom-up merge sort of n entries (tmp has room for n). */
-static void srt_sort(srt_cx *c, srt_ent *e, srt_ent *tmp, size_t n)
+/* Bottom-up merge sort of n entries by srt_cmp_build (tmp has room for n). */
+static void srt_msort(srt_cx *c, srt_ent *e, srt_ent *tmp, size_t n)
 {
     size_t w, i;
     srt_ent *src = e, *dst = tmp;
@@ -2255,17 +2369,152 @@ static void srt_sort(srt_cx *c, srt_ent *e, srt_ent *tmp, size_t n)
     if (src != e) memcpy(e, src, n * sizeof *e);
 }
 
-static srt_run *srt_alloc(kvdb *db, size_t n)
+#define SRT_RADIX_MIN 48
+
+/* The most significant byte at or below b where the entries differ, with
+ * its histogram in cnt; -1 if their k are all equal. */
+static int srt_rbyte(const srt_ent *e, size_t n, int b, size_t cnt[256])
+{
+    size_t i;
+    for (; b >= 0; b--) {
+        unsigned sh = 8u * (unsigned)b;
+        memset(cnt, 0, 256 * sizeof *cnt);
+        for (i = 0; i < n; i++) cnt[(e[i].k >> sh) & 255]++;
+        if (cnt[(e[0].k >> sh) & 255] != n) break;
+    }
+    return b;
+}
+
+/* Small or all-equal-k: by comparison, in place. */
+static void srt_csort(srt_cx *c, srt_ent *e, srt_ent *tmp, size_t n)
+{
+    size_t i, j;
+    if (n >= SRT_RADIX_MIN) {
+        srt_msort(c, e, tmp, n);
+        return;
+    }
+    for (i = 1; i < n; i++) {
+        srt_ent x = e[i];
+        for (j = i; j > 0 && (e[j - 1].k > x.k || (e[j - 1].k == x.k && srt_cmp_build(c, &e[j - 1], &x) > 0)); j--)
+            e[j] = e[j - 1];
+        e[j] = x;
+    }
+}
+
+/* Sort the n entries of src into dst (to_dst) or in place in src (src
+ * then ends sorted, dst is scratch), by bytes b and below of k. */
+static void srt_rsort(srt_cx *c, srt_ent *src, srt_ent *dst, size_t n, int b, int to_dst)
+{
+    size_t cnt[256], i, start;
+    if (n < SRT_RADIX_MIN || (b = srt_rbyte(src, n, b, cnt)) < 0) {
+        if (to_dst) memcpy(dst, src, n * sizeof *src);
+        srt_csort(c, to_dst ? dst : src, to_dst ? src : dst, n);
+        return;
+    }
+    {
+        unsigned sh = 8u * (unsigned)b;
+        size_t sum = 0;
+        for (i = 0; i < 256; i++) {
+            size_t t = cnt[i];
+            cnt[i] = sum;
+            sum += t;
+        }
+        for (i = 0; i < n; i++) dst[cnt[(src[i].k >> sh) & 255]++] = src[i];
+    }
+    /* the buckets are in dst; cnt[v] is now the end of bucket v.  Each is
+     * sorted from dst into src when the result belongs in src, or in place */
+    for (i = 0, start = 0; i < 256; start = cnt[i++]) {
+        size_t m = cnt[i] - start;
+        if (!m) continue;
+        if (m == 1) {
+            if (!to_dst) src[start] = dst[start];
+        } else {
+            srt_rsort(c, dst + start, src + start, m, b - 1, !to_dst);
+        }
+    }
+}
+
+/* Sort n entries by srt_cmp_build (tmp has room for n): an MSD radix sort
+ * on k from its most significant byte down, skipping bytes that are the
+ * same throughout a bucket, buckets moving between e and tmp (they shrink
+ * into the cache after a level or two); small buckets and groups of equal
+ * k are finished by comparison -- the only place the log may be read. */
+static void srt_sort(srt_cx *c, srt_ent *e, srt_ent *tmp, size_t n)
+{
+    srt_rsort(c, e, tmp, n, 7, 0);
+}
+
+/* Entries made from keys in turn: keeps the common prefix of the keys so
+ * far, and encodes each entry at the prefix length of its time; finish()
+ * projects the earlier ones to the final length (nothing is read again). */
+typedef struct srt_acc {
+    kv_buf first;          /* the first key */
+    size_t cpl;
+    kv_buf segs;           /* size_t pairs: first entry encoded at a cpl, that cpl */
+} srt_acc;
+
+static int srt_acc_add(kvdb *db, srt_acc *a, srt_ent *e, size_t i, const uint8_t *key, size_t kn)
+{
+    size_t s[2], l;
+    int rc;
+    if (i == 0) {
+        a->first.len = a->segs.len = 0;
+        rc = kv_buf_reserve(&db->al, &a->first, kn ? kn : 1);
+        if (rc) return rc;
+        if (kn) memcpy(a->first.p, key, kn);
+        a->first.len = kn;
+        a->cpl = kn;
+        l = kn;
+    } else {
+        l = srt_lcp(key, a->first.p, kn < a->cpl ? kn : a->cpl);
+    }
+    if (i == 0 || l < a->cpl) {
+        a->cpl = l;
+        s[0] = i;
+        s[1] = l;
+        rc = kv_buf_reserve(&db->al, &a->segs, sizeof s);
+        if (rc) return rc;
+        memcpy(a->segs.p + a->segs.len, s, sizeof s);
+        a->segs.len += sizeof s;
+    }
+    kn -= a->cpl;
+    e->k = srt_pack(key + a->cpl, kn < 8 ? kn : 8);
+    e->off = (e->off & ~((uint64_t)15 << SRT_LSH)) | (uint64_t)(kn < SRT_LONG ? kn : SRT_LONG) << SRT_LSH;
+    return KVDB_OK;
+}
+
+static void srt_acc_finish(srt_acc *a, srt_ent *e, size_t n)
+{
+    size_t ns = a->segs.len / (2 * sizeof(size_t)), s, i;
+    for (s = 0; s + 1 < ns; s++) { /* the last segment is at the final cpl */
+        size_t g[4];
+        srt_prj p;
+        memcpy(g, a->segs.p + s * 2 * sizeof(size_t), sizeof g);
+        srt_prj_init(&p, a->first.p, g[1], a->cpl);
+        for (i = g[0]; i < g[2] && i < n; i++) e[i] = srt_proj(&p, &e[i]);
+    }
+}
+
+static void srt_acc_free(kvdb *db, srt_acc *a)
+{
+    kv_free(&db->al, a->first.p);
+    kv_free(&db->al, a->segs.p);
+}
+
+static srt_run *srt_alloc(kvdb *db, size_t n, size_t cpl)
 {
     srt_run *run;
-    size_t sz = sizeof *run + n * sizeof(srt_ent);
-    if (n > ((size_t)-1 - sizeof *run) / sizeof(srt_ent) || !(run = (srt_run *)kv_malloc(&db->al, sz))) {
+    size_t sz = sizeof *run + n * sizeof(srt_ent) + cpl;
+    if (n > ((size_t)-1 - sizeof *run - cpl) / sizeof(srt_ent) || !(run = (srt_run *)kv_malloc(&db->al, sz))) {
         kv_err(KVDB_ENOMEM, "out of memory for a sorted run of %zu entries", n);
         return NULL;
     }
     run->n = run->cap = n;
     run->refs = 1;
     run->e = run->own;
+    run->cpl = cpl;
+    run->pfx = (const uint8_t *)(run->own + n);
+    run->bytes = sz;
     db->srt_bytes += sz;
     return run;
 }
@@ -2273,26 +2522,82 @@ static srt_run *srt_alloc(kvdb *db, size_t n)
 static void srt_release(kvdb *db, srt_run *run)
 {
     if (run && --run->refs == 0) {
-        db->srt_bytes -= sizeof *run + run->cap * sizeof(srt_ent);
+        db->srt_bytes -= run->bytes;
         kv_free(&db->al, run);
     }
 }
 
-/* Build the run for [lo, hi) of the log as seen by r (mu_srt held). */
+/* The run made from buf, which holds a run header's room (SRT_HEAD) and
+ * then n sorted entries of key space prefix pfx[0, cpl): one entry per key
+ * (the first of each group, i.e. the newest), tombstones dropped if drop.
+ * The buffer becomes the run (shrunk to fit): buf->p is taken. */
+#define SRT_HEAD offsetof(srt_run, own)
+static int srt_make_run(kvdb *db, srt_cx *c, kv_buf *buf, size_t n, const uint8_t *pfx, size_t cpl, int drop,
+                        uint64_t lo, uint64_t hi, srt_run **out)
+{
+    srt_run *run;
+    srt_ent *e = (srt_ent *)(void *)(buf->p + SRT_HEAD);
+    size_t i, k, sz;
+    for (i = 0, k = 0; i < n; i++)
+        if (k == 0 || srt_cmp(c, &e[k - 1], &e[i]) != 0) e[k++] = e[i];
+    if (c->rc) return c->rc;
+    if (drop) {
+        size_t j = 0;
+        for (i = 0; i < k; i++)
+            if (!(e[i].off & SRT_DEL)) e[j++] = e[i];
+        k = j;
+    }
+    sz = SRT_HEAD + k * sizeof *e + cpl;
+    if (sz > buf->cap) { /* only if the buffer holds fewer entries than the prefix is long */
+        int rc = kv_buf_reserve(&db->al, buf, sz - buf->len);
+        if (rc) return rc;
+    } else if (sz < buf->cap) {
+        uint8_t *np = (uint8_t *)kv_realloc(&db->al, buf->p, sz);
+        if (np) {
+            buf->p = np;
+            buf->cap = sz;
+        }
+    }
+    run = (srt_run *)(void *)buf->p;
+    buf->p = NULL;
+    buf->len = buf->cap = 0;
+    run->lo = lo;
+    run->hi = hi;
+    run->n = run->cap = k;
+    run->cpl = cpl;
+    run->refs = 1;
+    run->e = run->own;
+    run->pfx = (const uint8_t *)(run->own + k);
+    if (cpl) memcpy(run->own + k, pfx, cpl);
+    run->bytes = sz;
+    db->srt_bytes += sz;
+    *out = run;
+    return KVDB_OK;
+}
+
+/* Build the run for [lo, hi) of the log as seen by r (mu_srt held): one
+ * pass over the records in log order, then srt_sort. */
 static int srt_build(kvdb *db, const kv_rd *r, uint64_t lo, uint64_t hi, srt_run **out)
 {
-    kv_buf ents = { NULL, 0, 0 }, tmp = { NULL, 0, 0 };
+    kv_buf ents = { NULL, 0, 0 }, tmp = { NULL, 0, 0 }, kb = { NULL, 0, 0 };
     srt_cx c;
-    srt_run *run = NULL;
+    srt_acc acc;
     uint64_t off = lo;
-    size_t n = 0, i, k;
+    size_t n = 0;
     int rc = KVDB_OK;
     memset(&c, 0, sizeof c);
+    memset(&acc, 0, sizeof acc);
     c.r = r;
+    *out = NULL;
     db->srt_builds++;
+    if (hi > SRT_OFF) return kv_err(KVDB_ECORRUPT, "%s: log too large for the sorted index", db->path);
+    /* the entries go after room for the run header: the buffer becomes the run */
+    rc = kv_buf_reserve(&db->al, &ents, SRT_HEAD + (hi - lo) / 256 * sizeof(srt_ent));
+    if (rc) return rc;
+    ents.len = SRT_HEAD;
     while (off < hi) {
-        uint8_t hdr[LG_REC + 8];
-        const uint8_t *p;
+        uint8_t hdr[LG_REC + 64];
+        const uint8_t *p, *key;
         lg_rec rec;
         srt_ent *e;
         if (r->base) {
@@ -2307,69 +2612,99 @@ static int srt_build(kvdb *db, const kv_rd *r, uint64_t lo, uint64_t hi, srt_run
             goto out;
         }
         if (rec.type != LG_COMMIT) {
-            rc = kv_buf_reserve(&db->al, &ents, sizeof *e);
-            if (rc) goto out;
-            e = (srt_ent *)(void *)ents.p + n;
-            e->pfx = srt_pfx(p + LG_REC, rec.klen < 8 ? rec.klen : 8);
+            if (r->base || rec.klen <= sizeof hdr - LG_REC) {
+                key = p + LG_REC;
+            } else { /* pread mode, a long key */
+                kb.len = 0;
+                rc = kv_buf_reserve(&db->al, &kb, rec.klen);
+                if (!rc) rc = db->vfs->read(db->vfs->ctx, db->file, off + LG_REC, kb.p, rec.klen);
+                if (rc) goto out;
+                key = kb.p;
+            }
+            if (ents.len + sizeof *e > ents.cap) {
+                rc = kv_buf_reserve(&db->al, &ents, sizeof *e);
+                if (rc) goto out;
+            }
+            e = (srt_ent *)(void *)(ents.p + SRT_HEAD) + n;
             e->off = off | (rec.type == LG_DEL ? SRT_DEL : 0);
+            rc = srt_acc_add(db, &acc, e, n, key, rec.klen);
+            if (rc) goto out;
             ents.len += sizeof *e;
             n++;
         }
         off += rec.size;
     }
-    rc = kv_buf_reserve(&db->al, &tmp, n * sizeof(srt_ent) + 1);
-    if (rc) goto out;
-    srt_sort(&c, (srt_ent *)(void *)ents.p, (srt_ent *)(void *)tmp.p, n);
-    if (c.rc) { rc = c.rc; goto out; }
-    {   /* one entry per key: the first (newest) of each group */
-        srt_ent *e = (srt_ent *)(void *)ents.p;
-        for (i = 0, k = 0; i < n; i++)
-            if (k == 0 || srt_cmp(&c, &e[k - 1], &e[i]) != 0) e[k++] = e[i];
+    srt_acc_finish(&acc, (srt_ent *)(void *)(ents.p + SRT_HEAD), n);
+    {   /* already in strictly increasing key order (a compacted log)? */
+        const srt_ent *e = (const srt_ent *)(const void *)(ents.p + SRT_HEAD);
+        size_t i = 1;
+        while (i < n && srt_cmp(&c, &e[i - 1], &e[i]) < 0) i++;
         if (c.rc) { rc = c.rc; goto out; }
-        run = srt_alloc(db, k);
-        if (!run) { rc = KVDB_ENOMEM; goto out; }
-        run->lo = lo;
-        run->hi = hi;
-        if (k) memcpy(run->own, e, k * sizeof *e);
-        /* the first run has nothing older to hide: drop its tombstones */
-        if (lo == LG_HDR) {
-            size_t j = 0;
-            for (i = 0; i < k; i++)
-                if (!(run->own[i].off & SRT_DEL)) run->own[j++] = run->own[i];
-            run->n = j;
+        if (i < n) {
+            rc = kv_buf_reserve(&db->al, &tmp, n * sizeof(srt_ent) + 1);
+            if (rc) goto out;
+            srt_sort(&c, (srt_ent *)(void *)(ents.p + SRT_HEAD), (srt_ent *)(void *)tmp.p, n);
+            if (c.rc) { rc = c.rc; goto out; }
         }
+        kv_free(&db->al, tmp.p);
+        tmp.p = NULL;
     }
+    /* the first run has nothing older to hide: drop its tombstones */
+    rc = srt_make_run(db, &c, &ents, n, n ? acc.first.p : NULL, n ? acc.cpl : 0, lo == LG_HDR, lo, hi, out);
 out:
     kv_free(&db->al, ents.p);
     kv_free(&db->al, tmp.p);
+    kv_free(&db->al, kb.p);
     kv_free(&db->al, c.ka.p);
     kv_free(&db->al, c.kb.p);
-    *out = run;
+    srt_acc_free(db, &acc);
     return rc;
 }
 
-/* Merge two adjacent runs, a older than b, into one (mu_srt held). */
+/* Merge two adjacent runs, a older than b, into one (mu_srt held).  The new
+ * run's prefix is the common prefix of both run prefixes; each side's
+ * entries are projected to it, so the log is read only on ties of long
+ * keys. */
 static int srt_merge(kvdb *db, const kv_rd *r, const srt_run *a, const srt_run *b, srt_run **out)
 {
     srt_cx c;
     srt_run *m;
-    size_t i = 0, j = 0, k = 0;
+    srt_prj pa, pb;
+    const uint8_t *pfx = a->n ? a->pfx : b->pfx;
+    size_t i = 0, j = 0, k = 0, cpl;
     int drop = a->lo == LG_HDR;
     memset(&c, 0, sizeof c);
+    memset(&pa, 0, sizeof pa);
+    memset(&pb, 0, sizeof pb);
     c.r = r;
     *out = NULL;
-    m = srt_alloc(db, a->n + b->n);
+    if (!a->n) cpl = b->cpl;
+    else if (!b->n) cpl = a->cpl;
+    else cpl = srt_lcp(a->pfx, b->pfx, a->cpl < b->cpl ? a->cpl : b->cpl);
+    m = srt_alloc(db, a->n + b->n, cpl);
     if (!m) return KVDB_ENOMEM;
     m->lo = a->lo;
     m->hi = b->hi;
-    while (i < a->n || j < b->n) {
-        const srt_ent *e;
-        int d = i == a->n ? 1 : j == b->n ? -1 : srt_cmp(&c, &a->e[i], &b->e[j]);
-        if (d < 0) e = &a->e[i++];
-        else if (d > 0) e = &b->e[j++];
-        else { e = &b->e[j++]; i++; } /* the newer entry wins */
-        if (drop && (e->off & SRT_DEL)) continue;
-        m->own[k++] = *e;
+    if (cpl) memcpy(m->own + a->n + b->n, pfx, cpl); /* = m->pfx */
+    if (a->n) srt_prj_init(&pa, a->pfx, a->cpl, cpl);
+    if (b->n) srt_prj_init(&pb, b->pfx, b->cpl, cpl);
+    {
+        srt_ent x = { 0, 0 }, y = { 0, 0 };
+        if (i < a->n) x = srt_proj(&pa, &a->e[i]);
+        if (j < b->n) y = srt_proj(&pb, &b->e[j]);
+        while (i < a->n || j < b->n) {
+            srt_ent e;
+            int d = i == a->n ? 1 : j == b->n ? -1 : srt_cmp(&c, &x, &y);
+            if (d <= 0) e = x;
+            else e = y;
+            if (d >= 0) { /* the newer entry wins a tie */
+                e = y;
+                if (++j < b->n) y = srt_proj(&pb, &b->e[j]);
+            }
+            if (d <= 0 && ++i < a->n) x = srt_proj(&pa, &a->e[i]);
+            if (drop && (e.off & SRT_DEL)) continue;
+            m->own[k++] = e;
+        }
     }
     m->n = k;
     kv_free(&db->al, c.ka.p);
@@ -2949,12 +3284,14 @@ static void txn_arena_free(kvdb_txn *t)
  *
  * An iterator merges its sources in key order: the sorted runs of its
  * snapshot (oldest first) and, in a write transaction, the transaction's
- * own writes as of the iterator's creation (newest).  Where several sources
- * hold the same key the newest wins, and a tombstone hides it.  Each
- * source is a cursor into a sorted array; a step compares the sources'
- * current entries (prefix in the array, full key in the log only on a
- * prefix tie), so a step costs O(sources) comparisons plus the record
- * read, which is checksum-verified like a point read.
+ * own writes as of the iterator's creation (newest, encoded like a run
+ * with its own prefix).  Where several sources hold the same key the
+ * newest wins, and a tombstone hides it.  Each source is a cursor into a
+ * sorted array; a step compares the sources' current entries through the
+ * relation of each pair of sources (srt_rel: both seen from the common
+ * prefix of their run prefixes; the log is read only on a tie of long
+ * keys), so a step costs O(sources) comparisons plus the record read,
+ * which is checksum-verified like a point read.
  *
  * Bounds are [lo, hi) in key order (NULL: unbounded); a prefix P is the
  * range [P, P+1) where P+1 is P with trailing 0xff bytes dropped and the
@@ -2966,7 +3303,16 @@ typedef struct it_src {
     const srt_ent *e;
     size_t n;
     size_t cur;            /* index of the current entry; n = exhausted */
+    const uint8_t *pfx;    /* the run prefix of the entries */
+    size_t cpl;
 } it_src;
+
+/* The sources of a k-way merge and the relation of every pair. */
+typedef struct srt_kway {
+    it_src *src;
+    size_t nsrc;
+    srt_rel *rel;          /* nsrc x nsrc: rel[i * nsrc + j] compares i with j */
+} srt_kway;
 
 struct kvdb_iter {
     kvdb_txn *t;
@@ -2977,17 +3323,45 @@ struct kvdb_iter {
     size_t nruns;
     srt_ent *own;          /* the write transaction's writes, sorted */
     size_t nown;
-    it_src *src;           /* nruns (+1) sources, oldest first */
-    size_t nsrc;
+    kv_buf ownpfx;         /* their common prefix */
+    srt_kway kw;           /* nruns (+1) sources, oldest first */
     srt_cx cx;             /* key buffers for comparisons */
     kv_buf bnd;            /* lo then hi bytes */
     size_t lolen, hilen;
     int has_lo, has_hi;
-    uint64_t lopfx, hipfx;
 };
 
 #define IT_LO(it) ((it)->bnd.p)
 #define IT_HI(it) ((it)->bnd.p + (it)->lolen)
+
+static const uint8_t srt_nopfx[1] = { 0 }; /* the prefix of a source without one */
+
+static void src_set(it_src *s, const srt_ent *e, size_t n, const uint8_t *pfx, size_t cpl)
+{
+    s->e = e;
+    s->n = n;
+    s->cur = 0;
+    s->pfx = cpl ? pfx : srt_nopfx;
+    s->cpl = cpl;
+}
+
+/* The pair relations of kw's sources (kw->src and nsrc set). */
+static int srt_kway_init(kvdb *db, srt_kway *kw)
+{
+    size_t i, j, n = kw->nsrc;
+    kw->rel = NULL;
+    if (n < 2) return KVDB_OK;
+    kw->rel = (srt_rel *)kv_malloc(&db->al, n * n * sizeof *kw->rel);
+    if (!kw->rel) return kv_err(KVDB_ENOMEM, "out of memory");
+    for (i = 0; i < n; i++)
+        for (j = i; j < n; j++) {
+            srt_rel *a = &kw->rel[i * n + j], *b = &kw->rel[j * n + i];
+            srt_rel_init(a, kw->src[i].pfx, kw->src[i].cpl, kw->src[j].pfx, kw->src[j].cpl);
+            b->x = a->y;
+            b->y = a->x;
+        }
+    return KVDB_OK;
+}
 
 /* Refresh the view of the write transaction's buffer (it may have moved). */
 static void it_sync(kvdb_iter *it)
@@ -2998,14 +3372,38 @@ static void it_sync(kvdb_iter *it)
     }
 }
 
-/* First index of src whose key is >= k (or > k when strict). */
-static size_t it_lower(kvdb_iter *it, const it_src *s, uint64_t kpfx, const uint8_t *k, size_t kn, int strict)
+/* First index of src whose key is >= k (or > k when strict): the key is
+ * compared with the run prefix once, then as (k, lc) at the run's level. */
+static size_t it_lower(srt_cx *cx, const it_src *s, const uint8_t *k, size_t kn, int strict)
 {
-    size_t lo = 0, hi = s->n;
+    size_t lo = 0, hi = s->n, m = kn < s->cpl ? kn : s->cpl, rest;
+    uint64_t kk;
+    unsigned kl;
+    int d = m ? memcmp(k, s->pfx, m) : 0;
+    if (d < 0 || (d == 0 && kn < s->cpl)) return 0; /* before every key of the run */
+    if (d > 0) return s->n;                          /* after every key */
+    rest = kn - s->cpl;
+    kk = srt_pack(k + s->cpl, rest < 8 ? rest : 8);
+    kl = rest < SRT_LONG ? (unsigned)rest : SRT_LONG;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int d = srt_cmp_key(&it->cx, &s->e[mid], kpfx, k, kn);
-        if (d < 0 || (strict && d == 0)) lo = mid + 1;
+        const srt_ent *e = &s->e[mid];
+        unsigned el = SRT_LC(e);
+        int c;
+        if (e->k != kk) c = e->k < kk ? -1 : 1;
+        else if (el != kl) c = el < kl ? -1 : 1;
+        else if (kl < SRT_LONG) c = 0;
+        else {
+            const uint8_t *x = NULL;
+            size_t xn = 0;
+            int rc = srt_key(cx->r, SRT_AT(e), &cx->ka, &x, &xn);
+            if (rc) {
+                if (!cx->rc) cx->rc = rc;
+                return lo;
+            }
+            c = kv_keycmp(x, xn, k, kn);
+        }
+        if (c < 0 || (strict && c == 0)) lo = mid + 1;
         else hi = mid;
     }
     return lo;
@@ -3017,20 +3415,19 @@ static void it_position(kvdb_iter *it, const uint8_t *k, size_t kn)
 {
     size_t i;
     int rev = (it->flags & KVDB_ITER_REVERSE) != 0;
-    uint64_t kp = k ? srt_pfx(k, kn < 8 ? kn : 8) : 0;
-    for (i = 0; i < it->nsrc; i++) {
-        it_src *s = &it->src[i];
+    for (i = 0; i < it->kw.nsrc; i++) {
+        it_src *s = &it->kw.src[i];
         if (!rev) {
-            size_t a = it->has_lo ? it_lower(it, s, it->lopfx, IT_LO(it), it->lolen, 0) : 0;
+            size_t a = it->has_lo ? it_lower(&it->cx, s, IT_LO(it), it->lolen, 0) : 0;
             if (k) {
-                size_t b = it_lower(it, s, kp, k, kn, 0);
+                size_t b = it_lower(&it->cx, s, k, kn, 0);
                 if (b > a) a = b;
             }
             s->cur = a;
         } else {
-            size_t a = it->has_hi ? it_lower(it, s, it->hipfx, IT_HI(it), it->hilen, 0) : s->n;
+            size_t a = it->has_hi ? it_lower(&it->cx, s, IT_HI(it), it->hilen, 0) : s->n;
             if (k) {
-                size_t b = it_lower(it, s, kp, k, kn, 1);
+                size_t b = it_lower(&it->cx, s, k, kn, 1);
                 if (b < a) a = b;
             }
             s->cur = a ? a - 1 : s->n; /* the entry before, or exhausted */
@@ -3047,25 +3444,35 @@ static void src_advance(it_src *s, int rev)
 
 /* One step of the k-way merge: the smallest key (largest in reverse), from
  * the newest source holding it; every source moves past that key.
- * 1 and *out, 0 when all sources are exhausted, or an error. */
-static int srt_kway_next(srt_cx *cx, it_src *src, size_t nsrc, int rev, srt_ent *out, size_t *from)
+ * 1 with *out (as stored in source *from), 0 when all sources are
+ * exhausted, or an error. */
+static int srt_kway_next(srt_cx *cx, srt_kway *kw, int rev, srt_ent *out, size_t *from)
 {
-    size_t i, best = nsrc;
+    it_src *src = kw->src;
+    size_t i, best = kw->nsrc, n = kw->nsrc;
     int d;
-    for (i = 0; i < nsrc; i++) {
+    if (n == 1) { /* one source: nothing to compare */
+        if (src->cur >= src->n) return 0;
+        *out = src->e[src->cur];
+        *from = 0;
+        src_advance(src, rev);
+        return 1;
+    }
+    for (i = 0; i < n; i++) {
         const it_src *s = &src[i];
         if (s->cur >= s->n) continue;
-        if (best == nsrc) { best = i; continue; }
-        d = srt_cmp(cx, &s->e[s->cur], &src[best].e[src[best].cur]);
+        if (best == n) { best = i; continue; }
+        d = srt_cmp_rel(cx, &kw->rel[i * n + best], &s->e[s->cur], &src[best].e[src[best].cur]);
         if (rev ? d >= 0 : d <= 0) best = i;
     }
     if (cx->rc) return cx->rc;
-    if (best == nsrc) return 0;
+    if (best == n) return 0;
     *out = src[best].e[src[best].cur];
-    if (from) *from = best;
-    for (i = 0; i < nsrc; i++) {
+    *from = best;
+    for (i = 0; i < n; i++) {
         it_src *s = &src[i];
-        if (i != best && s->cur < s->n && srt_cmp(cx, &s->e[s->cur], out) == 0) src_advance(s, rev);
+        if (i != best && s->cur < s->n && srt_cmp_rel(cx, &kw->rel[i * n + best], &s->e[s->cur], out) == 0)
+            src_advance(s, rev);
     }
     src_advance(&src[best], rev);
     return cx->rc ? cx->rc : 1;
@@ -3076,7 +3483,9 @@ static void it_free(kvdb_iter *it)
     kvdb *db = it->t->db;
     if (it->runs) srt_release_all(db, it->runs, it->nruns);
     kv_free(&db->al, it->own);
-    kv_free(&db->al, it->src);
+    kv_free(&db->al, it->ownpfx.p);
+    kv_free(&db->al, it->kw.src);
+    kv_free(&db->al, it->kw.rel);
     kv_free(&db->al, it->cx.ka.p);
     kv_free(&db->al, it->cx.kb.p);
     kv_free(&db->al, it->bnd.p);
@@ -3101,13 +3510,15 @@ static void txn_close_iters(kvdb_txn *t)
 }
 
 /* The write transaction's own writes, sorted, as tombstones or PUTs at
- * their pending offsets. */
+ * their pending offsets, with their common prefix in it->ownpfx. */
 static int it_own_writes(kvdb_iter *it)
 {
     kvdb_txn *t = it->t;
     kvdb *db = t->db;
     size_t n = t->ws.n, i, k = 0;
     srt_ent *e, *tmp;
+    srt_acc acc;
+    int rc = KVDB_OK;
     if (!n) return KVDB_OK;
     e = (srt_ent *)kv_malloc(&db->al, n * sizeof *e);
     tmp = (srt_ent *)kv_malloc(&db->al, n * sizeof *e);
@@ -3122,17 +3533,24 @@ static int it_own_writes(kvdb_iter *it)
         for (i = 0; i < t->ws.cap; i++)
             if (t->ws.tab[i].pos) e[k++].off = t->ws.tab[i].pos - 1;
     }
-    for (i = 0; i < k; i++) {
+    memset(&acc, 0, sizeof acc);
+    for (i = 0; i < k && !rc; i++) {
         const uint8_t *p = t->wbuf.p + e[i].off;
-        uint32_t kl = kv_ld16(p + 10);
-        e[i].pfx = srt_pfx(p + LG_REC, kl < 8 ? kl : 8);
         e[i].off = (it->rd.wb_off + e[i].off) | (p[8] == LG_DEL ? SRT_DEL : 0);
+        rc = srt_acc_add(db, &acc, &e[i], i, p + LG_REC, kv_ld16(p + 10));
     }
-    srt_sort(&it->cx, e, tmp, k); /* keys are distinct: any order of equals is fine */
+    if (!rc && k) {
+        srt_acc_finish(&acc, e, k);
+        srt_sort(&it->cx, e, tmp, k); /* keys are distinct: any order of equals is fine */
+        rc = kv_buf_reserve(&db->al, &it->ownpfx, acc.cpl + 1);
+        if (!rc && acc.cpl) memcpy(it->ownpfx.p, acc.first.p, acc.cpl);
+        it->ownpfx.len = acc.cpl;
+    }
+    srt_acc_free(db, &acc);
     kv_free(&db->al, tmp);
     it->own = e;
     it->nown = k;
-    return it->cx.rc;
+    return rc ? rc : it->cx.rc;
 }
 
 static int it_open(kvdb_txn *t, const void *lo, size_t lolen, const void *hi, size_t hilen, unsigned flags,
@@ -3168,25 +3586,20 @@ static int it_open(kvdb_txn *t, const void *lo, size_t lolen, const void *hi, si
     if (rc) goto fail;
     if (it->lolen) memcpy(IT_LO(it), lo, it->lolen);
     if (it->hilen) memcpy(IT_HI(it), hi, it->hilen);
-    it->lopfx = srt_pfx(IT_LO(it), it->lolen < 8 ? it->lolen : 8);
-    it->hipfx = srt_pfx(IT_HI(it), it->hilen < 8 ? it->hilen : 8);
     rc = srt_acquire(db, &it->rd, t->ver->end, &t->priv, &it->runs, &it->nruns);
     if (rc) goto fail;
     if (t->write) {
         rc = it_own_writes(it);
         if (rc) goto fail;
     }
-    it->nsrc = it->nruns + (it->nown ? 1 : 0);
-    it->src = (it_src *)kv_malloc(&db->al, (it->nsrc ? it->nsrc : 1) * sizeof *it->src);
-    if (!it->src) { rc = kv_err(KVDB_ENOMEM, "out of memory"); goto fail; }
-    for (i = 0; i < it->nruns; i++) {
-        it->src[i].e = it->runs[i]->e;
-        it->src[i].n = it->runs[i]->n;
-    }
-    if (it->nown) {
-        it->src[it->nruns].e = it->own;
-        it->src[it->nruns].n = it->nown;
-    }
+    it->kw.nsrc = it->nruns + (it->nown ? 1 : 0);
+    it->kw.src = (it_src *)kv_malloc(&db->al, (it->kw.nsrc ? it->kw.nsrc : 1) * sizeof *it->kw.src);
+    if (!it->kw.src) { rc = kv_err(KVDB_ENOMEM, "out of memory"); goto fail; }
+    for (i = 0; i < it->nruns; i++)
+        src_set(&it->kw.src[i], it->runs[i]->e, it->runs[i]->n, it->runs[i]->pfx, it->runs[i]->cpl);
+    if (it->nown) src_set(&it->kw.src[it->nruns], it->own, it->nown, it->ownpfx.p, it->ownpfx.len);
+    rc = srt_kway_init(db, &it->kw);
+    if (rc) goto fail;
     it_position(it, NULL, 0);
     if (it->cx.rc) { rc = it->cx.rc; goto fail; }
     it->next = t->iters;
@@ -3261,16 +3674,19 @@ int kvdb_iter_next(kvdb_iter *it, const void **key, size_t *klen, const void **v
         size_t kn;
         kv_hit hit;
         size_t from;
-        int rc = srt_kway_next(&it->cx, it->src, it->nsrc, rev, &e, &from);
+        int rc = srt_kway_next(&it->cx, &it->kw, rev, &e, &from);
         if (rc <= 0) return rc ? rc : KVDB_DONE;
-        off = e.off;
+        off = SRT_AT(&e) | (e.off & SRT_DEL);
         if (it->rd.base) { /* before compaction, key order is random in the log: fetch ahead */
-            const it_src *s = &it->src[from];
+            const it_src *s = &it->kw.src[from];
             size_t ahead = rev ? (s->cur >= IT_PREFETCH && s->cur < s->n ? s->cur - IT_PREFETCH : s->n)
                                : s->cur + IT_PREFETCH;
             if (ahead < s->n) {
-                uint64_t po = s->e[ahead].off & ~SRT_DEL;
-                if (po < it->rd.end) KV_PREFETCH(it->rd.base + po);
+                uint64_t po = SRT_AT(&s->e[ahead]);
+                if (po + 64 < it->rd.end) {
+                    KV_PREFETCH(it->rd.base + po);
+                    KV_PREFETCH(it->rd.base + po + 64);
+                }
             }
         }
         /* bounds */
@@ -3328,7 +3744,7 @@ void kvdb_iter_close(kvdb_iter *it)
  *
  *   Header (128 bytes, little-endian)
  *     [0,8)     magic "\x89KVX\r\n\x1a\n"
- *     [8,12)    u32 sidecar version (1)
+ *     [8,12)    u32 sidecar version (2; 1 had no run prefix: ignored)
  *     [12,16)   u32 layout: 1 for a little-endian host with 8-byte
  *               pointers -- the leaf images are the in-memory layout, so a
  *               host with another layout rebuilds from the log instead
@@ -3337,12 +3753,16 @@ void kvdb_iter_close(kvdb_iter *it)
  *     [48,56)   u64 P: log bytes covered; the log must hold an intact
  *               COMMIT record ending exactly at P with sequence [56,64)
  *     [56,64)   u64 that sequence number
- *     [64,72)   u64 sorted entries      [72,80)  u64 their offset
+ *     [64,72)   u64 sorted entries      [72,80)  u64 their offset E
  *     [80,88)   u64 leaves              [88,96)  u64 their offset
  *     [96,104)  u64 live keys           [104,112) u64 live bytes
  *     [112,120) u64 XXH3 of bytes [128, end), seeded with the hash seed
  *     [120,128) u64 XXH3 of bytes [0,120)
- *   Sorted entries: the merged runs, tombstones dropped, 16 bytes each.
+ *   Run prefix, at 128: u64 cpl, the cpl prefix bytes, zeros up to E =
+ *   128 + (8 + cpl) rounded up to a multiple of 16.
+ *   Sorted entries, at E: the merged runs, tombstones dropped, 16 bytes
+ *   each in the in-memory layout (srt_ent: u64 k, the 8 key bytes after
+ *   the prefix; u64 offset | lc << 56), encoded at the run prefix.
  *   Leaves: per leaf a 16-byte descriptor (u8 parent level, u8 local
  *   depth, u16 0, u32 path = the child indices from the root, 6 bits per
  *   level; u32 cap; u32 count) followed by the leaf's image (its 32-byte
@@ -3356,7 +3776,9 @@ void kvdb_iter_close(kvdb_iter *it)
  * temporary file, sync, rename, directory sync.
  * ====================================================================== */
 #define SC_MAGIC "\x89KVX\r\n\x1a\n"
+#define SC_VERSION 2
 #define SC_HDR 128
+#define SC_EOFF(cpl) (SC_HDR + (((uint64_t)(cpl) + 8 + 15) & ~(uint64_t)15)) /* entries' offset */
 #define SC_MAPPED 0xFF     /* hix_node.adj of a node inside the sidecar */
 
 static uint32_t sc_layout(void)
@@ -3452,11 +3874,13 @@ static int sc_write(kvdb *db, kv_ver *v, int may_sync)
     sc_out o;
     kv_rd r;
     srt_run **runs = NULL;
-    size_t nruns = 0, i;
-    it_src *src = NULL;
+    size_t nruns = 0, i, cpl = 0;
+    const uint8_t *pfx = NULL;
+    srt_kway kw;
+    srt_prj *prj = NULL;
     srt_cx cx;
     uint8_t h[SC_HDR], lh[LG_HDR];
-    uint64_t nent = 0, nleaves = 0, leaves_off;
+    uint64_t nent = 0, nleaves = 0, leaves_off, eoff;
     char *name = NULL, *tmp = NULL;
     int rc;
 
@@ -3476,6 +3900,7 @@ static int sc_write(kvdb *db, kv_ver *v, int may_sync)
     }
     memset(&o, 0, sizeof o);
     memset(&cx, 0, sizeof cx);
+    memset(&kw, 0, sizeof kw);
     rd_init(&r, db, v);
     cx.r = &r;
     rc = db->vfs->read(db->vfs->ctx, v->log->f, 0, lh, LG_HDR);
@@ -3485,13 +3910,26 @@ static int sc_write(kvdb *db, kv_ver *v, int may_sync)
     if (!name || !tmp) { rc = kv_err(KVDB_ENOMEM, "out of memory"); goto out; }
     rc = srt_acquire(db, &r, v->end, NULL, &runs, &nruns);
     if (rc) goto out;
-    src = (it_src *)kv_malloc(&db->al, (nruns ? nruns : 1) * sizeof *src);
-    if (!src) { rc = kv_err(KVDB_ENOMEM, "out of memory"); goto out; }
+    kw.src = (it_src *)kv_malloc(&db->al, (nruns ? nruns : 1) * sizeof *kw.src);
+    prj = (srt_prj *)kv_malloc(&db->al, (nruns ? nruns : 1) * sizeof *prj);
+    if (!kw.src || !prj) { rc = kv_err(KVDB_ENOMEM, "out of memory"); goto out; }
+    kw.nsrc = nruns;
     for (i = 0; i < nruns; i++) {
-        src[i].e = runs[i]->e;
-        src[i].n = runs[i]->n;
-        src[i].cur = 0;
+        src_set(&kw.src[i], runs[i]->e, runs[i]->n, runs[i]->pfx, runs[i]->cpl);
+        if (!runs[i]->n) continue;
+        /* the written run's prefix: common to every run prefix */
+        if (!pfx) {
+            pfx = kw.src[i].pfx;
+            cpl = runs[i]->cpl;
+        } else {
+            cpl = srt_lcp(pfx, kw.src[i].pfx, cpl < runs[i]->cpl ? cpl : runs[i]->cpl);
+        }
     }
+    if (!pfx) pfx = srt_nopfx;
+    for (i = 0; i < nruns; i++)
+        if (runs[i]->n) srt_prj_init(&prj[i], kw.src[i].pfx, kw.src[i].cpl, cpl);
+    rc = srt_kway_init(db, &kw);
+    if (rc) goto out;
     db->vfs->remove(db->vfs->ctx, tmp);
     rc = db->vfs->open(db->vfs->ctx, tmp, KVDB_VFS_CREATE | KVDB_VFS_EXCL, &o.f);
     if (rc) goto out;
@@ -3499,22 +3937,33 @@ static int sc_write(kvdb *db, kv_ver *v, int may_sync)
     o.off = SC_HDR;
     XXH3_INITSTATE(&o.st);
     XXH3_64bits_reset_withSeed(&o.st, db->seed);
-    for (;;) { /* the merged sorted entries */
+    eoff = SC_EOFF(cpl);
+    {   /* the run prefix */
+        uint8_t c8[8], zero[16];
+        kv_st64(c8, cpl);
+        memset(zero, 0, sizeof zero);
+        sc_put(&o, c8, 8);
+        if (cpl) sc_put(&o, pfx, cpl);
+        sc_put(&o, zero, (size_t)(eoff - SC_HDR - 8 - cpl));
+    }
+    for (;;) { /* the merged sorted entries, encoded at the written prefix */
         srt_ent e;
-        int k = srt_kway_next(&cx, src, nruns, 0, &e, NULL);
+        size_t from = 0;
+        int k = nruns ? srt_kway_next(&cx, &kw, 0, &e, &from) : 0;
         if (k < 0) { rc = k; goto out; }
         if (k == 0) break;
         if (e.off & SRT_DEL) continue;
+        e = srt_proj(&prj[from], &e);
         sc_put(&o, &e, sizeof e);
         nent++;
     }
-    leaves_off = SC_HDR + nent * sizeof(srt_ent);
+    leaves_off = eoff + nent * sizeof(srt_ent);
     sc_put_leaves(&o, (const hix_inner *)HIX_NODE(v->root), 0, &nleaves);
     sc_flush(&o);
     if (o.rc) { rc = o.rc; goto out; }
     memset(h, 0, sizeof h);
     memcpy(h, SC_MAGIC, 8);
-    kv_st32(h + 8, 1);
+    kv_st32(h + 8, SC_VERSION);
     kv_st32(h + 12, sc_layout());
     memcpy(h + 16, db->id, 16);
     kv_st64(h + 32, db->seed);
@@ -3522,7 +3971,7 @@ static int sc_write(kvdb *db, kv_ver *v, int may_sync)
     kv_st64(h + 48, v->end);
     kv_st64(h + 56, v->seq);
     kv_st64(h + 64, nent);
-    kv_st64(h + 72, SC_HDR);
+    kv_st64(h + 72, eoff);
     kv_st64(h + 80, nleaves);
     kv_st64(h + 88, leaves_off);
     kv_st64(h + 96, v->keys);
@@ -3548,7 +3997,9 @@ out:
     kv_free(&db->al, o.buf.p);
     kv_free(&db->al, cx.ka.p);
     kv_free(&db->al, cx.kb.p);
-    kv_free(&db->al, src);
+    kv_free(&db->al, kw.src);
+    kv_free(&db->al, kw.rel);
+    kv_free(&db->al, prj);
     if (runs) srt_release_all(db, runs, nruns);
     kv_free(&db->al, name);
     kv_free(&db->al, tmp);
@@ -3594,6 +4045,33 @@ static int sc_complete(const hix_inner *in)
     return 1;
 }
 
+/* Does the sidecar entry e agree with the log below P: a PUT record whose
+ * key starts with the run prefix and encodes to e?  (Checked for the first
+ * and last entries: a prefix that does not belong to the entries would
+ * misplace every key without failing any other check.) */
+static int sc_ent_ok(kvdb *db, uint64_t P, const uint8_t *pfx, size_t cpl, const srt_ent *e)
+{
+    uint8_t hdr[LG_REC], *key;
+    uint64_t off = SRT_AT(e);
+    size_t kn, rest;
+    int ok = 0;
+    if ((e->off & SRT_DEL) || off < LG_HDR || off > P || P - off < LG_REC) return 0;
+    if (db->vfs->read(db->vfs->ctx, db->file, off, hdr, LG_REC)) { kv_clearerr(); return 0; }
+    kn = kv_ld16(hdr + 10);
+    if (hdr[8] != LG_PUT || kn < cpl || P - off - LG_REC < kn) return 0;
+    key = (uint8_t *)kv_malloc(&db->al, kn + 1);
+    if (!key) return 0;
+    if (!db->vfs->read(db->vfs->ctx, db->file, off + LG_REC, key, kn)) {
+        rest = kn - cpl;
+        ok = memcmp(key, pfx, cpl) == 0 && e->k == srt_pack(key + cpl, rest < 8 ? rest : 8) &&
+             SRT_LC(e) == (rest < SRT_LONG ? rest : SRT_LONG);
+    } else {
+        kv_clearerr();
+    }
+    kv_free(&db->al, key);
+    return ok;
+}
+
 /* Try to load the sidecar into v (whose tree is empty).  1: loaded, replay
  * the log from *start; 0: not usable (why in db->sc_why), full replay;
  * < 0: an error that fails the open (out of memory). */
@@ -3602,7 +4080,7 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
     kvdb_file *f = NULL;
     const uint8_t *m = NULL;
     uint8_t *heap = NULL;
-    uint64_t size = 0, P, nent, eoff, nleaves, loff, pos, i;
+    uint64_t size = 0, P, nent, eoff, nleaves, loff, pos, i, cpl = 0;
     uint8_t lh[LG_HDR];
     hix_w w;
     hix_inner *root = NULL;
@@ -3631,7 +4109,10 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
     {
         const uint8_t *b = m ? m : heap;
         why = "foreign or damaged";
-        if (memcmp(b, SC_MAGIC, 8) || kv_ld32(b + 8) != 1 || kv_ld32(b + 12) != sc_layout()) goto out;
+        if (memcmp(b, SC_MAGIC, 8) || kv_ld32(b + 12) != sc_layout()) goto out;
+        why = "of another version";
+        if (kv_ld32(b + 8) != SC_VERSION) goto out;
+        why = "foreign or damaged";
         if (kv_ld64(b + 120) != XXH3_64bits(b, 120)) goto out;
         if (memcmp(b + 16, db->id, 16) || kv_ld64(b + 32) != db->seed) goto out;
         if (db->vfs->read(db->vfs->ctx, db->file, 0, lh, LG_HDR) || kv_ld64(b + 40) != XXH3_64bits(lh, LG_HDR)) goto out;
@@ -3643,7 +4124,12 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
         why = "covers more log than there is";
         if (P < LG_HDR || P > logsize) goto out;
         why = "damaged";
-        if (eoff != SC_HDR || nent > (size - SC_HDR) / sizeof(srt_ent) || loff != SC_HDR + nent * sizeof(srt_ent) || loff > size) goto out;
+        if (size < SC_HDR + 8) goto out;
+        cpl = kv_ld64(b + SC_HDR);
+        if (cpl > KVDB_MAX_KEY || eoff != SC_EOFF(cpl) || eoff > size) goto out;
+        for (pos = SC_HDR + 8 + cpl; pos < eoff; pos++)
+            if (b[pos]) goto out;
+        if (nent > (size - eoff) / sizeof(srt_ent) || loff != eoff + nent * sizeof(srt_ent) || loff > size) goto out;
         if (kv_ld64(b + 112) != XXH3_64bits_withSeed(b + SC_HDR, (size_t)(size - SC_HDR), db->seed)) goto out;
         why = "does not match the log";
         if (P > LG_HDR) { /* an intact COMMIT must end at P, with the recorded sequence */
@@ -3656,6 +4142,9 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
         } else if (nent || kv_ld64(b + 56)) {
             goto out;
         }
+        if (nent && (!sc_ent_ok(db, P, b + SC_HDR + 8, (size_t)cpl, (const srt_ent *)(const void *)(b + eoff)) ||
+                     !sc_ent_ok(db, P, b + SC_HDR + 8, (size_t)cpl, (const srt_ent *)(const void *)(b + loff) - 1)))
+            goto out;
         /* the hash index: inner nodes here, leaves in place */
         w.db = db;
     w.pool = &db->pool;
@@ -3706,7 +4195,10 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
         run->n = (size_t)nent;
         run->cap = 0;
         run->refs = 1;
-        run->e = (const srt_ent *)(const void *)(b + SC_HDR);
+        run->e = (const srt_ent *)(const void *)(b + eoff);
+        run->cpl = (size_t)cpl;
+        run->pfx = b + SC_HDR + 8;
+        run->bytes = sizeof *run;
         db->srt_bytes += sizeof *run;
         /* install */
         hix_free_tree(db, &db->pool, v->root, 0);

@@ -302,11 +302,15 @@ int kvdb_compact_step(kvdb *db, size_t max_bytes);
  * their transaction ends are closed with it; their handles become invalid.
  *
  * Cost: key order is built lazily from the log, so puts pay nothing for
- * it; the first iterator after n new records sorts them (O(n log n)) and
- * later iterators reuse that work.  The sorted runs take up to 16 bytes of
- * heap per key; after a reopen through the sidecar, only for keys written
- * since its checkpoint.  Each step costs a comparison per
- * internal run (O(log n) of them) and one checksum-verified record read. */
+ * it; the first iterator after n new records reads them once and sorts
+ * them (a radix sort on the 8 key bytes after the keys' common prefix:
+ * about O(n)) and later iterators reuse that work.  The sorted runs take up
+ * to 16 bytes of heap per key plus each run's common key prefix once;
+ * after a reopen through the sidecar, only for keys written since its
+ * checkpoint.  Comparisons read keys from the log only when two keys agree
+ * on the 8 bytes after their common prefix and both go on beyond them.
+ * Each step costs a comparison per internal run (O(log n) of them) and one
+ * checksum-verified record read. */
 #define KVDB_ITER_REVERSE 0x1u
 /* keys in [lo, hi); a NULL bound is unbounded */
 int kvdb_iter_range(kvdb_txn *t, const void *lo, size_t lolen, const void *hi, size_t hilen,

@@ -1209,6 +1209,325 @@ static void iter_private_run_reused(void)
     CHECK_OK(kvdb_close(db));
 }
 
+/* ------------------------------------------------------------------ */
+/* long common prefixes: the run prefix (cpl) and the 8 key bytes after
+ * it in each entry.  A small model (keys, values, present) is checked
+ * against full walks both ways, seeks both ways and bounded ranges; the
+ * expected order comes from sorting the model with memcmp. */
+
+#define LP_MAX 64
+typedef struct { unsigned char k[LP_MAX]; size_t kl; char v[16]; int present; } t_lpk;
+
+static int t_lp_cmp(const unsigned char *a, size_t an, const unsigned char *b, size_t bn)
+{
+    int c = memcmp(a, b, an < bn ? an : bn);
+    return c ? c : (an < bn ? -1 : an > bn);
+}
+
+static int t_lp_qcmp(const void *x, const void *y)
+{
+    const t_lpk *a = *(const t_lpk *const *)x, *b = *(const t_lpk *const *)y;
+    return t_lp_cmp(a->k, a->kl, b->k, b->kl);
+}
+
+/* "k=v ..." of the present keys of the sorted list s[from, to) (to < from: backwards) */
+static void t_lp_want(char *out, size_t cap, t_lpk **s, long from, long to, int max)
+{
+    long i;
+    int n = 0;
+    out[0] = 0;
+    for (i = from; from <= to ? i < to : i > to; i += from <= to ? 1 : -1) {
+        if (max && n == max) break;
+        if (out[0]) t_cat(out, cap, " ");
+        t_esc(out, cap, s[i]->k, s[i]->kl);
+        t_cat(out, cap, "=");
+        t_cat(out, cap, s[i]->v);
+        n++;
+    }
+}
+
+/* the model's present keys, sorted; returns how many */
+static long t_lp_sorted(t_lpk *m, size_t nm, t_lpk **s)
+{
+    size_t i;
+    long n = 0;
+    for (i = 0; i < nm; i++)
+        if (m[i].present) s[n++] = &m[i];
+    qsort(s, (size_t)n, sizeof *s, t_lp_qcmp);
+    return n;
+}
+
+/* first index of s[0, n) with key >= p (> p if strict) */
+static long t_lp_lower(t_lpk **s, long n, const unsigned char *p, size_t pl, int strict)
+{
+    long i;
+    for (i = 0; i < n; i++) {
+        int c = t_lp_cmp(s[i]->k, s[i]->kl, p, pl);
+        if (c > 0 || (c == 0 && !strict)) break;
+    }
+    return i;
+}
+
+static char t_lp_buf[1 << 14];
+
+/* Everything about the model m as seen by transaction t. */
+static void t_lp_verify(int line, kvdb_txn *t, t_lpk *m, size_t nm, const t_lpk *probes, size_t np)
+{
+    t_lpk *s[256];
+    long n = t_lp_sorted(m, nm, s), a, b;
+    size_t i, j;
+    kvdb_iter *fw = NULL, *rv = NULL;
+    t_lp_want(t_lp_buf, sizeof t_lp_buf, s, 0, n, 0);
+    t_expect_range(line, t, NULL, 0, NULL, 0, 0, t_lp_buf);
+    t_lp_want(t_lp_buf, sizeof t_lp_buf, s, n - 1, -1, 0);
+    t_expect_range(line, t, NULL, 0, NULL, 0, REV, t_lp_buf);
+    if (kvdb_iter_range(t, NULL, 0, NULL, 0, 0, &fw) != KVDB_OK || kvdb_iter_range(t, NULL, 0, NULL, 0, REV, &rv) != KVDB_OK) {
+        tu_fail(__FILE__, line, "kvdb_iter_range [%s]", kvdb_errmsg());
+        return;
+    }
+    for (i = 0; i < np && !tu_cur_failed; i++) {
+        const t_lpk *p = &probes[i];
+        a = t_lp_lower(s, n, p->k, p->kl, 0);   /* forward: first >= p */
+        t_lp_want(t_lp_buf, sizeof t_lp_buf, s, a, n, 3);
+        t_expect_seek(line, fw, p->k, p->kl, 3, t_lp_buf);
+        b = t_lp_lower(s, n, p->k, p->kl, 1);   /* reverse: last <= p */
+        t_lp_want(t_lp_buf, sizeof t_lp_buf, s, b - 1, -1, 3);
+        t_expect_seek(line, rv, p->k, p->kl, 3, t_lp_buf);
+        if (tu_cur_failed) {
+            t_lp_buf[0] = 0;
+            t_esc(t_lp_buf, sizeof t_lp_buf, p->k, p->kl);
+            printf("# probe %s\n", t_lp_buf);
+        }
+    }
+    kvdb_iter_close(fw);
+    kvdb_iter_close(rv);
+    /* bounded ranges [p_i, p_j), both ways, over a sample of pairs */
+    for (i = 0; i < np && !tu_cur_failed; i += 3)
+        for (j = i % 5; j < np && !tu_cur_failed; j += 7) {
+            const t_lpk *lo = &probes[i], *hi = &probes[j];
+            a = t_lp_lower(s, n, lo->k, lo->kl, 0);
+            b = t_lp_lower(s, n, hi->k, hi->kl, 0);
+            if (b < a) b = a;
+            t_lp_want(t_lp_buf, sizeof t_lp_buf, s, a, b, 0);
+            t_expect_range(line, t, lo->k, lo->kl, hi->k, hi->kl, 0, t_lp_buf);
+            t_lp_want(t_lp_buf, sizeof t_lp_buf, s, b - 1, a - 1, 0);
+            t_expect_range(line, t, lo->k, lo->kl, hi->k, hi->kl, REV, t_lp_buf);
+        }
+}
+
+static size_t t_lp_key(t_lpk *k, const char *pfx, const void *rest, size_t rl)
+{
+    size_t pl = strlen(pfx);
+    memcpy(k->k, pfx, pl);
+    if (rl) memcpy(k->k + pl, rest, rl);
+    k->kl = pl + rl;
+    return k->kl;
+}
+
+#define LPK(pfx, rest) t_lp_key(&m[nm++], pfx, rest, sizeof(rest) - 1)
+
+/* keys around a 24-byte common prefix P: P itself, P + NULs (padding vs
+ * real 0x00 at 7, 8 and 9 bytes after P), 0xff runs, keys sharing the 8
+ * bytes after P and differing later, prefixes of each other */
+#define LP_P "tenant/0000000000000042/"
+static size_t t_lp_setA(t_lpk *m, size_t nm)
+{
+    LPK(LP_P, "");
+    LPK(LP_P, "\0");
+    LPK(LP_P, "\0\0\0\0\0\0\0");
+    LPK(LP_P, "\0\0\0\0\0\0\0\0");
+    LPK(LP_P, "\0\0\0\0\0\0\0\0\0");
+    LPK(LP_P, "\0\0\0\0\0\0\0\0\1");
+    LPK(LP_P, "\1");
+    LPK(LP_P, "0000000001");
+    LPK(LP_P, "0000000001\0");
+    LPK(LP_P, "0000000002");
+    LPK(LP_P, "000000000");
+    LPK(LP_P, "00000000");
+    LPK(LP_P, "ABCDEFGH");
+    LPK(LP_P, "ABCDEFGH\0");
+    LPK(LP_P, "ABCDEFGH1");
+    LPK(LP_P, "ABCDEFGH2");
+    LPK(LP_P, "ABCDEFGH2\xff");
+    LPK(LP_P, "\x7f\xff\xff\xff\xff\xff\xff\xff\xff");
+    LPK(LP_P, "\xff");
+    LPK(LP_P, "\xff\xff\xff\xff\xff\xff\xff\xff");
+    LPK(LP_P, "\xff\xff\xff\xff\xff\xff\xff\xff\0");
+    LPK(LP_P, "\xff\xff\xff\xff\xff\xff\xff\xff\xff");
+    return nm;
+}
+
+/* probes: every key, the key + NUL, the key with its last byte +-1, and
+ * keys before, inside and after the common prefixes */
+static size_t t_lp_probes(const t_lpk *m, size_t nm, t_lpk *p, size_t cap)
+{
+    static const char *const extra[] = { "", "t", "tenant", "tenant/", "tenant/0000000000000042",
+                                         "tenant/0000000000000041\xff", "tenant/00000000000000420",
+                                         "tenant/0000000000000042/\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+                                         "tenant/0000000000000043", "tenant/000000000000004",
+                                         "tenant/1", "tenant/1/00000000000000", "tenant/2", "zz", "zzz", "zzz1\xff",
+                                         "\xff\xff\xff" };
+    size_t n = 0, i;
+    for (i = 0; i < nm && n + 4 <= cap; i++) {
+        const t_lpk *k = &m[i];
+        p[n] = *k;
+        n++;
+        p[n] = *k;
+        if (p[n].kl < LP_MAX) p[n].k[p[n].kl++] = 0;
+        n++;
+        if (k->kl) {
+            p[n] = *k;
+            p[n].k[p[n].kl - 1]++;
+            n++;
+            p[n] = *k;
+            p[n].k[p[n].kl - 1]--;
+            n++;
+        }
+    }
+    for (i = 0; i < sizeof extra / sizeof extra[0] && n < cap; i++) {
+        t_lp_key(&p[n], extra[i], NULL, 0);
+        n++;
+    }
+    return n;
+}
+
+/* every key in each layout: one run with the long prefix, a run per key
+ * (merged at shrinking prefixes), the write transaction's own writes */
+static void iter_long_common_prefix(void)
+{
+    static t_lpk m[64], probes[320];
+    size_t nm = t_lp_setA(m, 0), np, i;
+    int lay;
+    for (i = 0; i < nm; i++) {
+        snprintf(m[i].v, sizeof m[i].v, "%u", (unsigned)i);
+        m[i].present = 1;
+    }
+    np = t_lp_probes(m, nm, probes, sizeof probes / sizeof probes[0]);
+    for (lay = 0; lay < L_N && !tu_cur_failed; lay++) {
+        t_kv kv[64];
+        kvdb *db = t_open(lay == 1);
+        kvdb_txn *t;
+        REQUIRE(db);
+        for (i = 0; i < nm; i++) {
+            kv[i].k = (const char *)m[(i * 7) % nm].k; /* not in key order */
+            kv[i].kl = m[(i * 7) % nm].kl;
+            kv[i].v = m[(i * 7) % nm].v;
+            kv[i].vl = strlen(m[(i * 7) % nm].v);
+        }
+        t = t_load(db, kv, nm, lay);
+        REQUIRE(t);
+        if (lay == L_ONE_COMMIT) { /* the case meant: one run, prefix P */
+            kvdb_iter *it = NULL;
+            REQUIRE_OK(kvdb_iter_range(t, NULL, 0, NULL, 0, 0, &it));
+            CHECK(it->nruns == 1 && it->runs[0]->cpl == strlen(LP_P) && it->runs[0]->n == nm);
+            kvdb_iter_close(it);
+        }
+        t_lp_verify(__LINE__, t, m, nm, probes, np);
+        if (tu_cur_failed) printf("# layout: %s\n", t_layout_name[lay]);
+        kvdb_abort(t);
+        CHECK_OK(kvdb_close(db));
+    }
+}
+
+/* Runs with different prefixes: P-keys (cpl 24), then keys of a sibling
+ * tenant (merged: cpl 22), then another prefix "tenant/1" (merged: cpl 7),
+ * then a small run with nothing in common ("zzz"), then overwrites and
+ * deletes in small runs of their own (cpl = the whole key) -- iterators
+ * across runs of different prefixes, and a write transaction on top. */
+static void iter_prefix_merges(void)
+{
+    static t_lpk m[128], probes[600];
+    size_t nm = 0, np, i, nA, nB, nC;
+    int inmem;
+    nm = t_lp_setA(m, 0);
+    nA = nm;
+    for (i = 0; i < nA; i++) { /* the same suffixes under a sibling prefix */
+        m[nm] = m[i];
+        m[nm].k[22] = '4';
+        m[nm].k[23] = '3';
+        nm++;
+    }
+    nB = nm;
+    for (i = 0; i < 2 * nA; i++) {
+        char b[40];
+        snprintf(b, sizeof b, "tenant/1/%014zu", i * 37 % 1000);
+        t_lp_key(&m[nm++], b, i % 3 ? "" : "\0\xff", i % 3 ? 0 : 2);
+    }
+    nC = nm;
+    t_lp_key(&m[nm++], "zzz1", NULL, 0);
+    t_lp_key(&m[nm++], "zzz2", NULL, 0);
+    for (i = 0; i < nm; i++) snprintf(m[i].v, sizeof m[i].v, "%u", (unsigned)i);
+    np = t_lp_probes(m, nm, probes, sizeof probes / sizeof probes[0]);
+    for (inmem = 0; inmem < 2 && !tu_cur_failed; inmem++) {
+        kvdb *db = t_open(inmem);
+        kvdb_txn *t = NULL, *old = NULL;
+        size_t from = 0, to, step;
+        REQUIRE(db);
+        for (step = 0; step < 4; step++) { /* A, B, C, "zzz" */
+            to = step == 0 ? nA : step == 1 ? nB : step == 2 ? nC : nm;
+            REQUIRE_OK(kvdb_begin(db, 0, &t));
+            for (i = from; i < to; i++) {
+                CHECK_OK(kvdb_txn_put(t, m[i].k, m[i].kl, m[i].v, strlen(m[i].v)));
+                m[i].present = 1;
+            }
+            REQUIRE_OK(kvdb_commit(t));
+            from = to;
+            REQUIRE_OK(kvdb_begin(db, KVDB_TXN_RDONLY, &t));
+            t_lp_verify(__LINE__, t, m, nm, probes, np);
+            kvdb_abort(t);
+            /* the case meant: the shared runs and their prefixes */
+            if (step == 0) CHECK(db->nruns == 1 && db->runs[0]->cpl == 24);
+            if (step == 1) CHECK(db->nruns == 1 && db->runs[0]->cpl == 22);
+            if (step == 2) CHECK(db->nruns == 1 && db->runs[0]->cpl == 7);
+            if (step == 3) CHECK(db->nruns == 2 && db->runs[0]->cpl == 7 && db->runs[1]->cpl == 3);
+            if (tu_cur_failed) {
+                printf("# step %zu, %s\n", step, inmem ? "in memory" : "file");
+                break;
+            }
+        }
+        REQUIRE_OK(kvdb_begin(db, KVDB_TXN_RDONLY, &old)); /* a snapshot of all that */
+        /* overwrites and deletes, a run each: tiny runs with whole-key prefixes */
+        for (i = 0; i < nm && !tu_cur_failed; i += 5) {
+            if (i % 2) {
+                CHECK_OK(kvdb_del(db, m[i].k, m[i].kl));
+                m[i].present = 0;
+            } else {
+                snprintf(m[i].v, sizeof m[i].v, "n%u", (unsigned)i);
+                CHECK_OK(kvdb_put(db, m[i].k, m[i].kl, m[i].v, strlen(m[i].v)));
+            }
+            if (i % 15 == 0) {
+                REQUIRE_OK(kvdb_begin(db, KVDB_TXN_RDONLY, &t));
+                t_lp_verify(__LINE__, t, m, nm, probes, np);
+                kvdb_abort(t);
+            }
+        }
+        CHECK(db->nruns >= 3);
+        /* a write transaction's own writes: another prefix again */
+        REQUIRE_OK(kvdb_begin(db, 0, &t));
+        for (i = 1; i < nA; i += 4) {
+            snprintf(m[i].v, sizeof m[i].v, "w%u", (unsigned)i);
+            CHECK_OK(kvdb_txn_put(t, m[i].k, m[i].kl, m[i].v, strlen(m[i].v)));
+            m[i].present = 1;
+        }
+        CHECK_OK(kvdb_txn_del(t, m[nB].k, m[nB].kl));
+        m[nB].present = 0;
+        t_lp_verify(__LINE__, t, m, nm, probes, np);
+        CHECK_OK(kvdb_commit(t));
+        REQUIRE_OK(kvdb_begin(db, KVDB_TXN_RDONLY, &t));
+        t_lp_verify(__LINE__, t, m, nm, probes, np);
+        kvdb_abort(t);
+        /* the old snapshot: everything present with the first values */
+        for (i = 0; i < nm; i++) {
+            m[i].present = 1;
+            snprintf(m[i].v, sizeof m[i].v, "%u", (unsigned)i);
+        }
+        t_lp_verify(__LINE__, old, m, nm, probes, np);
+        kvdb_abort(old);
+        CHECK_OK(kvdb_close(db));
+        for (i = 0; i < nm; i++) m[i].present = 0;
+    }
+}
+
 int main(void)
 {
     tu_tmpdir("iter");
@@ -1230,6 +1549,8 @@ int main(void)
     RUN(iter_long_keys);
     RUN(iter_after_reopen);
     RUN(iter_private_run_reused);
+    RUN(iter_long_common_prefix);
+    RUN(iter_prefix_merges);
     tu_rmrf();
     TEST_MAIN_END();
 }

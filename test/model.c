@@ -157,6 +157,9 @@ static uint64_t m_cbelow(uint64_t n) { return n ? tu_rand(&MG.crs) % n : 0; }
  *   - id % 17 == 4: "p" then j = id / 17 in bijective base 3 over the
  *     digits 0x00, 'a', 0xFF ("p", "p\0", "pa", "p\xff", "p\0\0", ...):
  *     chains of keys that are prefixes of each other                1..6
+ *   - id % 11 == 5: "tenant/0000000000000042/", id in 6 decimal
+ *     digits, then 0..9 bytes of 0x00 or 0xFF: a long shared prefix, and
+ *     NULs / 0xFF where the 8 bytes after a run's prefix end   30..39
  *   - id % 3 == 0: 0x00, id (4 bytes LE), binary bytes (many NULs) 5..44
  *   - otherwise:   "k<decimal id>/" and letters                   3..30   */
 static void m_make_key(size_t id, unsigned char **out, size_t *outlen)
@@ -190,6 +193,16 @@ static void m_make_key(size_t id, unsigned char **out, size_t *outlen)
         }
         k = malloc(len);
         if (k) memcpy(k, tmp, len);
+    } else if (id % 11 == 5) {
+        size_t extra = (size_t)(tu_rand(&s) % 10);
+        unsigned char fill = (tu_rand(&s) & 1) ? 0xFF : 0x00;
+        int n = snprintf((char *)tmp, sizeof tmp, "tenant/0000000000000042/%06zu", id % 1000000);
+        len = (size_t)n + extra;
+        k = malloc(len);
+        if (k) {
+            memcpy(k, tmp, (size_t)n);
+            memset(k + n, fill, extra);
+        }
     } else if (id % 3 == 0) {
         len = 5 + (size_t)(tu_rand(&s) % 40);
         k = malloc(len);

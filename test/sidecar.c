@@ -452,6 +452,194 @@ static void test_rdonly_uses_sidecar(void)
     CHECK(file_size(idx_of(p)) == before);
 }
 
+/* Rewrite the sidecar's checksums after an edit, so that only the edited
+ * field can make it unusable. */
+static void sc_reseal(const char *idx)
+{
+    FILE *f = fopen(idx, "r+b");
+    long n;
+    uint8_t *b;
+    if (!f) return;
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    b = (uint8_t *)malloc((size_t)n);
+    fseek(f, 0, SEEK_SET);
+    if (b && fread(b, 1, (size_t)n, f) == (size_t)n) {
+        kv_st64(b + 112, XXH3_64bits_withSeed(b + SC_HDR, (size_t)(n - SC_HDR), kv_ld64(b + 32)));
+        kv_st64(b + 120, XXH3_64bits(b, 120));
+        fseek(f, 0, SEEK_SET);
+        fwrite(b, 1, (size_t)n, f);
+    }
+    free(b);
+    fclose(f);
+}
+
+static void sc_poke(const char *idx, long at, const void *p, size_t n)
+{
+    FILE *f = fopen(idx, "r+b");
+    if (!f) return;
+    fseek(f, at, SEEK_SET);
+    fwrite(p, 1, n, f);
+    fclose(f);
+}
+
+/* A sidecar of the previous version (1: sorted entries without a run
+ * prefix) is ignored, whatever else it holds, and the log replayed. */
+static void test_sidecar_old_version(void)
+{
+    const char *p = tu_path("oldver.db");
+    struct kvdb_stat st;
+    uint8_t v[4];
+    kvdb *db;
+    REQUIRE(build(p, 12) == 0);
+    kv_st32(v, 1);
+    sc_poke(idx_of(p), 8, v, 4);
+    sc_reseal(idx_of(p));
+    db = open_at(p, 0);
+    REQUIRE(db);
+    CHECK_OK(kvdb_stat(db, &st));
+    CHECK(st.sidecar_loaded == 0 && st.replayed_bytes > 0);
+    CHECK(st.sidecar && strcmp(st.sidecar, "of another version") == 0);
+    CHECK(same_as_model(db) == 0);
+    CHECK_OK(kvdb_close(db)); /* writes the current version */
+    db = open_at(p, 0);
+    REQUIRE(db);
+    CHECK_OK(kvdb_stat(db, &st));
+    CHECK(st.sidecar_loaded == 1);
+    CHECK(same_as_model(db) == 0);
+    kvdb_close(db);
+}
+
+/* The run prefix of the base run: stored, loaded, checked.  Keys share a
+ * 26-byte prefix, so the base run has cpl 26; keys written after the load
+ * have another prefix (iterators merge runs of different prefixes), and
+ * the next sidecar stores the common part (cpl 7).  Then a damaged prefix
+ * header, resealed so that only it is wrong, is refused. */
+#define SCP "tenant/0000000000000042/"
+static void sc_lp_key(char *k, size_t cap, int tenant, unsigned i)
+{
+    if (tenant) snprintf(k, cap, "tenant/1/%06u", i);
+    else snprintf(k, cap, SCP "%06u%s", i, i % 3 ? "" : "\xff\xff\xff");
+}
+
+static int sc_lp_check(kvdb *db, unsigned n0, unsigned n1)
+{
+    kvdb_txn *t;
+    kvdb_iter *it;
+    const void *kp, *vp;
+    size_t kn, vn;
+    char want[64];
+    unsigned i;
+    int rc, bad = 0;
+    if (kvdb_begin(db, KVDB_TXN_RDONLY, &t) != KVDB_OK) return 1;
+    if (kvdb_iter_range(t, NULL, 0, NULL, 0, 0, &it) != KVDB_OK) { kvdb_abort(t); return 2; }
+    for (i = 0; i < n0 + n1; i++) { /* SCP... sorts before tenant/1/... */
+        sc_lp_key(want, sizeof want, i >= n0, i >= n0 ? i - n0 : i);
+        rc = kvdb_iter_next(it, &kp, &kn, &vp, &vn);
+        if (rc != KVDB_OK || kn != strlen(want) || memcmp(kp, want, kn) || vn != kn || memcmp(vp, want, vn)) bad = 3;
+    }
+    if (kvdb_iter_next(it, &kp, &kn, &vp, &vn) != KVDB_DONE) bad = 4;
+    for (i = 0; i < n0 + n1 && !bad; i += 7) { /* seeks: to a key, just after it */
+        char k[64];
+        size_t kl;
+        sc_lp_key(k, sizeof k, i >= n0, i >= n0 ? i - n0 : i);
+        kl = strlen(k);
+        if (kvdb_iter_seek(it, k, kl) != KVDB_OK || kvdb_iter_next(it, &kp, &kn, NULL, NULL) != KVDB_OK) bad = 5;
+        if (!bad && (kn != kl || memcmp(kp, k, kl))) bad = 6;
+        k[kl] = 0;
+        if (!bad && kvdb_iter_seek(it, k, kl + 1) != KVDB_OK) bad = 7;
+        rc = kvdb_iter_next(it, &kp, &kn, NULL, NULL);
+        if (!bad && (i + 1 < n0 + n1 ? rc != KVDB_OK || (kn == kl && !memcmp(kp, k, kl)) : rc != KVDB_DONE)) bad = 8;
+    }
+    kvdb_iter_close(it);
+    kvdb_abort(t);
+    return bad;
+}
+
+static void test_sidecar_run_prefix(void)
+{
+    const char *p = tu_path("prefix.db"), *save = tu_path("prefix.idx.save");
+    enum { N0 = 3000, N1 = 1000 };
+    struct kvdb_stat st;
+    kvdb *db;
+    kvdb_txn *t;
+    char k[64];
+    unsigned i;
+    uint8_t b8[8];
+    unlink(p);
+    unlink(idx_of(p));
+    db = open_at(p, KVDB_CREATE);
+    REQUIRE(db);
+    REQUIRE_OK(kvdb_begin(db, 0, &t));
+    for (i = 0; i < N0; i++) {
+        sc_lp_key(k, sizeof k, 0, (i * 7919u) % N0);
+        REQUIRE_OK(kvdb_txn_put(t, k, strlen(k), k, strlen(k)));
+    }
+    REQUIRE_OK(kvdb_commit(t));
+    REQUIRE_OK(kvdb_close(db));
+    db = open_at(p, 0);
+    REQUIRE(db);
+    CHECK_OK(kvdb_stat(db, &st));
+    CHECK(st.sidecar_loaded == 1);
+    REQUIRE(db->nruns == 1);
+    CHECK(db->runs[0]->cap == 0 && db->runs[0]->cpl == strlen(SCP "00") && db->runs[0]->n == N0);
+    CHECK(memcmp(db->runs[0]->pfx, SCP, strlen(SCP)) == 0);
+    CHECK(sc_lp_check(db, N0, 0) == 0);
+    REQUIRE_OK(kvdb_begin(db, 0, &t)); /* another prefix, in the heap beside the mapped run */
+    for (i = 0; i < N1; i++) {
+        sc_lp_key(k, sizeof k, 1, (i * 7919u) % N1);
+        REQUIRE_OK(kvdb_txn_put(t, k, strlen(k), k, strlen(k)));
+    }
+    REQUIRE_OK(kvdb_commit(t));
+    CHECK(sc_lp_check(db, N0, N1) == 0);
+    CHECK(db->nruns == 2 && db->runs[1]->cpl == strlen("tenant/1/000"));
+    REQUIRE_OK(kvdb_close(db));
+    db = open_at(p, 0);
+    REQUIRE(db);
+    CHECK_OK(kvdb_stat(db, &st));
+    CHECK(st.sidecar_loaded == 1 && st.replayed_bytes == 0);
+    REQUIRE(db->nruns == 1);
+    CHECK(db->runs[0]->cpl == strlen("tenant/") && db->runs[0]->n == N0 + N1);
+    CHECK(sc_lp_check(db, N0, N1) == 0);
+    REQUIRE_OK(kvdb_close(db));
+    /* a damaged run prefix header, every other byte intact */
+    copy_file(idx_of(p), save, -1);
+    {
+        static const uint64_t bad[] = { 8, 16, 65536, (uint64_t)1 << 40, 0xffffffffffffffffull };
+        size_t j;
+        for (j = 0; j < sizeof bad / sizeof bad[0] && !tu_cur_failed; j++) {
+            copy_file(save, idx_of(p), -1);
+            kv_st64(b8, bad[j]);
+            sc_poke(idx_of(p), SC_HDR, b8, 8);
+            sc_reseal(idx_of(p));
+            db = open_at(p, 0);
+            REQUIRE(db);
+            CHECK_OK(kvdb_stat(db, &st));
+            if (st.sidecar_loaded) tu_fail(__FILE__, __LINE__, "cpl %llu: the sidecar was trusted", (unsigned long long)bad[j]);
+            CHECK(sc_lp_check(db, N0, N1) == 0);
+            REQUIRE_OK(kvdb_close(db));
+        }
+        copy_file(save, idx_of(p), -1); /* a padding byte after the prefix set */
+        sc_poke(idx_of(p), SC_HDR + 8 + (long)strlen("tenant/"), "x", 1);
+        sc_reseal(idx_of(p));
+        db = open_at(p, KVDB_RDONLY);
+        REQUIRE(db);
+        CHECK_OK(kvdb_stat(db, &st));
+        CHECK(st.sidecar_loaded == 0);
+        CHECK(sc_lp_check(db, N0, N1) == 0);
+        REQUIRE_OK(kvdb_close(db));
+        copy_file(save, idx_of(p), -1); /* and the copy itself is good */
+        db = open_at(p, KVDB_RDONLY);
+        REQUIRE(db);
+        CHECK_OK(kvdb_stat(db, &st));
+        CHECK(st.sidecar_loaded == 1);
+        REQUIRE_OK(kvdb_close(db));
+    }
+    unlink(p);
+    unlink(idx_of(p));
+    unlink(save);
+}
+
 int main(void)
 {
     tu_tmpdir("sidecar");
@@ -466,6 +654,8 @@ int main(void)
     RUN(test_work_after_load);
     RUN(test_reopen_large);
     RUN(test_rdonly_uses_sidecar);
+    RUN(test_sidecar_old_version);
+    RUN(test_sidecar_run_prefix);
     tu_rmrf();
     TEST_MAIN_END();
 }

@@ -153,11 +153,13 @@ const struct kvb_engine kvb_kvdb = {
     "fillsync: KVDB_SYNC_FULL, one kvdb_begin/txn_put/commit per put (= kvdb_put): fdatasync\n"
     "  per commit, concurrent committers share one sync (group commit)\n"
     "snapshot: a KVDB_TXN_RDONLY transaction held open\n"
-    "scans: kvdb_iter_range(start, unbounded) + kvdb_iter_next in a read transaction (zero-copy)\n"
+    "scans: kvdb_iter_range(start, unbounded) + kvdb_iter_next in a read transaction (zero-copy);\n"
+    "  key order is built lazily: the first iterator after a load sorts what was written since\n"
+    "  (no sidecar in KVDB_SYNC_OFF: the whole log), and readseq's time includes that\n"
     "reopen: kvdb_close writes the sidecar (index checkpoint); in KVDB_SYNC_OFF it covers only\n"
     "  the synced log, so kvdb_open replays the rest (the reopen note says how much)",
     KVB_READS | KVB_SNAPSHOT | KVB_THREADS | KVB_DURABLE | KVB_PERSIST | KVB_SAMECTX,
-    "no iterator yet",
+    NULL,
     NULL,
     kv_open, kv_close, kv_ctx_new, kv_ctx_free,
     kv_wbegin, kv_put, kv_del, kv_wcommit,
