@@ -2617,7 +2617,7 @@ static int srt_build(kvdb *db, const kv_rd *r, uint64_t lo, uint64_t hi, srt_run
             } else { /* pread mode, a long key */
                 kb.len = 0;
                 rc = kv_buf_reserve(&db->al, &kb, rec.klen);
-                if (!rc) rc = db->vfs->read(db->vfs->ctx, db->file, off + LG_REC, kb.p, rec.klen);
+                if (!rc) rc = db->vfs->read(db->vfs->ctx, r->file, off + LG_REC, kb.p, rec.klen);
                 if (rc) goto out;
                 key = kb.p;
             }
@@ -4411,9 +4411,12 @@ struct kv_cp {
     uint64_t t0;           /* start, for kvdb_stat */
     kv_ver *snap;          /* S: pinned, not counted as a reader */
     kv_rd srd;             /* reads S */
-    srt_run **runs;        /* S in key order */
+    srt_run **runs;        /* S in key order: its runs merged... */
     size_t nruns;
-    it_src *src;
+    srt_kway kw;
+    srt_prj *prj;          /* ...with entries re-encoded at the prefix */
+    const uint8_t *pfx;    /* common to all of them (the base run's) */
+    size_t cpl;
     srt_cx cx;
     kv_buf rbuf;           /* a record read without a mapping */
 
@@ -4585,7 +4588,9 @@ static void cp_abort(kvdb *db)
         kv_unlock(&db->mu_srt);
     }
     if (cp->runs) srt_release_all(db, cp->runs, cp->nruns);
-    kv_free(&db->al, cp->src);
+    kv_free(&db->al, cp->kw.src);
+    kv_free(&db->al, cp->kw.rel);
+    kv_free(&db->al, cp->prj);
     kv_free(&db->al, cp->cx.ka.p);
     kv_free(&db->al, cp->cx.kb.p);
     kv_free(&db->al, cp->rbuf.p);
@@ -4669,16 +4674,29 @@ static int cp_start(kvdb *db)
     if (rc) goto fail;
     rc = srt_acquire(db, &cp->srd, cp->snap->end, NULL, &cp->runs, &cp->nruns);
     if (rc) goto fail;
-    cp->src = (it_src *)kv_malloc(&db->al, (cp->nruns ? cp->nruns : 1) * sizeof *cp->src);
-    if (!cp->src) { rc = kv_err(KVDB_ENOMEM, "out of memory"); goto fail; }
-    for (i = 0; i < cp->nruns; i++) {
-        cp->src[i].e = cp->runs[i]->e;
-        cp->src[i].n = cp->runs[i]->n;
-        cp->src[i].cur = 0;
+    cp->kw.src = (it_src *)kv_malloc(&db->al, (cp->nruns ? cp->nruns : 1) * sizeof *cp->kw.src);
+    cp->prj = (srt_prj *)kv_malloc(&db->al, (cp->nruns ? cp->nruns : 1) * sizeof *cp->prj);
+    if (!cp->kw.src || !cp->prj) { rc = kv_err(KVDB_ENOMEM, "out of memory"); goto fail; }
+    cp->kw.nsrc = cp->nruns;
+    for (i = 0; i < cp->nruns; i++) { /* as sc_write: the prefix common to all runs */
+        src_set(&cp->kw.src[i], cp->runs[i]->e, cp->runs[i]->n, cp->runs[i]->pfx, cp->runs[i]->cpl);
+        if (!cp->runs[i]->n) continue;
+        if (!cp->pfx) {
+            cp->pfx = cp->kw.src[i].pfx;
+            cp->cpl = cp->runs[i]->cpl;
+        } else {
+            cp->cpl = srt_lcp(cp->pfx, cp->kw.src[i].pfx, cp->cpl < cp->runs[i]->cpl ? cp->cpl : cp->runs[i]->cpl);
+        }
     }
+    if (!cp->pfx) cp->pfx = srt_nopfx;
+    for (i = 0; i < cp->nruns; i++)
+        if (cp->runs[i]->n) srt_prj_init(&cp->prj[i], cp->kw.src[i].pfx, cp->kw.src[i].cpl, cp->cpl);
+    rc = srt_kway_init(db, &cp->kw);
+    if (rc) goto fail;
     cp->cx.r = &cp->srd;
     kv_lock(&db->mu_srt);
-    cp->base = srt_alloc(db, (size_t)cp->snap->keys);
+    cp->base = srt_alloc(db, (size_t)cp->snap->keys, cp->cpl);
+    if (cp->base && cp->cpl) memcpy((uint8_t *)(uintptr_t)cp->base->pfx, cp->pfx, cp->cpl);
     if (cp->base && !db->runs_cap) { /* room for the base run at the swap */
         db->runs = (srt_run **)kv_malloc(&db->al, 8 * sizeof *db->runs);
         if (db->runs) db->runs_cap = 8;
@@ -4734,18 +4752,20 @@ static int cp_copy(kvdb *db, kv_cp *cp, uint64_t budget)
         uint64_t off, at;
         int k, rc;
         if (done >= budget) return 0;
-        k = srt_kway_next(&cp->cx, cp->src, cp->nruns, 0, &e, &from);
+        from = 0;
+        k = cp->nruns ? srt_kway_next(&cp->cx, &cp->kw, 0, &e, &from) : 0;
         if (k < 0) return k;
         if (k == 0) break;
         if (e.off & SRT_DEL) continue;
         if (cp->srd.base) { /* key order is random in the old log: fetch ahead */
-            const it_src *s = &cp->src[from];
+            const it_src *s = &cp->kw.src[from];
             if (s->cur + IT_PREFETCH < s->n) {
-                uint64_t po = s->e[s->cur + IT_PREFETCH].off & ~SRT_DEL;
+                uint64_t po = SRT_AT(&s->e[s->cur + IT_PREFETCH]);
                 if (po < cp->srd.end) KV_PREFETCH(cp->srd.base + po);
             }
         }
-        off = e.off;
+        off = SRT_AT(&e);
+        e = srt_proj(&cp->prj[from], &e); /* at the base run's prefix */
         rc = cp_read(db, cp, off, &p, &rec);
         if (rc) return rc;
         if (rec.type != LG_PUT)
@@ -4755,8 +4775,8 @@ static int cp_copy(kvdb *db, kv_cp *cp, uint64_t budget)
         if (rc) return rc;
         if (cp->base->n == cp->base->cap)
             return kv_err(KVDB_ECORRUPT, "%s: the sorted index holds more keys than the hash index", db->path);
-        cp->base->own[cp->base->n].pfx = e.pfx;
-        cp->base->own[cp->base->n].off = at;
+        cp->base->own[cp->base->n].k = e.k;
+        cp->base->own[cp->base->n].off = (e.off & ~(SRT_OFF | SRT_DEL)) | at;
         cp->base->n++;
         if (cp->nrec >= CP_BATCH) {
             rc = cp_commit(db, cp);

@@ -412,9 +412,10 @@ static void check_index_disagrees(void)
     CHECK_OK(kvdb_put(db, "x", 1, "1", 1));
     CHECK_OK(kvdb_put(db, "k", 1, "new", 3));
     CHECK_OK(kvdb_put(db, "y", 1, "2", 1));
+    CHECK_OK(kvdb_put(db, "w", 1, "3", 1));
     kvdb_close(db);
     nrec = log_records(p, offs, types, 64);
-    REQUIRE(nrec == 8);
+    REQUIRE(nrec == 10);
     old_off = offs[0];
     new_off = offs[4];
     snprintf(idx, sizeof idx, "%s.idx", p);
@@ -448,14 +449,17 @@ static void check_index_disagrees(void)
     CHECK_RC(kvdb_check(p, &copts, &st), KVDB_ECORRUPT);
     CHECK(found(KVDB_CHECK_PROBLEM, KVDB_CHECK_NOOFF, "live keys") && st.problems == 1);
 
-    /* 3. the sorted entries out of order (swap the first two) */
+    /* 3. the sorted entries out of order (swap the middle two of k w x y:
+     * open checks the first and last entries against the log) */
     memcpy(b, orig, n);
-    REQUIRE(kv_ld64(b + 64) == 3);
+    REQUIRE(kv_ld64(b + 64) == 4);
     {
         uint8_t tmp[sizeof(srt_ent)];
-        memcpy(tmp, b + SC_HDR, sizeof tmp);
-        memcpy(b + SC_HDR, b + SC_HDR + sizeof tmp, sizeof tmp);
-        memcpy(b + SC_HDR + sizeof tmp, tmp, sizeof tmp);
+        size_t e1 = (size_t)kv_ld64(b + 72) + sizeof tmp; /* where the entries start, then the second */
+        REQUIRE(e1 + 2 * sizeof tmp <= n);
+        memcpy(tmp, b + e1, sizeof tmp);
+        memcpy(b + e1, b + e1 + sizeof tmp, sizeof tmp);
+        memcpy(b + e1 + sizeof tmp, tmp, sizeof tmp);
     }
     sc_reseal(b, n);
     spit(idx, b, n);

@@ -288,9 +288,28 @@ if [ "$rc" -eq 0 ] && [ "$("$KVDB" "$SC" get unsynced)" = yes ]; then ok sync; e
 run "$T/nope.db" sync
 if [ "$rc" -eq 4 ] && [ ! -e "$T/nope.db" ]; then ok sync_missing_db; else fail sync_missing_db "rc $rc"; fi
 
+# -- compact: smaller file, same contents, nothing left behind
+CP=$T/cp.db
+for i in 1 2 3 4 5; do "$KVDB" --sync=off "$CP" put "k$i" "first$i" >/dev/null 2>&1; done
+for i in 1 2 3; do "$KVDB" --sync=off "$CP" put "k$i" "second$i" >/dev/null 2>&1; done
+"$KVDB" --sync=off "$CP" del k5 >/dev/null 2>&1
+"$KVDB" "$CP" scan >"$T/before" 2>&1
+size_before=$(wc -c <"$CP")
+run "$CP" compact
+size_after=$(wc -c <"$CP")
+"$KVDB" "$CP" scan >"$T/after" 2>&1
+if [ "$rc" -eq 0 ] && [ "$size_after" -lt "$size_before" ] && cmp -s "$T/before" "$T/after" && [ ! -e "$CP.compact" ] \
+    && grep -q "reclaimed" "$OUT" && "$KVDB" "$CP" check >/dev/null 2>&1 \
+    && "$KVDB" "$CP" stat | grep -qx 'dead_bytes: 80'; then
+    ok compact; else fail compact "rc $rc, $size_before -> $size_after bytes: $(cat "$OUT" "$ERR")"; fi
+run "$T/nope.db" compact
+if [ "$rc" -eq 4 ] && [ ! -e "$T/nope.db" ]; then ok compact_missing_db; else fail compact_missing_db "rc $rc"; fi
+run "$CP" compact extra
+want_rc compact_extra_arg 2 && ok compact_extra_arg
+
 # -- every command has help with an example
 missing=""
-for c in put get del exists scan count stat check repair sync dump load; do
+for c in put get del exists scan count stat check repair sync compact dump load; do
     "$KVDB" "$c" --help >"$OUT" 2>&1 && grep -q "kvdb.* $c" "$OUT" && grep -qi example "$OUT" || missing="$missing $c"
 done
 if [ -z "$missing" ]; then ok help_every_command; else fail help_every_command "no help/example for:$missing"; fi

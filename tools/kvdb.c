@@ -58,9 +58,13 @@ static const char help_text[] =
     "                  and the indexes; exit status 3 with a report if damaged\n"
     "  repair --out NEW  copy every intact transaction into the new file NEW\n"
     "  sync            make everything written to FILE durable\n"
+    "  compact         rewrite FILE with only its live records, in key order\n"
     "  dump            write FILE in the mdb_dump / db_dump text format\n"
     "  load            read that format on stdin into FILE (--replace: clear first)\n"
-    "  help [COMMAND]  print this text or the help of COMMAND\n"
+    "  help [COMMAND]  print this text or the help of COMMAND\n";
+
+/* (in two parts: C99 compilers need only take string literals of 4095) */
+static const char help_text2[] =
     "\n"
     "options (before FILE or after the command):\n"
     "  -r, --raw       get: print the value's bytes as they are, no newline\n"
@@ -78,7 +82,7 @@ static const char help_text[] =
     "  --out NEW       repair: the file to write (must not exist)\n"
     "  --replace       load: delete every key of FILE before loading\n"
     "  -q, --quiet     no progress bar (shown on a terminal for load, dump,\n"
-    "                  check and repair)\n"
+    "                  check, repair and compact)\n"
     "  -h, --help      print help and exit\n"
     "  -V, --version   print the version and the file format version\n"
     "  --              end of options (for keys or values that start with '-')\n"
@@ -258,6 +262,15 @@ static const struct cmd cmds[] = {
       "\n"
       "example:\n"
       "  kvdb my.db sync\n" },
+    { "compact", 0, M_WRITE_EXISTING, 0, "",
+      "Rewrite FILE with only the records that hold live keys, in key order,\n"
+      "and give back the space of overwritten and deleted ones (shown by stat\n"
+      "as dead_bytes).  The new file is written beside FILE as FILE.compact,\n"
+      "synced and renamed over FILE: a crash leaves FILE as it was or fully\n"
+      "compacted.  Prints the sizes before and after.  FILE must exist.\n"
+      "\n"
+      "example:\n"
+      "  kvdb my.db compact\n" },
     { "dump", 0, M_READ, O_PREFIX | O_FORMAT, "[--prefix P] [--format bytevalue|print]",
       "Write the keys and values of one snapshot of FILE, in key order, in the\n"
       "text format of mdb_dump and Berkeley DB's db_dump: a header (VERSION=3,\n"
@@ -835,6 +848,35 @@ static const char *sync_name(int m)
     return m == KVDB_SYNC_FULL ? "full" : m == KVDB_SYNC_NORMAL ? "normal" : m == KVDB_SYNC_OFF ? "off" : "?";
 }
 
+/* In slices, so that a terminal shows progress (live bytes copied of the
+ * live bytes there are), then the sidecar for the new file. */
+static int cmd_compact(const char *file, kvdb *db, const struct opts *op)
+{
+    struct kvdb_stat a, b;
+    struct progress pg;
+    const size_t slice = (size_t)4 << 20;
+    uint64_t done = 0;
+    int rc = kvdb_stat(db, &a);
+    if (rc != KVDB_OK)
+        return report(file, rc, "compact");
+    progress_init(&pg, "compact", op->quiet);
+    while ((rc = kvdb_compact_step(db, slice)) == KVDB_OK) {
+        done += slice;
+        progress_update(&pg, done < a.live_bytes ? done : a.live_bytes, a.live_bytes);
+    }
+    progress_end(&pg);
+    if (rc == KVDB_DONE)
+        rc = kvdb_checkpoint(db);
+    if (rc == KVDB_OK)
+        rc = kvdb_stat(db, &b);
+    if (rc != KVDB_OK)
+        return report(file, rc, "compact");
+    printf("%s: %llu bytes -> %llu bytes (%llu reclaimed), %llu keys, %.3f s\n", file,
+           (unsigned long long)a.file_bytes, (unsigned long long)b.file_bytes,
+           (unsigned long long)b.compact_reclaimed, (unsigned long long)b.keys, b.compact_ns / 1e9);
+    return EX_OK;
+}
+
 static int cmd_stat(const char *file, kvdb *db)
 {
     struct kvdb_stat s;
@@ -867,6 +909,7 @@ static int cmd_stat(const char *file, kvdb *db)
     printf("sidecar: %s\n", s.sidecar);
     printf("sidecar_bytes: %llu\n", (unsigned long long)scb);
     printf("commits: %llu\n", (unsigned long long)s.commits);
+    printf("compactions: %llu\n", (unsigned long long)s.compactions);
     printf("db_id: %016llx%016llx\n", (unsigned long long)s.db_id[0], (unsigned long long)s.db_id[1]);
     return EX_OK;
 }
@@ -1472,6 +1515,8 @@ static int run(const char *file, const struct cmd *c, char **args, const struct 
         rc = kvdb_sync(db);
         if (rc != KVDB_OK)
             ex = report(file, rc, "sync");
+    } else if (strcmp(c->name, "compact") == 0) {
+        ex = cmd_compact(file, db, op);
     }
 
     rc = kvdb_close(db);
@@ -1646,7 +1691,7 @@ int main(int argc, char **argv)
             topic = NULL;
         ex = EX_OK;
         if (!topic) {
-            fputs(help_text, stdout);
+            fputs(help_text, stdout), fputs(help_text2, stdout);
         } else if ((c = find_cmd(topic)) != NULL) {
             print_cmd_help(c);
         } else {
@@ -1694,7 +1739,7 @@ int main(int argc, char **argv)
             if (hc && hc != c)
                 print_cmd_help(hc);
             else
-                fputs(help_text, stdout);
+                fputs(help_text, stdout), fputs(help_text2, stdout);
             ex = fflush(stdout) == 0 ? EX_OK : EX_IO;
         }
         free(pos);
