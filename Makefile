@@ -80,7 +80,10 @@ TEST_BINS := $(foreach f,plain asan hash4,$(foreach t,$(TESTS),$(B)/$(f)/$(t))) 
 
 test-build: $(TEST_BINS) tools/kvdb
 
-test: test-build
+# the test programs build in parallel (JOBS=1 for one at a time)
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+test:
+	@$(MAKE) --no-print-directory -j$(JOBS) test-build
 	@FUZZ_TEST_SECONDS=$(FUZZ_TEST_SECONDS) TESTS="$(TESTS)" NOMMAP_TESTS="$(NOMMAP_TESTS)" \
 	    NOTHREADS_TESTS="$(NOTHREADS_TESTS)" TSAN_TESTS="$(TSAN_TESTS)" sh test/run.sh $(B)
 

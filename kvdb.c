@@ -143,6 +143,10 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#ifndef KVDB_CK_MIN_BYTES /* tests lower it to run checkpoints constantly */
+#define KVDB_CK_MIN_BYTES ((uint64_t)64 << 20)
+#endif
+
 #if defined(KVDB_MALLOC) || defined(KVDB_REALLOC) || defined(KVDB_FREE)
 #if !defined(KVDB_MALLOC) || !defined(KVDB_REALLOC) || !defined(KVDB_FREE)
 #error "define all of KVDB_MALLOC, KVDB_REALLOC and KVDB_FREE, or none"
@@ -915,6 +919,7 @@ typedef struct hix_pool {
 typedef struct kv_log {
     kvdb_file *f;
     unsigned refs;
+    uint64_t bytes;        /* its size as the writer last knew it */
 } kv_log;
 
 /* A read-only mapping of a log file.  Versions hold references; the writer
@@ -940,6 +945,9 @@ typedef struct kv_ver {
     kv_map *map;           /* mapping covering [0,end), or NULL (pread) */
     unsigned refs;         /* read transactions using it */
     hix_node *retired;     /* replaced nodes this is the newest version to see */
+    hix_node *retired_tail;/* ...its last one, */
+    uint64_t nretired;     /* ...how many, */
+    uint64_t retired_min;  /* ...and the lowest gen among them */
     struct kv_ver *next;   /* the next newer version */
     struct kv_ver *heir;   /* when dead: the surviving version before it */
 } kv_ver;
@@ -985,6 +993,17 @@ struct kvdb_txn {
 
 typedef struct srt_run srt_run;
 typedef struct kv_cp kv_cp;
+
+/* A slow system call left to the checkpointer thread: the munmap of a
+ * mapping whose last version is gone (its cost grows with the pages it
+ * touched) or the close of a replaced file (the file system frees its
+ * blocks).  Done in order, so an unmap comes before its file's close. */
+typedef struct kv_job {
+    kvdb_file *f;
+    const void *base;      /* NULL: close f; else unmap [base, base + len) */
+    uint64_t len;
+    struct kv_job *next;
+} kv_job;
 /* A whole old index waiting for the last version of its file to go. */
 typedef struct kv_deadtree {
     hix_ref root;
@@ -1063,6 +1082,7 @@ struct kvdb {
     kv_cond cv_ck;
     int ck_started, ck_want, ck_stop;
     int cp_running;        /* the thread is compacting */
+    kv_job *jobs, **jobs_tail; /* for the thread (mu_ck) */
     kv_thread ck_thread;
     /* the sidecar loaded at open (lives until close) */
     const uint8_t *sc_base;
@@ -1645,7 +1665,8 @@ static int hix_expand(hix_w *w, hix_inner *in, unsigned idx, hix_node *l)
     return KVDB_OK;
 }
 
-/* Insert or replace: *old = offset of the record replaced, or 0. */
+/* Insert or replace: *old = offset of the record replaced, or 0.  key
+ * NULL: the caller knows the key is not in the tree (no log reads). */
 static int hix_put(hix_w *w, hix_ref *rootp, uint64_t h, const void *key, size_t klen, uint64_t off, uint64_t *old)
 {
     uint32_t tag = hix_tag(h), slot;
@@ -1662,7 +1683,7 @@ static int hix_put(hix_w *w, hix_ref *rootp, uint64_t h, const void *key, size_t
             continue;
         }
         c = HIX_NODE(in->child[idx]);
-        rc = hix_leaf_find(w->rd, c, c->cap, tag, key, klen, &slot, NULL);
+        rc = key ? hix_leaf_find(w->rd, c, c->cap, tag, key, klen, &slot, NULL) : 0;
         if (rc < 0) return rc;
         if (rc == 0 && hix_full(c)) {
             rc = hix_expand(w, in, idx, c);
@@ -1796,10 +1817,18 @@ static kv_log *kv_log_new(kvdb *db, kvdb_file *f)
     return lg;
 }
 
+static void kv_job_run(kvdb *db, const kv_job *j)
+{
+    if (j->base) db->vfs->unmap(db->vfs->ctx, j->f, j->base, j->len);
+    else db->vfs->close(db->vfs->ctx, j->f);
+}
+
+static void ck_job(kvdb *db, int big, kvdb_file *f, const void *base, uint64_t len);
+
 static void kv_log_release(kvdb *db, kv_log *lg)
 {
     if (lg && --lg->refs == 0) {
-        db->vfs->close(db->vfs->ctx, lg->f);
+        ck_job(db, lg->bytes >= KVDB_CK_MIN_BYTES, lg->f, NULL, 0);
         kv_free(&db->al, lg);
     }
 }
@@ -1807,7 +1836,7 @@ static void kv_log_release(kvdb *db, kv_log *lg)
 static void kv_map_release(kvdb *db, kv_map *m)
 {
     if (m && --m->refs == 0) {
-        db->vfs->unmap(db->vfs->ctx, m->log->f, m->base, m->len);
+        ck_job(db, m->log->bytes >= KVDB_CK_MIN_BYTES, m->log->f, m->base, m->len);
         kv_log_release(db, m->log);
         kv_free(&db->al, m);
     }
@@ -1918,9 +1947,17 @@ static void ver_reclaim(kvdb *db)
     while (dead) {
         kv_ver *heir = dead->heir;
         hix_node *n = dead->retired, *nn;
+        if (n && (!heir || heir->gen < dead->retired_min)) { /* the heir sees none: all at once */
+            dead->retired_tail->link = db->zombies;
+            db->zombies = n;
+            db->nzombies += dead->nretired;
+            n = NULL;
+        }
         for (; n; n = nn) {
             nn = n->link;
-            if (heir && heir->gen >= n->gen) {
+            if (heir->gen >= n->gen) {
+                if (!heir->retired) heir->retired_tail = n;
+                if (!heir->nretired++ || n->gen < heir->retired_min) heir->retired_min = n->gen;
                 n->link = heir->retired;
                 heir->retired = n;
             } else {
@@ -3210,14 +3247,20 @@ static int txn_commit_write(kvdb_txn *t)
     if (nv->map) nv->map->refs++;
     nv->log = db->log;
     db->log->refs++;
+    db->log->bytes = end;
     nv->gen = t->gen;
     if (w.retired) { /* base is the newest version that can see them */
         hix_node *n = w.retired;
+        uint64_t mn = n->gen;
         nretired++;
         while (n->link) {
             n = n->link;
             nretired++;
+            if (n->gen < mn) mn = n->gen;
         }
+        if (!base->retired) base->retired_tail = n;
+        if (!base->nretired || mn < base->retired_min) base->retired_min = mn;
+        base->nretired += nretired;
         n->link = base->retired;
         base->retired = w.retired;
     }
@@ -4238,12 +4281,11 @@ out:
  * helper thread writes a new one from the published snapshot -- readers and
  * writers go on meanwhile.  Built without threads, checkpoints happen only
  * at close and in kvdb_checkpoint(). */
-#ifndef KVDB_CK_MIN_BYTES /* tests lower it to run checkpoints constantly */
-#define KVDB_CK_MIN_BYTES ((uint64_t)64 << 20)
-#endif
 
 static int cp_step(kvdb *db, uint64_t budget);
+#ifndef KVDB_NO_THREADS
 static int ck_stopping(kvdb *db);
+#endif
 static void cp_failed(kvdb *db);
 static void cp_maybe(kvdb *db, uint64_t end);
 
@@ -4255,7 +4297,17 @@ static void *ck_main(void *arg)
     for (;;) {
         kv_ver *v;
         int cp;
-        while (!db->ck_want && !db->cp_want && !db->ck_stop) kv_wait(&db->cv_ck, &db->mu_ck);
+        while (!db->ck_want && !db->cp_want && !db->jobs && !db->ck_stop) kv_wait(&db->cv_ck, &db->mu_ck);
+        if (db->jobs) { /* slow system calls the writer left */
+            kv_job *j = db->jobs;
+            db->jobs = j->next;
+            if (!db->jobs) db->jobs_tail = &db->jobs;
+            kv_unlock(&db->mu_ck);
+            kv_job_run(db, j);
+            kv_free(&db->al, j);
+            kv_lock(&db->mu_ck);
+            continue;
+        }
         if (db->ck_stop) break;
         cp = db->cp_want;
         db->cp_want = 0;
@@ -4332,6 +4384,39 @@ static void ck_maybe(kvdb *db, uint64_t end)
 #endif
 }
 
+/* Unmap or close on the thread when there is one (see kv_job) and the file
+ * is big (KVDB_CK_MIN_BYTES, as for checkpoints), else now.  After ck_stop,
+ * and in builds without threads, always now. */
+static void ck_job(kvdb *db, int big, kvdb_file *f, const void *base, uint64_t len)
+{
+    kv_job j0;
+    (void)big;
+    j0.f = f;
+    j0.base = base;
+    j0.len = len;
+    j0.next = NULL;
+#ifndef KVDB_NO_THREADS
+    if (big && !db->inmem) {
+        kv_job *j = (kv_job *)kv_malloc(&db->al, sizeof *j);
+        kv_lock(&db->mu_ck);
+        if (j && !db->ck_stop && !db->ck_started && pthread_create(&db->ck_thread, NULL, ck_main, db) == 0)
+            db->ck_started = 1;
+        if (j && !db->ck_stop && db->ck_started) {
+            *j = j0;
+            if (!db->jobs_tail) db->jobs_tail = &db->jobs;
+            *db->jobs_tail = j;
+            db->jobs_tail = &j->next;
+            kv_broadcast(&db->cv_ck);
+            kv_unlock(&db->mu_ck);
+            return;
+        }
+        kv_unlock(&db->mu_ck);
+        kv_free(&db->al, j);
+    }
+#endif
+    kv_job_run(db, &j0);
+}
+
 static void ck_stop(kvdb *db)
 {
 #ifndef KVDB_NO_THREADS
@@ -4341,7 +4426,8 @@ static void ck_stop(kvdb *db)
     started = db->ck_started;
     kv_broadcast(&db->cv_ck);
     kv_unlock(&db->mu_ck);
-    if (started) pthread_join(db->ck_thread, NULL);
+    if (started) pthread_join(db->ck_thread, NULL); /* it runs the jobs left first */
+    db->ck_started = 0;
 #else
     (void)db;
 #endif
@@ -4360,9 +4446,12 @@ static void ck_stop(kvdb *db)
  *             one higher.
  *   copy      (no lock) walk S in key order through the sorted runs and
  *             append each live record to the new file, verified on the way,
- *             in batches closed by COMMIT records; build the new file's
- *             hash index (from the compactor's own node pool) and its
- *             sorted base run (already in order) as it goes.
+ *             in batches closed by COMMIT records, collecting the new
+ *             file's sorted base run (already in order) and its keys'
+ *             hashes.
+ *   index     (no lock) build the new hash index from the compactor's own
+ *             node pool, inserting in hash order (consecutive inserts share
+ *             a leaf; in key order each would miss the cache).
  *   catch up  (no lock) replay what was committed to the old file since
  *             S, transaction by transaction, into the new file and index;
  *             then sync the new file.
@@ -4393,18 +4482,27 @@ static void ck_stop(kvdb *db)
  *      compaction: the new file is removed and the database is unchanged
  *      and writable.
  * Cost: one sequential write of the live data, a read of it in key order,
- * and, while it runs, a second hash index (about 16-20 bytes per key) and
- * a base run (16 bytes per key).
+ * and, while it runs, a second hash index (about 16-20 bytes per key), a
+ * base run (16 bytes per key) and until the index is built the hashes (16
+ * bytes per key; twice that while they are put in order).
  * ====================================================================== */
 #define CP_FLUSH  ((size_t)1 << 20) /* buffered bytes written at once */
 #define CP_BATCH  4096              /* copied records per COMMIT */
 #define CP_NEAR   ((uint64_t)64 << 10) /* left for the swap to copy */
 #define CP_ROUNDS 256               /* catch-up slices before the swap copies the rest */
+#define CP_UNSYNCED ((uint64_t)1 << 20) /* synced before the swap if more is not */
 #ifndef KVDB_CP_AUTO_STEP
 #define KVDB_CP_AUTO_STEP ((size_t)256 << 10) /* work per automatic step */
 #endif
 
-enum { CP_COPY = 1, CP_CATCHUP = 2 };
+enum { CP_COPY = 1, CP_INDEX = 2, CP_CATCHUP = 3 };
+
+/* A copied key for the new index: built after the copy, in hash order, so
+ * that consecutive inserts land in the same leaf (in key order they would
+ * each miss the cache). */
+typedef struct cp_hent {
+    uint64_t h, off;
+} cp_hent;
 
 struct kv_cp {
     int phase;
@@ -4438,6 +4536,8 @@ struct kv_cp {
     uint64_t keys, live;
     srt_run *base;         /* key order of the copied records */
     uint64_t base_hi;      /* where the copy ended in the new file */
+    cp_hent *hs;           /* copied keys, for the new index */
+    size_t nhs, hs_cap, hs_done;
     uint64_t from;         /* old log copied up to here */
     unsigned rounds;       /* catch-up slices so far */
     kv_deadtree *dt;       /* allocated ahead for the swap */
@@ -4472,6 +4572,7 @@ static int cp_flush(kvdb *db, kv_cp *cp)
     if (rc) return rc;
     cp->buf_off += cp->buf.len;
     cp->buf.len = 0;
+    cp->log->bytes = cp->buf_off;
     return KVDB_OK;
 }
 
@@ -4595,6 +4696,7 @@ static void cp_abort(kvdb *db)
     kv_free(&db->al, cp->cx.kb.p);
     kv_free(&db->al, cp->rbuf.p);
     kv_free(&db->al, cp->buf.p);
+    kv_free(&db->al, cp->hs);
     if (cp->snap) ver_release(db, cp->snap);
     kv_map_release(db, cp->map);
     kv_log_release(db, cp->log); /* closes the new file */
@@ -4740,6 +4842,55 @@ bad:
                   db->path, (unsigned long long)off);
 }
 
+/* Order the copied keys by their tag's top 16 bits (one counting pass):
+ * enough for consecutive inserts to share leaves. */
+static int cp_hash_order(kvdb *db, kv_cp *cp)
+{
+    size_t *cnt, i, sum = 0;
+    cp_hent *out;
+    if (cp->nhs < 2) return KVDB_OK;
+    cnt = (size_t *)kv_malloc(&db->al, 65536 * sizeof *cnt);
+    out = (cp_hent *)kv_malloc(&db->al, cp->nhs * sizeof *out);
+    if (!cnt || !out) {
+        kv_free(&db->al, cnt);
+        kv_free(&db->al, out);
+        return kv_err(KVDB_ENOMEM, "out of memory");
+    }
+    memset(cnt, 0, 65536 * sizeof *cnt);
+    for (i = 0; i < cp->nhs; i++) cnt[cp->hs[i].h >> 48]++;
+    for (i = 0; i < 65536; i++) {
+        size_t c = cnt[i];
+        cnt[i] = sum;
+        sum += c;
+    }
+    for (i = 0; i < cp->nhs; i++) out[cnt[cp->hs[i].h >> 48]++] = cp->hs[i];
+    kv_free(&db->al, cnt);
+    kv_free(&db->al, cp->hs);
+    cp->hs = out;
+    cp->hs_cap = cp->nhs;
+    return KVDB_OK;
+}
+
+/* Insert copied keys into the new index, about budget bytes' worth (an
+ * insert counts as 64).  1 when all are in. */
+static int cp_index(kvdb *db, kv_cp *cp, uint64_t budget)
+{
+    uint64_t n = budget / 64 ? budget / 64 : 1;
+    cp->w.rd = cp_rd(cp); /* unused: every key is new */
+    while (n-- && cp->hs_done < cp->nhs) {
+        uint64_t old = 0;
+        const cp_hent *e = &cp->hs[cp->hs_done++];
+        int rc = hix_put(&cp->w, &cp->root, e->h, NULL, 0, e->off, &old);
+        if (rc) return rc;
+        if (old) return kv_err(KVDB_ECORRUPT, "%s: compaction copied a key twice", db->path);
+    }
+    if (cp->hs_done < cp->nhs) return 0;
+    kv_free(&db->al, cp->hs);
+    cp->hs = NULL;
+    cp->nhs = cp->hs_cap = cp->hs_done = 0;
+    return 1;
+}
+
 /* Copy up to budget bytes of S in key order.  1 when the copy is done. */
 static int cp_copy(kvdb *db, kv_cp *cp, uint64_t budget)
 {
@@ -4770,9 +4921,21 @@ static int cp_copy(kvdb *db, kv_cp *cp, uint64_t budget)
         if (rc) return rc;
         if (rec.type != LG_PUT)
             return kv_err(KVDB_ECORRUPT, "%s: sorted index points at a non-PUT record at %llu", db->path, (unsigned long long)off);
-        at = cp->buf_off + cp->buf.len;
-        rc = cp_apply(db, cp, LG_PUT, p + LG_REC, rec.klen, p + LG_REC + rec.klen, rec.vlen);
+        if (cp->nhs == cp->hs_cap) {
+            size_t ncap = cp->hs_cap ? cp->hs_cap * 2 : 4096;
+            cp_hent *nh = ncap > ((size_t)-1) / sizeof *nh ? NULL
+                        : (cp_hent *)kv_realloc(&db->al, cp->hs, ncap * sizeof *nh);
+            if (!nh) return kv_err(KVDB_ENOMEM, "out of memory");
+            cp->hs = nh;
+            cp->hs_cap = ncap;
+        }
+        rc = cp_emit(db, cp, LG_PUT, p + LG_REC, rec.klen, p + LG_REC + rec.klen, rec.vlen, &at);
         if (rc) return rc;
+        cp->hs[cp->nhs].h = kv_hash(db->seed, p + LG_REC, rec.klen);
+        cp->hs[cp->nhs].off = at;
+        cp->nhs++;
+        cp->keys++;
+        cp->live += rec.size;
         if (cp->base->n == cp->base->cap)
             return kv_err(KVDB_ECORRUPT, "%s: the sorted index holds more keys than the hash index", db->path);
         cp->base->own[cp->base->n].k = e.k;
@@ -5020,20 +5183,27 @@ static int cp_step(kvdb *db, uint64_t budget)
     cp = db->cp;
     if (cp->phase == CP_COPY) {
         rc = cp_copy(db, cp, budget);
+        if (rc == 1) rc = cp_hash_order(db, cp);
+        else if (rc == 0) return KVDB_OK;
+        if (rc < 0) goto fail;
+        cp->phase = CP_INDEX;
+        return KVDB_OK;
+    }
+    if (cp->phase == CP_INDEX) {
+        rc = cp_index(db, cp, budget);
         if (rc < 0) goto fail;
         if (rc == 0) return KVDB_OK;
         cp->phase = CP_CATCHUP;
-        return KVDB_OK;
     }
-    /* Catch up with the published state while it is far ahead.  Writers
-     * may add more than a slice between slices, so "close" is CP_NEAR or
-     * one slice, and after CP_ROUNDS slices the swap copies whatever is
-     * left: a compaction always ends. */
+    /* Catch up with the published state until it is less than CP_NEAR
+     * ahead, so that the swap, which writers wait for, copies little.
+     * Writers may outrun the slices: after CP_ROUNDS of them the swap
+     * copies whatever is left, so a compaction always ends. */
     {
         kv_ver *v = ver_acquire(db);
         kv_rd r;
-        uint64_t behind = v->end - cp->from, near = budget > CP_NEAR ? budget : CP_NEAR;
-        int more = behind > near && cp->rounds < CP_ROUNDS;
+        uint64_t behind = v->end - cp->from;
+        int more = behind > CP_NEAR && cp->rounds < CP_ROUNDS;
         rd_init(&r, db, v);
         rc = more ? cp_catchup(db, cp, &r, v->end, budget) : 0;
         ver_release(db, v);
@@ -5043,11 +5213,16 @@ static int cp_step(kvdb *db, uint64_t budget)
             return KVDB_OK;
         }
     }
-    /* close to the end: make the bulk durable, then swap */
-    rc = cp_flush(db, cp);
-    if (!rc) rc = db->vfs->sync(db->vfs->ctx, cp->log->f);
-    if (rc) goto fail;
-    cp->synced = cp->buf_off;
+    /* Close to the end.  Make the bulk durable first, outside the writer
+     * role (and catch up again with what came meanwhile), so that the
+     * swap syncs little. */
+    if (cp->buf_off + cp->buf.len - cp->synced > CP_UNSYNCED) {
+        rc = cp_flush(db, cp);
+        if (!rc) rc = db->vfs->sync(db->vfs->ctx, cp->log->f);
+        if (rc) goto fail;
+        cp->synced = cp->buf_off;
+        return KVDB_OK;
+    }
     rc = kv_writer_take(db, 0);
     if (rc) return rc; /* EBUSY: the caller holds the write transaction; try later */
     rc = kv_sticky(db);
@@ -6044,6 +6219,7 @@ static int kv_read_header(kvdb *db, uint64_t size)
 static void kv_teardown(kvdb *db)
 {
     kv_ver *v, *next;
+    ck_stop(db); /* (again, after close: a no-op) releases below happen at once */
     ver_free_zombies(db, UINT64_MAX);
     while (db->dtrees) { /* old indexes: disjoint from everything below */
         kv_deadtree *dt = db->dtrees;
@@ -6320,6 +6496,7 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     }
     db->end = good;
     db->written = db->synced = good;
+    db->log->bytes = good;
     v->index_bytes = db->pool.bytes;
     *out = db;
     return KVDB_OK;

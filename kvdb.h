@@ -142,7 +142,10 @@ enum { KVDB_SYNC_FULL = 0, KVDB_SYNC_NORMAL = 1, KVDB_SYNC_OFF = 2 };
  * default (vfs == NULL in the options) is POSIX.  Every function returns a
  * kvdb code: KVDB_OK, or KVDB_EIO / KVDB_EFULL / KVDB_ELOCKED / KVDB_ENOMEM /
  * KVDB_NOTFOUND (open of a missing file without create).  Implementations
- * may call kvdb_errmsg_set() to explain a failure.                         */
+ * may call kvdb_errmsg_set() to explain a failure.  Unless built with
+ * KVDB_NO_THREADS, a handle's background thread calls it too (checkpoints,
+ * automatic compaction, and the unmap and close of a replaced log once it
+ * is 64 MiB or more), at the same time as the threads using the handle.  */
 typedef struct kvdb_file kvdb_file;     /* opaque to the engine */
 #define KVDB_VFS_CREATE 0x1u  /* create if missing */
 #define KVDB_VFS_RDONLY 0x2u
@@ -268,7 +271,9 @@ int kvdb_checkpoint(kvdb *db);
  *   Cost: one read of the live data in key order (sorting it first unless
  *   iterators already did) and one sequential write of it; while it runs,
  *   a second hash index and a sorted run for the new file (about 35 bytes
- *   per key).  The sidecar is written for the new file when it is done.
+ *   per key), and between the copy and the building of that index 16
+ *   bytes per key more (32 for a moment).  The sidecar is written for the
+ *   new file when it is done.
  * Returns KVDB_OK, or an error and the database is as it was.  KVDB_EBUSY
  * if the calling thread holds the write transaction.  In-memory databases
  * compact too.  Read-only handles: KVDB_EREADONLY. */

@@ -240,7 +240,17 @@ static void run(uint64_t n, const char *dir)
             if (i % 64 == 0 || running) {
                 kvdb_stat(db, &st);
                 if (st.compacting && !running) { running = 1; tstart = now_ns(); }
-                if (st.compactions > start_c) { tend = now_ns(); if (running) { lat[np] = w; lc[np] = c; np++; } break; }
+                if (st.compactions > start_c) { /* this put may have waited for the swap */
+                    tend = now_ns();
+                    if (running) {
+                        lat[np] = w;
+                        lc[np] = c;
+                        np++;
+                        if (w > maxw) maxw = w;
+                        if (c > maxc) maxc = c;
+                    }
+                    break;
+                }
             }
             if (running) {
                 lat[np] = w;
