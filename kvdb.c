@@ -1293,7 +1293,8 @@ static int rd_size(const kv_rd *r, uint64_t off, uint64_t *size)
  *
  * Memory: 12 bytes a slot, leaves 70%..87% full once past 64 slots, plus a
  * 32-byte header per leaf and 544 bytes per inner node: 15..19 bytes per
- * key, whatever the key length.
+ * key, whatever the key length, and up to 1/8 of that more in freed nodes
+ * kept for the next commit to reuse.
  * ====================================================================== */
 #define HIX_LEVELS 5
 #define HIX_FAN 64
@@ -1329,7 +1330,10 @@ typedef struct hix_w {     /* a writer's context */
     kvdb *db;
     hix_pool *pool;        /* where its nodes come from and go back to */
     uint64_t gen;
-    hix_node *retired;     /* nodes replaced, for the base version */
+    hix_node *retired;     /* nodes replaced, for the base version, */
+    hix_node *retired_tail;/* ...the first one retired (the list's tail), */
+    uint64_t nretired;     /* ...how many, */
+    uint64_t retired_min;  /* ...and the lowest gen among them */
     const kv_rd *rd;       /* to compare keys */
 } hix_w;
 
@@ -1454,8 +1458,9 @@ static void hix_free_node(kvdb *db, hix_pool *pl, hix_node *n)
     hix_node **fl = hix_free_list(pl, n->cap, &nfree);
     size_t sz = hix_size(n->cap);
     /* Keep freed nodes for reuse -- a commit frees about as many as the
-     * next one copies -- up to 1/16 of the index plus 16 KiB in all. */
-    if (fl && pl->free_bytes + sz + n->adj <= (pl->bytes >> 4) + 16384) {
+     * next one copies (a batch of 1000 random puts: about 2 MiB) -- up to
+     * 1/8 of the index plus 16 KiB in all. */
+    if (fl && pl->free_bytes + sz + n->adj <= (pl->bytes >> 3) + 16384) {
         n->link = *fl;
         *fl = n;
         (*nfree)++;
@@ -1474,6 +1479,8 @@ static void hix_drop(hix_w *w, hix_node *n)
     if (n->gen == w->gen) {
         hix_free_node(w->db, w->pool, n);
     } else {
+        if (!w->retired) w->retired_tail = n;
+        if (!w->nretired++ || n->gen < w->retired_min) w->retired_min = n->gen;
         n->link = w->retired;
         w->retired = n;
     }
@@ -1524,7 +1531,9 @@ static void hix_leaf_remove(hix_node *l, uint32_t i)
     l->count--;
 }
 
-/* Find key in leaf l of cap slots: 1 and *slot, 0 if absent, or an error. */
+/* Find key in leaf l of cap slots: 1 and *slot, 0 if absent (and *slot =
+ * the empty slot that ended the search, where an insert goes), or an
+ * error. */
 static int hix_leaf_find(const kv_rd *r, const hix_node *l, uint32_t cap, uint32_t tag, const void *key,
                          size_t klen, uint32_t *slot, kv_hit *hit)
 {
@@ -1540,6 +1549,7 @@ static int hix_leaf_find(const kv_rd *r, const hix_node *l, uint32_t cap, uint32
         }
         i = i + 1 == cap ? 0 : i + 1;
     }
+    *slot = i;
     return 0;
 }
 
@@ -1555,6 +1565,62 @@ static int hix_get(const kv_rd *r, hix_ref root, uint64_t h, const void *key, si
     code = HIX_CODE(c);
     cap = code <= HIX_NCAPS ? hix_caps[code - 1] : HIX_NODE(c)->cap;
     return hix_leaf_find(r, HIX_NODE(c), cap, tag, key, klen, &slot, hit);
+}
+
+/* Prefetching for a batch of lookups (a commit applies its records in
+ * groups of HIX_PF_MAX).  hix_pf_path() walks the n hashes h[] down the
+ * tree at root together, one level per pass, prefetching each node's
+ * header (copy-on-write reads its gen) and the child slot or leaf home slot
+ * the next step reads, so the misses of a pass overlap instead of each
+ * level of each key waiting for the one before; it leaves each key's leaf
+ * in cur[].  hix_pf_recs(), called a group later when those leaves have
+ * arrived, prefetches the records of slots whose tag matches (the keys an
+ * overwrite or delete compares).  The tree must not change meanwhile: the
+ * writer passes its base version, whose nodes stay allocated until the
+ * commit is over.  Hints only: nothing outside the tree's nodes is read. */
+#define HIX_PF_MAX 16
+static void hix_pf_path(hix_ref root, const uint64_t *h, unsigned n, hix_ref *cur)
+{
+    unsigned i, level, inner = n;
+    assert(n <= HIX_PF_MAX);
+    for (i = 0; i < n; i++) cur[i] = root;
+    for (level = 0; inner && level < HIX_LEVELS; level++) {
+        inner = 0;
+        for (i = 0; i < n; i++) {
+            uint32_t tag = hix_tag(h[i]);
+            if (HIX_CODE(cur[i])) continue;
+            cur[i] = ((const hix_inner *)HIX_NODE(cur[i]))->child[hix_idx(tag, level)];
+            KV_PREFETCH(HIX_NODE(cur[i]));
+            if (!HIX_CODE(cur[i])) {
+                KV_PREFETCH(&((const hix_inner *)HIX_NODE(cur[i]))->child[hix_idx(tag, level + 1)]);
+                inner++;
+            } else if (HIX_CODE(cur[i]) <= HIX_NCAPS) {
+                uint32_t cap = hix_caps[HIX_CODE(cur[i]) - 1];
+                KV_PREFETCH(hix_slots(HIX_NODE(cur[i])) + (size_t)hix_home(tag, cap) * HIX_SLOT);
+            }
+        }
+    }
+}
+
+static void hix_pf_recs(const kv_rd *r, const uint64_t *h, unsigned n, const hix_ref *cur)
+{
+    unsigned i;
+    if (!r->base) return;
+    for (i = 0; i < n; i++) {
+        uint32_t tag = hix_tag(h[i]), cap, k, t;
+        const uint8_t *s;
+        if (HIX_CODE(cur[i]) == 0 || HIX_CODE(cur[i]) > HIX_NCAPS) continue;
+        cap = hix_caps[HIX_CODE(cur[i]) - 1];
+        s = hix_slots(HIX_NODE(cur[i]));
+        unsigned probes = 0;
+        /* (a key present is nearly always within a few slots of its home;
+         * a new key's search may run on far longer: not worth a hint) */
+        for (k = hix_home(tag, cap); probes < 8 && (t = hix_stag(s + (size_t)k * HIX_SLOT)) != 0;
+             k = k + 1 == cap ? 0 : k + 1, probes++) {
+            uint64_t off = hix_soff(s + (size_t)k * HIX_SLOT);
+            if (t == tag && off < r->end) KV_PREFETCH(r->base + off);
+        }
+    }
 }
 
 static void hix_set_range(hix_inner *in, unsigned idx, unsigned ldepth, hix_ref r)
@@ -1696,6 +1762,9 @@ static int hix_put(hix_w *w, hix_ref *rootp, uint64_t h, const void *key, size_t
             uint8_t *s = hix_slots(c) + (size_t)slot * HIX_SLOT;
             *old = hix_soff(s);
             hix_ssetoff(s, off);
+        } else if (key) { /* the copy has the slot the search ended at */
+            hix_sset(hix_slots(c) + (size_t)slot * HIX_SLOT, tag, off);
+            c->count++;
         } else {
             hix_leaf_add(c, tag, off);
         }
@@ -1704,7 +1773,8 @@ static int hix_put(hix_w *w, hix_ref *rootp, uint64_t h, const void *key, size_t
 }
 
 /* Delete: *old = offset of the record removed; KVDB_NOTFOUND if absent
- * (and then nothing was copied). */
+ * (the path to its leaf may then have been copied, unchanged).  The key is
+ * compared once, in the leaf before it is copied. */
 static int hix_del(hix_w *w, hix_ref *rootp, uint64_t h, const void *key, size_t klen, uint64_t *old)
 {
     uint32_t tag = hix_tag(h), slot;
@@ -1712,9 +1782,7 @@ static int hix_del(hix_w *w, hix_ref *rootp, uint64_t h, const void *key, size_t
     unsigned pidx[HIX_LEVELS], depth = 0, idx;
     hix_inner *in;
     hix_node *l;
-    int rc = hix_get(w->rd, *rootp, h, key, klen, NULL);
-    if (rc < 0) return rc;
-    if (rc == 0) return KVDB_NOTFOUND;
+    int rc;
     in = hix_own_inner(w, rootp);
     if (!in) return KVDB_ENOMEM;
     for (;;) {
@@ -1726,10 +1794,11 @@ static int hix_del(hix_w *w, hix_ref *rootp, uint64_t h, const void *key, size_t
         in = hix_own_inner(w, &in->child[idx]);
         if (!in) return KVDB_ENOMEM;
     }
-    l = hix_own_leaf(w, in, idx, HIX_NODE(in->child[idx]));
-    if (!l) return KVDB_ENOMEM;
+    l = HIX_NODE(in->child[idx]);
     rc = hix_leaf_find(w->rd, l, l->cap, tag, key, klen, &slot, NULL);
-    if (rc <= 0) return rc < 0 ? rc : kv_err(KVDB_ECORRUPT, "index changed under a delete");
+    if (rc <= 0) return rc < 0 ? rc : KVDB_NOTFOUND;
+    l = hix_own_leaf(w, in, idx, l); /* a copy keeps every slot where it was */
+    if (!l) return KVDB_ENOMEM;
     *old = hix_soff(hix_slots(l) + (size_t)slot * HIX_SLOT);
     hix_leaf_remove(l, slot);
 
@@ -2933,6 +3002,7 @@ static int rcv_scan(kvdb *db, kv_ver *v, uint64_t start, uint64_t size, uint64_t
     w.pool = &db->pool;
     w.gen = db->gen;
     w.retired = NULL;
+    w.nretired = 0;
     w.rd = &r;
     *good = start;
     while (off < size) {
@@ -3145,11 +3215,76 @@ static int txn_begin_write(kvdb *db, unsigned flags, kvdb_txn **out)
     return KVDB_OK;
 }
 
+/* A group of records whose index paths are prefetched together. */
+typedef struct tx_pf {
+    uint64_t h[HIX_PF_MAX];
+    hix_ref leaf[HIX_PF_MAX];
+    unsigned n;
+    uint64_t end;          /* buffer position after its last record */
+} tx_pf;
+
+static void tx_pf_fill(const kvdb_txn *t, uint64_t from, hix_ref root, tx_pf *g)
+{
+    g->n = 0;
+    g->end = from;
+    while (g->n < HIX_PF_MAX && g->end < t->wbuf.len) {
+        const uint8_t *e = t->wbuf.p + g->end;
+        g->h[g->n++] = kv_ld64(e); /* the hash, parked in the checksum slot */
+        g->end += (uint64_t)LG_REC + kv_ld16(e + 10) + kv_ld32(e + 12);
+    }
+    hix_pf_path(root, g->h, g->n, g->leaf);
+}
+
+/* Commit step 2: apply t's records, in order, to the copy-on-write root
+ * of nv (which starts as base, the root t began on) and fill in their
+ * checksums.  Records go in groups of HIX_PF_MAX: while one group is
+ * applied, the index paths of the next are already being fetched (from
+ * base, which does not change), so a batch of random keys does not wait
+ * for each cache miss in turn. */
+static int txn_apply(kvdb_txn *t, hix_ref base, kv_ver *nv, hix_w *w)
+{
+    kvdb *db = t->db;
+    const kv_rd *r = w->rd;
+    uint64_t start = db->end, pos = 0;
+    tx_pf pf[2];
+    unsigned g = 0;
+    int rc = KVDB_OK;
+    tx_pf_fill(t, 0, base, &pf[0]);
+    while (pos < t->wbuf.len) {
+        hix_pf_recs(r, pf[g].h, pf[g].n, pf[g].leaf);
+        if (pf[g].end < t->wbuf.len) tx_pf_fill(t, pf[g].end, base, &pf[g ^ 1]);
+        for (; pos < pf[g].end; ) {
+            uint8_t *q = t->wbuf.p + pos;
+            uint32_t klen = kv_ld16(q + 10), vlen = kv_ld32(q + 12);
+            uint64_t size = (uint64_t)LG_REC + klen + vlen, h = kv_ld64(q), old = 0, osize;
+            if (q[8] == LG_PUT) {
+                rc = hix_put(w, &nv->root, h, q + LG_REC, klen, start + pos, &old);
+                if (rc) return rc;
+                nv->live += size;
+                if (!old) nv->keys++;
+            } else {
+                rc = hix_del(w, &nv->root, h, q + LG_REC, klen, &old);
+                if (rc) return rc == KVDB_NOTFOUND ? kv_err(KVDB_ECORRUPT, "delete of a key the index does not have") : rc;
+                nv->keys--;
+            }
+            if (old) {
+                rc = rd_size(r, old, &osize);
+                if (rc) return rc;
+                nv->live -= osize;
+            }
+            kv_st64(q, lg_checksum(db->seed, start + pos, q, size));
+            pos += size;
+        }
+        g ^= 1;
+    }
+    return KVDB_OK;
+}
+
 static int txn_commit_write(kvdb_txn *t)
 {
     kvdb *db = t->db;
     kv_ver *base = db->cur, *nv;
-    uint64_t start = db->end, pos, durable, end;
+    uint64_t start = db->end, durable, end;
     int publish;
     uint64_t nretired = 0, epoch;
     hix_w w;
@@ -3160,6 +3295,11 @@ static int txn_commit_write(kvdb_txn *t)
     if (t->nrec == 0) {
         txn_release_writer(db);
         return KVDB_OK;
+    }
+    rc = kv_sticky(db); /* a sync or write failed since kvdb_begin */
+    if (rc) {
+        rc = kv_sticky_err(db, rc);
+        goto fail;
     }
     /* 1. the COMMIT record, the version, the mapping */
     rc = kv_buf_reserve(&db->al, &t->wbuf, LG_REC + LG_COMMIT_LEN);
@@ -3195,32 +3335,9 @@ static int txn_commit_write(kvdb_txn *t)
     w.pool = &db->pool;
     w.gen = t->gen;
     w.retired = NULL;
+    w.nretired = 0;
     w.rd = &r;
-    for (pos = 0; pos < t->wbuf.len;) {
-        uint8_t *q = t->wbuf.p + pos;
-        uint32_t klen = kv_ld16(q + 10), vlen = kv_ld32(q + 12);
-        uint64_t size = (uint64_t)LG_REC + klen + vlen, h = kv_ld64(q), old = 0, osize;
-        if (q[8] == LG_PUT) {
-            rc = hix_put(&w, &nv->root, h, q + LG_REC, klen, start + pos, &old);
-            if (rc) break;
-            nv->live += size;
-            if (!old) nv->keys++;
-        } else {
-            rc = hix_del(&w, &nv->root, h, q + LG_REC, klen, &old);
-            if (rc) {
-                if (rc == KVDB_NOTFOUND) rc = kv_err(KVDB_ECORRUPT, "delete of a key the index does not have");
-                break;
-            }
-            nv->keys--;
-        }
-        if (old) {
-            rc = rd_size(&r, old, &osize);
-            if (rc) break;
-            nv->live -= osize;
-        }
-        kv_st64(q, lg_checksum(db->seed, start + pos, q, size));
-        pos += size;
-    }
+    rc = txn_apply(t, base->root, nv, &w);
     t->wbuf.len += LG_REC + LG_COMMIT_LEN;
 
     /* 3. write */
@@ -3250,18 +3367,11 @@ static int txn_commit_write(kvdb_txn *t)
     db->log->bytes = end;
     nv->gen = t->gen;
     if (w.retired) { /* base is the newest version that can see them */
-        hix_node *n = w.retired;
-        uint64_t mn = n->gen;
-        nretired++;
-        while (n->link) {
-            n = n->link;
-            nretired++;
-            if (n->gen < mn) mn = n->gen;
-        }
-        if (!base->retired) base->retired_tail = n;
-        if (!base->nretired || mn < base->retired_min) base->retired_min = mn;
+        nretired = w.nretired;
+        if (!base->retired) base->retired_tail = w.retired_tail;
+        if (!base->nretired || w.retired_min < base->retired_min) base->retired_min = w.retired_min;
         base->nretired += nretired;
-        n->link = base->retired;
+        w.retired_tail->link = base->retired;
         base->retired = w.retired;
     }
     /* Publish now, or only after a sync covering it: under SYNC_FULL, and
@@ -4190,9 +4300,10 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
             goto out;
         /* the hash index: inner nodes here, leaves in place */
         w.db = db;
-    w.pool = &db->pool;
+        w.pool = &db->pool;
         w.gen = db->gen;
         w.retired = NULL;
+        w.nretired = 0;
         w.rd = NULL;
         root = (hix_inner *)hix_alloc(&w, 0);
         if (!root) { ok = KVDB_ENOMEM; goto out; }
@@ -6453,6 +6564,7 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     w.pool = &db->pool;
     w.gen = db->gen;
     w.retired = NULL;
+    w.nretired = 0;
     w.rd = NULL;
     {
         hix_node *leaf = hix_alloc(&w, HIX_LEAF_MIN);
@@ -6534,7 +6646,9 @@ int kvdb_close(kvdb *db)
     kv_lock(&db->mu_cp);
     cp_abort(db); /* a compaction not finished: the database stays as it is */
     kv_unlock(&db->mu_cp);
-    if (!db->rdonly && db->sync_mode != KVDB_SYNC_OFF) {
+    /* In every sync mode: what was committed becomes durable, so that the
+     * sidecar may cover all of it (a sidecar never covers unsynced log). */
+    if (!db->rdonly && !db->inmem) {
         uint64_t ep, w = kv_written(db, &ep);
         rc = kv_sync_to(db, w, ep);
     }
@@ -6543,7 +6657,7 @@ int kvdb_close(kvdb *db)
     if (!rc && !db->rdonly && !db->inmem && !kv_sticky(db) && db->cur->end != db->sc_end) {
         char msg[sizeof kv_errbuf];
         memcpy(msg, kv_errbuf, sizeof msg);
-        (void)sc_write(db, db->cur, db->sync_mode != KVDB_SYNC_OFF);
+        (void)sc_write(db, db->cur, 1);
         memcpy(kv_errbuf, msg, sizeof msg);
     }
     kv_teardown(db);
@@ -6772,13 +6886,13 @@ static int txn_append(kvdb_txn *t, uint8_t type, uint64_t h, ws_ent *e, const vo
     return KVDB_OK;
 }
 
+/* (A handle that goes sticky while a write transaction is open refuses
+ * its commit; kvdb_begin refuses new ones.  The puts in between are only
+ * buffered, so they need not take mu_sync to look.) */
 static int txn_write_check(kvdb_txn *t)
 {
-    int rc;
     if (!t) return kv_err(KVDB_EINVAL, "NULL transaction");
     if (!t->write) return kv_err(KVDB_EREADONLY, "write in a read-only transaction");
-    rc = kv_sticky(t->db);
-    if (rc) return kv_sticky_err(t->db, rc);
     if (t->nrec == UINT32_MAX) return kv_err(KVDB_ETOOBIG, "transaction has too many records");
     return KVDB_OK;
 }

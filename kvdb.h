@@ -27,13 +27,13 @@
  *                        lose the commits made since the last sync -- always
  *                        whole transactions, the newest ones, never a torn
  *                        one.
- *       KVDB_SYNC_OFF    Like NORMAL, but the engine never syncs on its own,
- *                        not even at close; only an explicit kvdb_sync() or
- *                        kvdb_checkpoint() makes data power-safe.  (The
- *                        sidecar written at close then covers only what was
- *                        synced, so reopening replays the rest of the log.)
- *                        For scratch data and bulk loads that end with
- *                        kvdb_sync().
+ *       KVDB_SYNC_OFF    Like NORMAL, but while the handle is open the
+ *                        engine never syncs on its own: only kvdb_sync(),
+ *                        kvdb_checkpoint() and kvdb_close() make data
+ *                        power-safe.  (Close syncs in every mode, so that
+ *                        the sidecar it writes covers the whole log and the
+ *                        next open need not replay it.)  For scratch data
+ *                        and bulk loads.
  *  3. Readers never block writers and writers never block readers.  A read
  *     transaction is a snapshot: O(1) to begin, and it sees one consistent
  *     state for its whole life whatever is committed meanwhile.
@@ -209,8 +209,10 @@ void kvdb_options_init(kvdb_options *o);
  * the defaults plus KVDB_CREATE.  On error *out is NULL and kvdb_errmsg()
  * says why. */
 int kvdb_open(const char *path, const kvdb_options *o, kvdb **out);
-/* Sync (unless KVDB_SYNC_OFF) and close.  KVDB_EBUSY, and nothing is closed,
- * while transactions are open.  NULL is a no-op returning KVDB_OK. */
+/* Sync (in every sync mode), write the sidecar, and close.  KVDB_EBUSY,
+ * and nothing is closed, while transactions are open.  An error from the
+ * sync is returned (the handle is closed all the same).  NULL is a no-op
+ * returning KVDB_OK. */
 int kvdb_close(kvdb *db);
 
 /* ---- auto-commit calls: each is one transaction ---- */

@@ -1183,7 +1183,7 @@ static void cs_workload(uint64_t wseed, int mode, int map, int ncommits, cs_run 
             rc = kvdb_close(db);
             db = NULL;
             if (rc != KVDB_OK) CS_FAIL(R, "close = %d", rc);
-            else if (mode != KVDB_SYNC_OFF) R->acked = upto;
+            else R->acked = upto; /* close syncs in every mode */
             if (R->cp_active) R->cp_abandoned++;
             R->cp_active = 0;
             if (sim_find(d.dir, d.ndir, CS_TMP) >= 0) CS_FAIL(R, "%s seed %#llx: %s left by close", R->what, (unsigned long long)wseed, CS_TMP);
@@ -1211,13 +1211,13 @@ static void cs_workload(uint64_t wseed, int mode, int map, int ncommits, cs_run 
         rc = kvdb_close(db);
         db = NULL;
         if (rc != KVDB_OK) CS_FAIL(R, "final close = %d", rc);
-        else if (mode != KVDB_SYNC_OFF) R->acked = upto;
+        else R->acked = upto; /* close syncs in every mode */
         if (R->cp_active) R->cp_abandoned++;
         R->cp_active = 0;
         if (sim_find(d.dir, d.ndir, CS_TMP) >= 0) CS_FAIL(R, "%s seed %#llx: %s left by close", R->what, (unsigned long long)wseed, CS_TMP);
         cs_drain(R);
     }
-    /* after the close: a power loss now (SYNC_OFF: may lose the unsynced tail) */
+    /* after the close: a power loss now loses nothing */
     {
         int save = R->k_sync;
         R->k_sync = 4;

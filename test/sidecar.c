@@ -107,22 +107,6 @@ static int same_as_model(kvdb *db)
     return 0;
 }
 
-static void copy_file(const char *from, const char *to, long len)
-{
-    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
-    char buf[65536];
-    long done = 0;
-    size_t n;
-    if (!a || !b) { if (a) fclose(a); if (b) fclose(b); return; }
-    while ((len < 0 || done < len) && (n = fread(buf, 1, sizeof buf, a)) > 0) {
-        if (len >= 0 && done + (long)n > len) n = (size_t)(len - done);
-        fwrite(buf, 1, n, b);
-        done += (long)n;
-    }
-    fclose(a);
-    fclose(b);
-}
-
 static long file_size(const char *p)
 {
     struct stat st;
@@ -193,16 +177,16 @@ static void test_sidecar_truncated(void)
     const char *p = tu_path("trunc.db"), *save = tu_path("trunc.idx.save");
     long n, cut;
     REQUIRE(build(p, 3) == 0);
-    copy_file(idx_of(p), save, -1);
+    tu_copy_file(idx_of(p), save, -1);
     n = file_size(save);
     REQUIRE(n > 200);
     for (cut = 0; cut < n; cut += n / 13 + 1) {
         char what[64];
-        copy_file(save, idx_of(p), cut);
+        tu_copy_file(save, idx_of(p), cut);
         snprintf(what, sizeof what, "truncated to %ld", cut);
         check_ignored(p, what);
     }
-    copy_file(save, idx_of(p), n - 1);
+    tu_copy_file(save, idx_of(p), n - 1);
     check_ignored(p, "one byte short");
 }
 
@@ -212,7 +196,7 @@ static void test_sidecar_flipped(void)
     long n, at;
     int stride;
     REQUIRE(build(p, 4) == 0);
-    copy_file(idx_of(p), save, -1);
+    tu_copy_file(idx_of(p), save, -1);
     n = file_size(save);
     REQUIRE(n > 200);
     stride = getenv("KVDB_TEST_FLAVOUR") && strcmp(getenv("KVDB_TEST_FLAVOUR"), "plain") ? 301 : 61;
@@ -220,7 +204,7 @@ static void test_sidecar_flipped(void)
         char what[64];
         FILE *f;
         int c;
-        copy_file(save, idx_of(p), -1);
+        tu_copy_file(save, idx_of(p), -1);
         f = fopen(idx_of(p), "r+b");
         REQUIRE(f);
         fseek(f, at, SEEK_SET);
@@ -241,7 +225,7 @@ static void test_sidecar_foreign(void)
     REQUIRE(build(b, 50) == 0);
     REQUIRE(build(a, 5) == 0); /* the model now holds a's contents */
     memcpy(saved, model, sizeof saved);
-    copy_file(idx_of(b), idx_of(a), -1);
+    tu_copy_file(idx_of(b), idx_of(a), -1);
     check_ignored(a, "another database's sidecar");
     memcpy(model, saved, sizeof saved);
 }
@@ -334,8 +318,8 @@ static void test_stale_sidecar_replays_tail(void)
     REQUIRE(work(db, &seed, 100) == 0);
     REQUIRE_OK(kvdb_sync(db));
     /* the state a crash would leave: copy both files while open */
-    copy_file(p, cp, -1);
-    copy_file(idx_of(p), idx_of(cp), -1);
+    tu_copy_file(p, cp, -1);
+    tu_copy_file(idx_of(p), idx_of(cp), -1);
     kvdb_close(db);
     db = open_at(cp, 0);
     REQUIRE(db);
@@ -415,8 +399,7 @@ static void test_reopen_large(void)
         }
         REQUIRE_OK(kvdb_commit(t));
     }
-    REQUIRE_OK(kvdb_sync(db));
-    REQUIRE_OK(kvdb_close(db));
+    REQUIRE_OK(kvdb_close(db)); /* SYNC_OFF too: close syncs, the sidecar covers all */
     o.flags = 0;
     REQUIRE_OK(kvdb_open(p, &o, &db));
     kvdb_stat(db, &st);
@@ -603,12 +586,12 @@ static void test_sidecar_run_prefix(void)
     CHECK(sc_lp_check(db, N0, N1) == 0);
     REQUIRE_OK(kvdb_close(db));
     /* a damaged run prefix header, every other byte intact */
-    copy_file(idx_of(p), save, -1);
+    tu_copy_file(idx_of(p), save, -1);
     {
         static const uint64_t bad[] = { 8, 16, 65536, (uint64_t)1 << 40, 0xffffffffffffffffull };
         size_t j;
         for (j = 0; j < sizeof bad / sizeof bad[0] && !tu_cur_failed; j++) {
-            copy_file(save, idx_of(p), -1);
+            tu_copy_file(save, idx_of(p), -1);
             kv_st64(b8, bad[j]);
             sc_poke(idx_of(p), SC_HDR, b8, 8);
             sc_reseal(idx_of(p));
@@ -619,7 +602,7 @@ static void test_sidecar_run_prefix(void)
             CHECK(sc_lp_check(db, N0, N1) == 0);
             REQUIRE_OK(kvdb_close(db));
         }
-        copy_file(save, idx_of(p), -1); /* a padding byte after the prefix set */
+        tu_copy_file(save, idx_of(p), -1); /* a padding byte after the prefix set */
         sc_poke(idx_of(p), SC_HDR + 8 + (long)strlen("tenant/"), "x", 1);
         sc_reseal(idx_of(p));
         db = open_at(p, KVDB_RDONLY);
@@ -628,7 +611,7 @@ static void test_sidecar_run_prefix(void)
         CHECK(st.sidecar_loaded == 0);
         CHECK(sc_lp_check(db, N0, N1) == 0);
         REQUIRE_OK(kvdb_close(db));
-        copy_file(save, idx_of(p), -1); /* and the copy itself is good */
+        tu_copy_file(save, idx_of(p), -1); /* and the copy itself is good */
         db = open_at(p, KVDB_RDONLY);
         REQUIRE(db);
         CHECK_OK(kvdb_stat(db, &st));

@@ -77,6 +77,27 @@ static void tu_rmrf(void)
     if (system(cmd) != 0) { /* best effort */ }
 }
 
+/* Copy from to to: the first len bytes, or all of it if len < 0.  Returns
+ * 0, or -1 if a file could not be opened, read or written. */
+static int tu_copy_file(const char *from, const char *to, long len)
+{
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    char buf[65536];
+    long done = 0;
+    size_t n;
+    int rc = 0;
+    if (!a || !b) { if (a) fclose(a); if (b) fclose(b); return -1; }
+    while ((len < 0 || done < len) && (n = fread(buf, 1, sizeof buf, a)) > 0) {
+        if (len >= 0 && done + (long)n > len) n = (size_t)(len - done);
+        if (fwrite(buf, 1, n, b) != n) rc = -1;
+        done += (long)n;
+    }
+    if (ferror(a)) rc = -1;
+    fclose(a);
+    if (fclose(b) != 0) rc = -1;
+    return rc;
+}
+
 /* xorshift64* -- deterministic per seed */
 static uint64_t tu_rand(uint64_t *s)
 {
