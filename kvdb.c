@@ -1883,6 +1883,7 @@ static kv_log *kv_log_new(kvdb *db, kvdb_file *f)
     }
     lg->f = f;
     lg->refs = 1;
+    lg->bytes = 0; /* set as it is written; decides who closes it (ck_job) */
     return lg;
 }
 

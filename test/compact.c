@@ -501,6 +501,53 @@ static void test_compact_io_errors(void)
     kvdb_close(db);
 }
 
+/* An allocator that hands out blocks full of 0xA5, so that a field the
+ * engine forgets to set reads as garbage every time. */
+static void *dirty_malloc(void *ctx, size_t n)
+{
+    void *p = malloc(n);
+    (void)ctx;
+    if (p) memset(p, 0xA5, n);
+    return p;
+}
+static void *dirty_realloc(void *ctx, void *p, size_t n) { (void)ctx; return realloc(p, n); }
+static void dirty_free(void *ctx, void *p) { (void)ctx; free(p); }
+
+/* A compaction that fails writing the new file's header closes that file
+ * at once: small files are never handed to the background thread.
+ * (Regression: the new file's size was left unset until its first write,
+ * so this failure read garbage and, on a whim, started a thread to close
+ * the file -- which then called the allocator beside the application's
+ * threads; the fault test's allocation count raced with it.) */
+static void test_compact_abandon_early(void)
+{
+    const char *p = keep(tu_path("early.db"));
+    static const kvdb_allocator dirty = { NULL, dirty_malloc, dirty_realloc, dirty_free };
+    static kvdb_vfs v = { NULL, fl_open, fl_close, fl_read, fl_write, fl_sync, fl_size, fl_trunc, fl_lock,
+                          fl_map, fl_unmap, fl_remove, fl_rename, fl_syncdir, fl_random };
+    kvdb_options o;
+    kvdb *db = NULL;
+    int i;
+    fl.base = kvdb_vfs_posix();
+    fl_set(0, -1, 0, 0);
+    if (!fl.base->map) v.map = NULL, v.unmap = NULL; /* built without mmap */
+    kvdb_options_init(&o);
+    o.flags = KVDB_CREATE;
+    o.alloc = &dirty;
+    o.vfs = &v;
+    REQUIRE_OK(kvdb_open(p, &o, &db));
+    for (i = 0; i < 20; i++) {
+        char k[16];
+        key_of(i, k);
+        CHECK_OK(kvdb_put(db, k, strlen(k), "v", 1));
+    }
+    fl_set(KVDB_EIO, 0, 0, 0); /* the header write of the new file */
+    CHECK_RC(kvdb_compact(db), KVDB_EIO);
+    fl_set(0, -1, 0, 0);
+    CHECK(!db->ck_started);
+    CHECK_OK(kvdb_close(db));
+}
+
 /* Automatic compaction kicks in by itself and leaves the data right. */
 static void test_compact_auto(void)
 {
@@ -827,6 +874,7 @@ int main(void)
     RUN(test_compact_snapshot);
     RUN(test_compact_steps);
     RUN(test_compact_inmemory);
+    RUN(test_compact_abandon_early);
     RUN(test_compact_bad_calls);
     RUN(test_compact_io_errors);
     RUN(test_compact_auto);

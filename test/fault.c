@@ -51,6 +51,7 @@
 #include "testutil.h"
 
 #include <time.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -221,6 +222,10 @@ typedef struct {
     int persistent;
 } al_ctx;
 
+/* The engine's background thread may allocate too (kvdb.h): the counts
+ * are kept under a lock. */
+static pthread_mutex_t al_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static int al_fail(al_ctx *a)
 {
     long n = ++a->count;
@@ -233,22 +238,30 @@ static int al_fail(al_ctx *a)
 static void *al_malloc(void *ctx, size_t n)
 {
     al_ctx *a = (al_ctx *)ctx;
-    void *p;
-    if (al_fail(a)) return NULL;
-    p = malloc(n);
-    if (p) a->live++;
+    void *p = NULL;
+    pthread_mutex_lock(&al_mu);
+    if (!al_fail(a)) {
+        p = malloc(n);
+        if (p) a->live++;
+    }
+    pthread_mutex_unlock(&al_mu);
     return p;
 }
 static void *al_realloc(void *ctx, void *p, size_t n)
 {
     al_ctx *a = (al_ctx *)ctx;
-    if (al_fail(a)) return NULL;
-    return realloc(p, n);
+    void *q = NULL;
+    pthread_mutex_lock(&al_mu);
+    if (!al_fail(a)) q = realloc(p, n);
+    pthread_mutex_unlock(&al_mu);
+    return q;
 }
 static void al_free(void *ctx, void *p)
 {
     al_ctx *a = (al_ctx *)ctx;
+    pthread_mutex_lock(&al_mu);
     if (p) a->live--;
+    pthread_mutex_unlock(&al_mu);
     free(p);
 }
 
