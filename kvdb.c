@@ -1236,6 +1236,19 @@ static int rd_match(const kv_rd *r, uint64_t off, const void *key, size_t klen, 
     return eq;
 }
 
+/* Prefetch the record at off of a mapped log: its first three cache lines
+ * (a 16-byte key and 100-byte value span three lines half the time; the
+ * checksum then streams through the rest).  A hint: off may be anything. */
+static void rd_prefetch(const kv_rd *r, uint64_t off)
+{
+    if (r->base && off < r->end) {
+        const uint8_t *p = r->base + off;
+        KV_PREFETCH(p);
+        if (r->end - off > 64) KV_PREFETCH(p + 64);
+        if (r->end - off > 128) KV_PREFETCH(p + 128);
+    }
+}
+
 /* Size of the record at off (the index holds only offsets of records that
  * rd_match has accepted, so this is a plain header read). */
 static int rd_size(const kv_rd *r, uint64_t off, uint64_t *size)
@@ -1617,8 +1630,7 @@ static void hix_pf_recs(const kv_rd *r, const uint64_t *h, unsigned n, const hix
          * a new key's search may run on far longer: not worth a hint) */
         for (k = hix_home(tag, cap); probes < 8 && (t = hix_stag(s + (size_t)k * HIX_SLOT)) != 0;
              k = k + 1 == cap ? 0 : k + 1, probes++) {
-            uint64_t off = hix_soff(s + (size_t)k * HIX_SLOT);
-            if (t == tag && off < r->end) KV_PREFETCH(r->base + off);
+            if (t == tag) rd_prefetch(r, hix_soff(s + (size_t)k * HIX_SLOT));
         }
     }
 }
@@ -3835,13 +3847,7 @@ int kvdb_iter_next(kvdb_iter *it, const void **key, size_t *klen, const void **v
             const it_src *s = &it->kw.src[from];
             size_t ahead = rev ? (s->cur >= IT_PREFETCH && s->cur < s->n ? s->cur - IT_PREFETCH : s->n)
                                : s->cur + IT_PREFETCH;
-            if (ahead < s->n) {
-                uint64_t po = SRT_AT(&s->e[ahead]);
-                if (po + 64 < it->rd.end) {
-                    KV_PREFETCH(it->rd.base + po);
-                    KV_PREFETCH(it->rd.base + po + 64);
-                }
-            }
+            if (ahead < s->n) rd_prefetch(&it->rd, SRT_AT(&s->e[ahead]));
         }
         /* bounds */
         rc = srt_key(&it->rd, off & ~SRT_DEL, &it->cx.ka, &k, &kn);
@@ -4649,7 +4655,8 @@ struct kv_cp {
     srt_run *base;         /* key order of the copied records */
     uint64_t base_hi;      /* where the copy ended in the new file */
     cp_hent *hs;           /* copied keys, for the new index */
-    size_t nhs, hs_cap, hs_done;
+    size_t nhs, hs_cap;
+    struct cp_bulk *bulk;  /* the index being built from hs */
     uint64_t from;         /* old log copied up to here */
     unsigned rounds;       /* catch-up slices so far */
     kv_deadtree *dt;       /* allocated ahead for the swap */
@@ -4809,6 +4816,7 @@ static void cp_abort(kvdb *db)
     kv_free(&db->al, cp->rbuf.p);
     kv_free(&db->al, cp->buf.p);
     kv_free(&db->al, cp->hs);
+    kv_free(&db->al, cp->bulk);
     if (cp->snap) ver_release(db, cp->snap);
     kv_map_release(db, cp->map);
     kv_log_release(db, cp->log); /* closes the new file */
@@ -4985,21 +4993,129 @@ static int cp_hash_order(kvdb *db, kv_cp *cp)
 
 /* Insert copied keys into the new index, about budget bytes' worth (an
  * insert counts as 64).  1 when all are in. */
+/* The index phase builds the new hash index from the copied keys in one
+ * pass, top down, instead of inserting them one by one (which grows every
+ * leaf through its sizes and splits it, copying each key several times).
+ * For a node at some level, its keys -- a contiguous range of hs, sorted
+ * by tag down to that level -- are counted per child and the 64 children
+ * are cut into aligned blocks, each as large as possible while it holds at
+ * most CP_BULK_LIM keys: such a block becomes one leaf of that local depth,
+ * sized for its keys (at most 3/4 full); a single child holding more
+ * becomes an inner node one level down, built the same way (at the last
+ * level, one large leaf).  An explicit stack of nodes under construction
+ * lets the work stop after any block, so kvdb_compact_step's slices stay
+ * bounded.  hs is ordered by the top 16 bits of the hash (cp_hash_order),
+ * enough for levels 0 and 1; a node deeper down sorts its range first. */
+#define CP_BULK_LIM 96
+
+typedef struct cp_bframe {
+    hix_inner *in;
+    unsigned level, npart, ipart;
+    struct { uint8_t c, span; size_t a, b; } part[HIX_FAN];
+} cp_bframe;
+
+struct cp_bulk {
+    cp_bframe fr[HIX_LEVELS];
+    unsigned depth;
+};
+
+static int cp_tag_cmp(const void *x, const void *y)
+{
+    uint32_t a = hix_tag(((const cp_hent *)x)->h), b = hix_tag(((const cp_hent *)y)->h);
+    return a < b ? -1 : a > b;
+}
+
+/* Push a frame for the inner node in at level, holding hs[a, b): sort the
+ * range if the order of hs does not reach this level, cut the children. */
+static void cp_bulk_push(kv_cp *cp, hix_inner *in, unsigned level, size_t a, size_t b)
+{
+    cp_bframe *f = &cp->bulk->fr[cp->bulk->depth++];
+    size_t cnt[HIX_FAN], i, pos = a;
+    unsigned c;
+    if (level >= 2 && b - a > 1) qsort(cp->hs + a, b - a, sizeof *cp->hs, cp_tag_cmp);
+    memset(cnt, 0, sizeof cnt);
+    for (i = a; i < b; i++) cnt[hix_idx(hix_tag(cp->hs[i].h), level)]++;
+    f->in = in;
+    f->level = level;
+    f->npart = f->ipart = 0;
+    for (c = 0; c < HIX_FAN;) {
+        unsigned span = c ? c & (0u - c) : HIX_FAN, k; /* the largest aligned block at c */
+        size_t sum;
+        for (;;) {
+            for (sum = 0, k = 0; k < span; k++) sum += cnt[c + k];
+            if (sum <= CP_BULK_LIM || span == 1) break;
+            span /= 2;
+        }
+        f->part[f->npart].c = (uint8_t)c;
+        f->part[f->npart].span = (uint8_t)span;
+        f->part[f->npart].a = pos;
+        f->part[f->npart].b = pos + sum;
+        f->npart++;
+        pos += sum;
+        c += span;
+    }
+}
+
+/* Build the next part of the top frame: a leaf, or a node pushed. */
+static int cp_bulk_part(kv_cp *cp)
+{
+    cp_bframe *f = &cp->bulk->fr[cp->bulk->depth - 1];
+    unsigned c = f->part[f->ipart].c, span = f->part[f->ipart].span, d = 0;
+    size_t a = f->part[f->ipart].a, b = f->part[f->ipart].b, i;
+    f->ipart++;
+    if (span == 1 && b - a > CP_BULK_LIM && f->level + 1 < HIX_LEVELS) {
+        hix_inner *ni = (hix_inner *)hix_alloc(&cp->w, 0);
+        if (!ni) return KVDB_ENOMEM;
+        memset(ni->child, 0, sizeof ni->child); /* a tree freed half-built has no stray children */
+        ni->h.level = (uint8_t)(f->level + 1);
+        f->in->child[c] = (hix_ref)ni;
+        cp_bulk_push(cp, ni, f->level + 1, a, b);
+    } else {
+        hix_node *l = hix_alloc(&cp->w, hix_cap_for((uint32_t)(b - a)));
+        if (!l) return KVDB_ENOMEM;
+        while ((unsigned)(HIX_FAN >> d) > span) d++;
+        l->ldepth = (uint8_t)d;
+        for (i = a; i < b; i++) hix_leaf_add(l, hix_tag(cp->hs[i].h), cp->hs[i].off);
+        hix_set_range(f->in, c, d, hix_mkref(l));
+    }
+    return KVDB_OK;
+}
+
+/* Build the index from hs in slices of about budget/64 keys; 1 when done. */
 static int cp_index(kvdb *db, kv_cp *cp, uint64_t budget)
 {
-    uint64_t n = budget / 64 ? budget / 64 : 1;
-    cp->w.rd = cp_rd(cp); /* unused: every key is new */
-    while (n-- && cp->hs_done < cp->nhs) {
-        uint64_t old = 0;
-        const cp_hent *e = &cp->hs[cp->hs_done++];
-        int rc = hix_put(&cp->w, &cp->root, e->h, NULL, 0, e->off, &old);
-        if (rc) return rc;
-        if (old) return kv_err(KVDB_ECORRUPT, "%s: compaction copied a key twice", db->path);
+    uint64_t n = budget / 64 ? budget / 64 : 1, done = 0;
+    if (!cp->bulk) {
+        hix_inner *root;
+        if (cp->nhs > UINT32_MAX) return kv_err(KVDB_ETOOBIG, "%s: too many keys to compact", db->path);
+        cp->bulk = (struct cp_bulk *)kv_malloc(&db->al, sizeof *cp->bulk);
+        if (!cp->bulk) return kv_err(KVDB_ENOMEM, "out of memory");
+        cp->bulk->depth = 0;
+        root = (hix_inner *)hix_alloc(&cp->w, 0);
+        if (!root) return KVDB_ENOMEM;
+        memset(root->child, 0, sizeof root->child);
+        if (cp->root) hix_free_tree(db, &cp->pool, cp->root, 0); /* the empty index of cp_start */
+        cp->root = (hix_ref)root;
+        cp_bulk_push(cp, root, 0, 0, cp->nhs);
+        done += cp->nhs / 64; /* the counting pass */
     }
-    if (cp->hs_done < cp->nhs) return 0;
+    while (cp->bulk->depth && done < n) {
+        cp_bframe *f = &cp->bulk->fr[cp->bulk->depth - 1];
+        int rc;
+        if (f->ipart == f->npart) {
+            cp->bulk->depth--;
+            continue;
+        }
+        done += f->part[f->ipart].b - f->part[f->ipart].a + 1;
+        rc = cp_bulk_part(cp);
+        if (rc) return rc;
+    }
+    if (cp->bulk->depth) return 0;
+    kv_free(&db->al, cp->bulk);
+    cp->bulk = NULL;
     kv_free(&db->al, cp->hs);
     cp->hs = NULL;
-    cp->nhs = cp->hs_cap = cp->hs_done = 0;
+    cp->nhs = cp->hs_cap = 0;
     return 1;
 }
 
@@ -5022,10 +5138,7 @@ static int cp_copy(kvdb *db, kv_cp *cp, uint64_t budget)
         if (e.off & SRT_DEL) continue;
         if (cp->srd.base) { /* key order is random in the old log: fetch ahead */
             const it_src *s = &cp->kw.src[from];
-            if (s->cur + IT_PREFETCH < s->n) {
-                uint64_t po = SRT_AT(&s->e[s->cur + IT_PREFETCH]);
-                if (po < cp->srd.end) KV_PREFETCH(cp->srd.base + po);
-            }
+            if (s->cur + IT_PREFETCH < s->n) rd_prefetch(&cp->srd, SRT_AT(&s->e[s->cur + IT_PREFETCH]));
         }
         off = SRT_AT(&e);
         e = srt_proj(&cp->prj[from], &e); /* at the base run's prefix */
