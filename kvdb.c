@@ -1081,6 +1081,7 @@ struct kvdb {
     kv_mutex mu_ck;        /* the checkpointer thread's state: */
     kv_cond cv_ck;
     int ck_started, ck_want, ck_stop;
+    int srt_want;          /* the thread has log to sort (key order in use) */
     int cp_running;        /* the thread is compacting */
     kv_job *jobs, **jobs_tail; /* for the thread (mu_ck) */
     kv_thread ck_thread;
@@ -4415,7 +4416,8 @@ static void *ck_main(void *arg)
     for (;;) {
         kv_ver *v;
         int cp;
-        while (!db->ck_want && !db->cp_want && !db->jobs && !db->ck_stop) kv_wait(&db->cv_ck, &db->mu_ck);
+        while (!db->ck_want && !db->cp_want && !db->srt_want && !db->jobs && !db->ck_stop)
+            kv_wait(&db->cv_ck, &db->mu_ck);
         if (db->jobs) { /* slow system calls the writer left */
             kv_job *j = db->jobs;
             db->jobs = j->next;
@@ -4427,6 +4429,19 @@ static void *ck_main(void *arg)
             continue;
         }
         if (db->ck_stop) break;
+        if (db->srt_want && !db->cp_want && !db->ck_want) { /* sort what was committed */
+            kv_rd r;
+            srt_run **runs;
+            size_t n;
+            db->srt_want = 0;
+            kv_unlock(&db->mu_ck);
+            v = ver_acquire(db);
+            rd_init(&r, db, v);
+            if (srt_acquire(db, &r, v->end, NULL, &runs, &n) == KVDB_OK) srt_release_all(db, runs, n);
+            ver_release(db, v);
+            kv_lock(&db->mu_ck);
+            continue;
+        }
         cp = db->cp_want;
         db->cp_want = 0;
         if (!cp) db->ck_want = 0;
@@ -4481,17 +4496,38 @@ static void cp_failed(kvdb *db)
     db->cp_retry_at = end + db->cp_min;
 }
 
+/* Log written since the shared sorted runs end that the checkpointer
+ * thread sorts in the background, once key order is in use (the runs
+ * exist: built by an iterator or loaded from the sidecar): at least this
+ * much, and at least 1/8 of what the runs cover, so that the merges stay
+ * geometric.  Iterators then find the runs ready instead of sorting. */
+#define SRT_BG_MIN ((uint64_t)(KVDB_CK_MIN_BYTES) / 16)
+
 static void ck_maybe(kvdb *db, uint64_t end)
 {
 #ifndef KVDB_NO_THREADS
-    uint64_t since;
+    uint64_t since, covered = 0;
+    int sort = 0;
     if (db->rdonly) return;
+    kv_lock(&db->mu_srt);
+    if (db->nruns) { /* (after a compaction swap end may count in the old file: a hint only) */
+        covered = db->runs[db->nruns - 1]->hi;
+        sort = end > covered && end - covered >= SRT_BG_MIN && end - covered >= covered / 8;
+    }
+    kv_unlock(&db->mu_srt);
     kv_lock(&db->mu_ck);
     since = end - db->sc_end;
     if (!db->inmem && !db->ck_stop && !db->ck_want && end > db->sc_end && since >= (uint64_t)(KVDB_CK_MIN_BYTES) && since >= db->sc_end / 2) {
         if (!db->ck_started && pthread_create(&db->ck_thread, NULL, ck_main, db) == 0) db->ck_started = 1;
         if (db->ck_started) {
             db->ck_want = 1;
+            kv_broadcast(&db->cv_ck);
+        }
+    }
+    if (sort && !db->ck_stop && !db->srt_want) {
+        if (!db->ck_started && pthread_create(&db->ck_thread, NULL, ck_main, db) == 0) db->ck_started = 1;
+        if (db->ck_started) {
+            db->srt_want = 1;
             kv_broadcast(&db->cv_ck);
         }
     }

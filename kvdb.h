@@ -144,8 +144,9 @@ enum { KVDB_SYNC_FULL = 0, KVDB_SYNC_NORMAL = 1, KVDB_SYNC_OFF = 2 };
  * KVDB_NOTFOUND (open of a missing file without create).  Implementations
  * may call kvdb_errmsg_set() to explain a failure.  Unless built with
  * KVDB_NO_THREADS, a handle's background thread calls it too (checkpoints,
- * automatic compaction, and the unmap and close of a replaced log once it
- * is 64 MiB or more), at the same time as the threads using the handle.  */
+ * automatic compaction, sorting new records for iterators, and the unmap
+ * and close of a replaced log once it is 64 MiB or more), at the same time
+ * as the threads using the handle.  */
 typedef struct kvdb_file kvdb_file;     /* opaque to the engine */
 #define KVDB_VFS_CREATE 0x1u  /* create if missing */
 #define KVDB_VFS_RDONLY 0x2u
@@ -183,7 +184,9 @@ void kvdb_errmsg_set(const char *fmt, ...);
 /* ---- the allocator ---------------------------------------------------
  * All heap memory goes through these hooks (default: malloc/realloc/free,
  * or the compile-time macros KVDB_MALLOC/KVDB_REALLOC/KVDB_FREE, all or none).
- * realloc(p, 0) is never called. */
+ * realloc(p, 0) is never called.  Unless built with KVDB_NO_THREADS, the
+ * hooks are also called from the handle's background thread (see the file
+ * layer above), so they must be thread-safe. */
 typedef struct kvdb_allocator {
     void *ctx;
     void *(*malloc)(void *ctx, size_t n);
@@ -311,7 +314,11 @@ int kvdb_compact_step(kvdb *db, size_t max_bytes);
  * Cost: key order is built lazily from the log, so puts pay nothing for
  * it; the first iterator after n new records reads them once and sorts
  * them (a radix sort on the 8 key bytes after the keys' common prefix:
- * about O(n)) and later iterators reuse that work.  The sorted runs take up
+ * about O(n)) and later iterators reuse that work.  Once key order is in
+ * use (an iterator has run, or open loaded it from the sidecar), the
+ * handle's background thread sorts new records as commits add them (in
+ * batches of at least 4 MiB of log and 1/8 of what is sorted already), so
+ * iterators find it ready; built with KVDB_NO_THREADS, iterators sort.  The sorted runs take up
  * to 16 bytes of heap per key plus each run's common key prefix once;
  * after a reopen through the sidecar, only for keys written since its
  * checkpoint.  Comparisons read keys from the log only when two keys agree
