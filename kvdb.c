@@ -1239,16 +1239,19 @@ static int rd_match(const kv_rd *r, uint64_t off, const void *key, size_t klen, 
 
 /* Prefetch the record at off of a mapped log: its first three cache lines
  * (a 16-byte key and 100-byte value span three lines half the time; the
- * checksum then streams through the rest).  A hint: off may be anything. */
-static void rd_prefetch(const kv_rd *r, uint64_t off)
-{
-    if (r->base && off < r->end) {
-        const uint8_t *p = r->base + off;
-        KV_PREFETCH(p);
-        if (r->end - off > 64) KV_PREFETCH(p + 64);
-        if (r->end - off > 128) KV_PREFETCH(p + 128);
-    }
-}
+ * checksum then streams through the rest).  A hint: off may be anything.
+ * A macro, not a function: GCC 12 takes a function whose only effect is a
+ * prefetch for a const function and drops every call to it, prefetches
+ * and all (a 1M-key scan ran at half speed that way). */
+#define RD_PREFETCH(r, off) do { \
+        const kv_rd *r_ = (r); \
+        uint64_t o_ = (off); \
+        if (r_->base && o_ < r_->end) { \
+            KV_PREFETCH(r_->base + o_); \
+            if (r_->end - o_ > 64) KV_PREFETCH(r_->base + o_ + 64); \
+            if (r_->end - o_ > 128) KV_PREFETCH(r_->base + o_ + 128); \
+        } \
+    } while (0)
 
 /* Size of the record at off (the index holds only offsets of records that
  * rd_match has accepted, so this is a plain header read). */
@@ -1589,7 +1592,8 @@ static int hix_get(const kv_rd *r, hix_ref root, uint64_t h, const void *key, si
  * level of each key waiting for the one before; it leaves each key's leaf
  * in cur[].  hix_pf_recs(), called a group later when those leaves have
  * arrived, prefetches the records of slots whose tag matches (the keys an
- * overwrite or delete compares).  The tree must not change meanwhile: the
+ * overwrite or delete compares) and clears cur[] as it goes (a function
+ * that only prefetched would be dropped: see RD_PREFETCH).  The tree must not change meanwhile: the
  * writer passes its base version, whose nodes stay allocated until the
  * commit is over.  Hints only: nothing outside the tree's nodes is read. */
 #define HIX_PF_MAX 16
@@ -1616,22 +1620,22 @@ static void hix_pf_path(hix_ref root, const uint64_t *h, unsigned n, hix_ref *cu
     }
 }
 
-static void hix_pf_recs(const kv_rd *r, const uint64_t *h, unsigned n, const hix_ref *cur)
+static void hix_pf_recs(const kv_rd *r, const uint64_t *h, unsigned n, hix_ref *cur)
 {
     unsigned i;
-    if (!r->base) return;
     for (i = 0; i < n; i++) {
-        uint32_t tag = hix_tag(h[i]), cap, k, t;
+        uint32_t tag = hix_tag(h[i]), cap, k, t, probes = 0;
+        hix_ref c = cur[i];
         const uint8_t *s;
-        if (HIX_CODE(cur[i]) == 0 || HIX_CODE(cur[i]) > HIX_NCAPS) continue;
-        cap = hix_caps[HIX_CODE(cur[i]) - 1];
-        s = hix_slots(HIX_NODE(cur[i]));
-        unsigned probes = 0;
+        cur[i] = 0;
+        if (!r->base || HIX_CODE(c) == 0 || HIX_CODE(c) > HIX_NCAPS) continue;
+        cap = hix_caps[HIX_CODE(c) - 1];
+        s = hix_slots(HIX_NODE(c));
         /* (a key present is nearly always within a few slots of its home;
          * a new key's search may run on far longer: not worth a hint) */
         for (k = hix_home(tag, cap); probes < 8 && (t = hix_stag(s + (size_t)k * HIX_SLOT)) != 0;
              k = k + 1 == cap ? 0 : k + 1, probes++) {
-            if (t == tag) rd_prefetch(r, hix_soff(s + (size_t)k * HIX_SLOT));
+            if (t == tag) RD_PREFETCH(r, hix_soff(s + (size_t)k * HIX_SLOT));
         }
     }
 }
@@ -3848,7 +3852,7 @@ int kvdb_iter_next(kvdb_iter *it, const void **key, size_t *klen, const void **v
             const it_src *s = &it->kw.src[from];
             size_t ahead = rev ? (s->cur >= IT_PREFETCH && s->cur < s->n ? s->cur - IT_PREFETCH : s->n)
                                : s->cur + IT_PREFETCH;
-            if (ahead < s->n) rd_prefetch(&it->rd, SRT_AT(&s->e[ahead]));
+            if (ahead < s->n) RD_PREFETCH(&it->rd, SRT_AT(&s->e[ahead]));
         }
         /* bounds */
         rc = srt_key(&it->rd, off & ~SRT_DEL, &it->cx.ka, &k, &kn);
@@ -5174,7 +5178,7 @@ static int cp_copy(kvdb *db, kv_cp *cp, uint64_t budget)
         if (e.off & SRT_DEL) continue;
         if (cp->srd.base) { /* key order is random in the old log: fetch ahead */
             const it_src *s = &cp->kw.src[from];
-            if (s->cur + IT_PREFETCH < s->n) rd_prefetch(&cp->srd, SRT_AT(&s->e[s->cur + IT_PREFETCH]));
+            if (s->cur + IT_PREFETCH < s->n) RD_PREFETCH(&cp->srd, SRT_AT(&s->e[s->cur + IT_PREFETCH]));
         }
         off = SRT_AT(&e);
         e = srt_proj(&cp->prj[from], &e); /* at the base run's prefix */
