@@ -59,7 +59,9 @@
  * whole before a crash -- and is cut off (on a writable open; a read-only
  * open just ignores it).  The durable field is what tells a torn group
  * commit, whose pending writes may land in any order, from damage to old
- * data.
+ * data.  While a writer has the file open, the file may run on past the
+ * last commit with zeros: space reserved ahead (kvdb_vfs.reserve), cut
+ * off at close; after a crash they are part of the torn tail.
  *
  * ==========================================================================
  * THE ENGINE IN MEMORY
@@ -111,6 +113,8 @@
  *                         tests hit hash collisions constantly
  *   KVDB_CK_MIN_BYTES=n   log growth that may trigger an automatic
  *                         checkpoint (default 64 MiB; tests make it small)
+ *   KVDB_NO_PREALLOC      the POSIX layer does not reserve log space
+ *                         ahead (posix_fallocate); see kvdb_vfs.reserve
  * ====================================================================== */
 #if !defined(_WIN32)
 #ifndef _POSIX_C_SOURCE
@@ -562,6 +566,27 @@ static int px_sync_dir(void *ctx, const char *path)
     return rc;
 }
 
+#if !defined(KVDB_NO_PREALLOC) && defined(_POSIX_ADVISORY_INFO) && _POSIX_ADVISORY_INFO > 0
+/* Space ahead of the log's end, so a commit's fdatasync has no size
+ * change to journal (on ext4 about 40% cheaper than an append's). */
+static int px_reserve(void *ctx, kvdb_file *file, uint64_t size)
+{
+    px_file *f = (px_file *)file;
+    struct stat st;
+    int e;
+    (void)ctx;
+    if (fstat(f->fd, &st) != 0) return kv_err(KVDB_EIO, "%s: stat: %s", f->path, strerror(errno));
+    if ((uint64_t)st.st_size >= size) return KVDB_OK;
+    do e = posix_fallocate(f->fd, st.st_size, (off_t)(size - (uint64_t)st.st_size));
+    while (e == EINTR);
+    if (e) return kv_err(px_errno_rc(e), "%s: reserve %llu bytes: %s", f->path, (unsigned long long)size, strerror(e));
+    return KVDB_OK;
+}
+#define PX_RESERVE px_reserve
+#else
+#define PX_RESERVE NULL
+#endif
+
 static int px_random(void *ctx, void *buf, size_t n)
 {
     int fd = open("/dev/urandom", O_RDONLY);
@@ -597,7 +622,7 @@ static const kvdb_vfs kv_posix_vfs = {
 #else
     NULL, NULL,
 #endif
-    px_remove, px_rename, px_sync_dir, px_random
+    px_remove, px_rename, px_sync_dir, px_random, PX_RESERVE
 };
 
 const kvdb_vfs *kvdb_vfs_posix(void) { return &kv_posix_vfs; }
@@ -817,7 +842,7 @@ static int mf_rename(void *ctx, const char *a, const char *b) { (void)ctx; (void
 
 static const kvdb_vfs kv_mem_vfs_proto = {
     NULL, mf_open, mf_close, mf_read, mf_write, mf_sync, mf_size, mf_truncate, mf_lock,
-    mf_map, mf_unmap, mf_none, mf_rename, mf_none, px_random
+    mf_map, mf_unmap, mf_none, mf_rename, mf_none, px_random, NULL
 };
 
 /* ======================================================================
@@ -1031,6 +1056,8 @@ struct kvdb {
     int writer_active;
     kv_thread writer_thread;
     uint64_t end;          /* log bytes written */
+    uint64_t log_cap;      /* the log file's size: end, or more if reserved */
+    int no_reserve;        /* the file layer's reserve failed: stop trying */
     uint64_t gen;          /* last write generation */
     uint64_t seq;          /* last commit sequence */
     kv_map *map;           /* newest mapping, or NULL (pread) */
@@ -3298,6 +3325,24 @@ static int txn_apply(kvdb_txn *t, hix_ref base, kv_ver *nv, hix_w *w)
     return KVDB_OK;
 }
 
+/* Reserve log space past end (see kvdb_vfs.reserve): 1/8 of the log,
+ * 64 KiB to 8 MiB, so a fillsync-style run of small commits changes the
+ * file's size once per reservation instead of once per commit.  Failure
+ * is not an error: the appends grow the file as without it. */
+static void kv_log_reserve(kvdb *db, uint64_t end)
+{
+    uint64_t chunk = end / 8, cap;
+    char msg[sizeof kv_errbuf];
+    if (!db->vfs->reserve || db->no_reserve || db->inmem) return;
+    if (chunk < ((uint64_t)1 << 16)) chunk = (uint64_t)1 << 16;
+    if (chunk > ((uint64_t)1 << 23)) chunk = (uint64_t)1 << 23;
+    cap = (end + chunk + 0xFFFF) & ~(uint64_t)0xFFFF;
+    memcpy(msg, kv_errbuf, sizeof msg);
+    if (db->vfs->reserve(db->vfs->ctx, db->file, cap) == KVDB_OK) db->log_cap = cap;
+    else db->no_reserve = 1;
+    memcpy(kv_errbuf, msg, sizeof msg);
+}
+
 static int txn_commit_write(kvdb_txn *t)
 {
     kvdb *db = t->db;
@@ -3360,11 +3405,15 @@ static int txn_commit_write(kvdb_txn *t)
 
     /* 3. write */
     if (!rc) {
+        if (end > db->log_cap) kv_log_reserve(db, end);
         rc = db->vfs->write(db->vfs->ctx, db->file, start, t->wbuf.p, t->wbuf.len);
         if (rc) {
             int trc = db->vfs->truncate(db->vfs->ctx, db->file, start);
             if (trc) kv_set_sticky(db, KVDB_EIO);
             else if (rc != KVDB_EFULL) kv_set_sticky(db, rc);
+            db->log_cap = start;
+        } else if (end > db->log_cap) {
+            db->log_cap = end;
         }
     }
     if (rc) {
@@ -5383,7 +5432,7 @@ static int cp_swap(kvdb *db, kv_cp *cp)
     db->map = cp->map;
     cp->map = NULL;
     db->use_map = cp->use_map;
-    db->end = new_end;
+    db->end = db->log_cap = new_end;
     db->seq = cp->seq;
     cp_pool_free(db, &cp->pool);
     db->pool.bytes += cp->pool.bytes;
@@ -6761,6 +6810,7 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
         if (rc) goto fail;
     }
     db->end = good;
+    db->log_cap = db->torn_bytes && !db->rdonly ? good : size;
     db->written = db->synced = good;
     db->log->bytes = good;
     v->index_bytes = db->pool.bytes;
@@ -6804,6 +6854,12 @@ int kvdb_close(kvdb *db)
      * sidecar may cover all of it (a sidecar never covers unsynced log). */
     if (!db->rdonly && !db->inmem) {
         uint64_t ep, w = kv_written(db, &ep);
+        if (db->log_cap > db->end && !kv_sticky(db)) { /* the reserved zeros (a failure: the next open cuts them) */
+            char msg[sizeof kv_errbuf];
+            memcpy(msg, kv_errbuf, sizeof msg);
+            if (db->vfs->truncate(db->vfs->ctx, db->file, db->end) == KVDB_OK) db->log_cap = db->end;
+            memcpy(kv_errbuf, msg, sizeof msg);
+        }
         rc = kv_sync_to(db, w, ep);
     }
     /* Checkpoint the indexes so the next open need not replay the log.

@@ -174,6 +174,14 @@ typedef struct kvdb_vfs {
     int (*rename)(void *ctx, const char *from, const char *to); /* atomic */
     int (*sync_dir)(void *ctx, const char *path); /* fsync path's directory */
     int (*random)(void *ctx, void *buf, size_t n); /* seeds and ids */
+    /* Optional (NULL: never called): make the file at least size bytes
+     * long, the new bytes reading as zeros, its space allocated where the
+     * system can.  The writer keeps the log's file this far ahead of its
+     * end, so that a commit's append does not change the file's size and
+     * its sync has no size to record; close cuts the surplus off, and after
+     * a crash the next writable open cuts the zeros off as a torn tail.
+     * An error only stops the reserving (the handle goes on without). */
+    int (*reserve)(void *ctx, kvdb_file *f, uint64_t size);
 } kvdb_vfs;
 
 /* The POSIX file layer (mmap unless built with KVDB_NO_MMAP). */
@@ -340,7 +348,8 @@ void kvdb_iter_close(kvdb_iter *it);
 
 struct kvdb_stat {
     uint64_t keys;          /* live keys */
-    uint64_t file_bytes;    /* bytes of log (header included) */
+    uint64_t file_bytes;    /* bytes of log (header included); while open the file
+                               may be longer by less than 8 MiB + 64 KiB of reserved zeros, cut at close */
     uint64_t live_bytes;    /* bytes of records that hold live keys */
     uint64_t dead_bytes;    /* overwritten/deleted records, tombstones, commit marks */
     uint64_t index_bytes;   /* heap bytes of the in-memory indexes */

@@ -454,11 +454,16 @@ static int fl_rename(void *ctx, const char *a, const char *b)
 }
 static int fl_syncdir(void *ctx, const char *path) { (void)ctx; return fl.base->sync_dir(fl.base->ctx, path); }
 static int fl_random(void *ctx, void *buf, size_t n) { (void)ctx; return fl.base->random(fl.base->ctx, buf, n); }
+static int fl_reserve(void *ctx, kvdb_file *f, uint64_t s)
+{
+    (void)ctx;
+    return fl.base->reserve ? fl.base->reserve(fl.base->ctx, ((fl_file *)f)->f, s) : KVDB_OK;
+}
 
 static void test_compact_io_errors(void)
 {
     static kvdb_vfs v = { NULL, fl_open, fl_close, fl_read, fl_write, fl_sync, fl_size, fl_trunc, fl_lock,
-                          fl_map, fl_unmap, fl_remove, fl_rename, fl_syncdir, fl_random };
+                          fl_map, fl_unmap, fl_remove, fl_rename, fl_syncdir, fl_random, fl_reserve };
     const char *p = keep(tu_path("io.db"));
     static model m;
     uint64_t seed = 5;
@@ -524,7 +529,7 @@ static void test_compact_abandon_early(void)
     const char *p = keep(tu_path("early.db"));
     static const kvdb_allocator dirty = { NULL, dirty_malloc, dirty_realloc, dirty_free };
     static kvdb_vfs v = { NULL, fl_open, fl_close, fl_read, fl_write, fl_sync, fl_size, fl_trunc, fl_lock,
-                          fl_map, fl_unmap, fl_remove, fl_rename, fl_syncdir, fl_random };
+                          fl_map, fl_unmap, fl_remove, fl_rename, fl_syncdir, fl_random, fl_reserve };
     kvdb_options o;
     kvdb *db = NULL;
     int i;

@@ -385,6 +385,14 @@ static int sim_truncate(void *ctx, kvdb_file *file, uint64_t size)
     return KVDB_OK;
 }
 
+/* space reserved ahead of the log: a size change, pending like any other */
+static int sim_reserve(void *ctx, kvdb_file *file, uint64_t size)
+{
+    sim_disk *d = (sim_disk *)ctx;
+    sim_fh *h = (sim_fh *)file;
+    return size > d->ino[h->ino].size ? sim_truncate(ctx, file, size) : KVDB_OK;
+}
+
 static int sim_sync(void *ctx, kvdb_file *file)
 {
     sim_disk *d = (sim_disk *)ctx;
@@ -483,7 +491,7 @@ static int sim_random(void *ctx, void *buf, size_t n)
 static void sim_init(sim_disk *d, int map, uint64_t seed)
 {
     kvdb_vfs v = { NULL, sim_open, sim_close, sim_read, sim_write, sim_sync, sim_size, sim_truncate, sim_lock,
-                   sim_map, sim_unmap, sim_remove, sim_rename, sim_sync_dir, sim_random };
+                   sim_map, sim_unmap, sim_remove, sim_rename, sim_sync_dir, sim_random, sim_reserve };
     memset(d, 0, sizeof *d);
     v.ctx = d;
     if (!map) v.map = NULL, v.unmap = NULL;

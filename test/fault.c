@@ -55,6 +55,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <dirent.h>
 
 static int fl_verbose;
 static long fl_points_io, fl_points_alloc, fl_points_cp, fl_cp_failed;
@@ -65,9 +66,9 @@ static int fl_valid_rc(int rc) { return rc >= KVDB_ENOTDB && rc <= KVDB_DONE; }
  * the fault-injecting file layer
  * ================================================================== */
 enum { FK_OPEN, FK_READ, FK_WRITE, FK_SYNC, FK_SIZE, FK_TRUNC, FK_LOCK, FK_MAP, FK_SYNCDIR, FK_RANDOM, FK_RENAME,
-       FK_REMOVE, FK_N };
+       FK_REMOVE, FK_RESERVE, FK_N };
 static const char *fk_name[FK_N] = { "open", "read", "write", "sync", "size", "truncate", "lock", "map",
-                                     "sync_dir", "random", "rename", "remove" };
+                                     "sync_dir", "random", "rename", "remove", "reserve" };
 
 typedef struct {
     const kvdb_vfs *base;
@@ -154,6 +155,13 @@ static int fv_truncate(void *ctx, kvdb_file *f, uint64_t size)
     if (fv_fail(c, FK_TRUNC)) return fv_err(c, FK_TRUNC, KVDB_EIO);
     return c->base->truncate(c->base->ctx, f, size);
 }
+/* reserving log space ahead: its failure must change nothing visible */
+static int fv_reserve(void *ctx, kvdb_file *f, uint64_t size)
+{
+    fv_ctx *c = (fv_ctx *)ctx;
+    if (fv_fail(c, FK_RESERVE)) return fv_err(c, FK_RESERVE, c->err);
+    return c->base->reserve ? c->base->reserve(c->base->ctx, f, size) : KVDB_OK;
+}
 static int fv_lock(void *ctx, kvdb_file *f, int ex)
 {
     fv_ctx *c = (fv_ctx *)ctx;
@@ -203,7 +211,7 @@ static int fv_random(void *ctx, void *buf, size_t n)
 static void fv_init(fv_ctx *c, int map)
 {
     kvdb_vfs v = { NULL, fv_open, fv_close, fv_read, fv_write, fv_sync, fv_size, fv_truncate, fv_lock,
-                   fv_map, fv_unmap, fv_remove, fv_rename, fv_sync_dir, fv_random };
+                   fv_map, fv_unmap, fv_remove, fv_rename, fv_sync_dir, fv_random, fv_reserve };
     memset(c, 0, sizeof *c);
     c->base = kvdb_vfs_posix();
     c->kind = -1;
@@ -438,6 +446,38 @@ static void fl_check_reopen(fl_run *R, kvdb *db, const char *when)
             when, R->nlog, nm);
 }
 
+/* For a KVDB_ELOCKED that no fault explains: which of this process's file
+ * descriptors and mappings are on the database's files (Linux /proc; read
+ * in-process -- our descriptors are close-on-exec, a child shell would not
+ * see them).  "" where /proc is missing. */
+static const char *fl_holders(const char *path, char *out, size_t cap)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    FILE *m;
+    char line[1024];
+    size_t len = 0, plen = strlen(path);
+    out[0] = 0;
+    while (d && (e = readdir(d))) {
+        char p[300], t[700];
+        ssize_t n;
+        snprintf(p, sizeof p, "/proc/self/fd/%s", e->d_name);
+        n = readlink(p, t, sizeof t - 1);
+        if (n <= 0) continue;
+        t[n] = 0;
+        if (strncmp(t, path, plen) == 0 && len + n + 16 < cap)
+            len += (size_t)snprintf(out + len, cap - len, " fd %s=%s", e->d_name, t);
+    }
+    if (d) closedir(d);
+    m = fopen("/proc/self/maps", "r");
+    while (m && fgets(line, sizeof line, m)) {
+        char *q = strstr(line, path);
+        if (q && len + strlen(q) + 8 < cap) len += (size_t)snprintf(out + len, cap - len, " map %s", q);
+    }
+    if (m) fclose(m);
+    return out;
+}
+
 static void fl_open(fl_run *R, unsigned flags, int sync, uint64_t sync_bytes)
 {
     kvdb_options o;
@@ -460,6 +500,11 @@ static void fl_open(fl_run *R, unsigned flags, int sync, uint64_t sync_bytes)
     for (attempt = 0; attempt < 2 && !R->db; attempt++) { /* a failed open may be retried */
         long before = fl_fired(R);
         rc = kvdb_open(R->path, &o, &R->db);
+        if (rc == KVDB_ELOCKED && (R->alloc_loop || fl_fired(R) == before)) {
+            char h[2000];
+            FL_FAIL(R, "kvdb_open = KVDB_ELOCKED [%s], not by a fault; held here:%s", kvdb_errmsg(),
+                    fl_holders(R->path, h, sizeof h));
+        }
         fl_rc(R, rc, before, "kvdb_open");
         if (rc == KVDB_OK && !R->db) FL_FAIL(R, "open OK without a handle");
         if (rc != KVDB_OK && R->db) FL_FAIL(R, "failed open left a handle");
@@ -901,7 +946,12 @@ static void fl_final(fl_run *R)
     kvdb_options_init(&o);
     o.flags = KVDB_CREATE;
     rc = kvdb_open(R->path, &o, &db);
-    if (rc != KVDB_OK) { FL_FAIL(R, "healthy open = %d (%s) [%s]", rc, kvdb_strerror(rc), kvdb_errmsg()); return; }
+    if (rc != KVDB_OK) {
+        char h[2000];
+        FL_FAIL(R, "healthy open = %d (%s) [%s]; held here:%s", rc, kvdb_strerror(rc), kvdb_errmsg(),
+                fl_holders(R->path, h, sizeof h));
+        return;
+    }
     fl_check_reopen(R, db, "healthy reopen");
     kvdb_close(db);
     if (fl_tmp_exists(R)) FL_FAIL(R, "%s.compact is left after a healthy open and close", R->path);
@@ -980,6 +1030,7 @@ static void test_fault_sync_dir(void) { fl_io_loop(FK_SYNCDIR, KVDB_EIO); }
 static void test_fault_random(void) { fl_io_loop(FK_RANDOM, KVDB_EIO); }
 static void test_fault_rename(void) { fl_io_loop(FK_RENAME, KVDB_EIO); }
 static void test_fault_remove(void) { fl_io_loop(FK_REMOVE, KVDB_EIO); }
+static void test_fault_reserve(void) { fl_io_loop(FK_RESERVE, KVDB_EFULL); }
 
 /* The compaction workload (fl_workload_cp) through every kind of fault:
  * each operation of the compactions -- the new file's open, lock, writes,
@@ -1200,6 +1251,7 @@ int main(void)
     RUN(test_fault_random);
     RUN(test_fault_rename);
     RUN(test_fault_remove);
+    RUN(test_fault_reserve);
     RUN(test_fault_compact);
     RUN(test_disk_full);
     RUN(test_alloc_faults);

@@ -77,6 +77,40 @@ static void tu_rmrf(void)
     if (system(cmd) != 0) { /* best effort */ }
 }
 
+/* The log file of an open handle may run past stat.file_bytes by the
+ * space reserved ahead (kvdb_vfs.reserve: at most 8 MiB + 64 KiB), and
+ * those bytes are zeros.  Returns NULL if that holds for path, else why. */
+static const char *tu_reserved_ok(const char *path, unsigned long long file_bytes)
+{
+    static char why[200];
+    FILE *f = fopen(path, "rb");
+    unsigned long long size, off;
+    unsigned char buf[4096];
+    if (!f) return "cannot open the file";
+    fseek(f, 0, SEEK_END);
+    size = (unsigned long long)ftell(f);
+    if (size < file_bytes || size - file_bytes > (8ull << 20) + 65536) {
+        fclose(f);
+        snprintf(why, sizeof why, "file size %llu, stat.file_bytes %llu", size, file_bytes);
+        return why;
+    }
+    fseek(f, (long)file_bytes, SEEK_SET);
+    for (off = file_bytes; off < size;) {
+        size_t n = fread(buf, 1, sizeof buf, f), i;
+        if (n == 0) break;
+        for (i = 0; i < n; i++)
+            if (buf[i]) {
+                fclose(f);
+                snprintf(why, sizeof why, "byte %llu past stat.file_bytes %llu is %u, not a reserved zero",
+                         off + i, file_bytes, buf[i]);
+                return why;
+            }
+        off += n;
+    }
+    fclose(f);
+    return NULL;
+}
+
 /* Copy from to to: the first len bytes, or all of it if len < 0.  Returns
  * 0, or -1 if a file could not be opened, read or written. */
 static int tu_copy_file(const char *from, const char *to, long len)

@@ -167,7 +167,7 @@ static int fz_random(void *ctx, void *buf, size_t n)
 static void fz_init(fz_disk *d, int map, const char *path, const void *data, size_t size)
 {
     kvdb_vfs v = { NULL, fz_open, fz_close, fz_read, fz_write, fz_sync, fz_size, fz_truncate, fz_lock,
-                   fz_map, fz_unmap, fz_remove, fz_rename, fz_sync_dir, fz_random };
+                   fz_map, fz_unmap, fz_remove, fz_rename, fz_sync_dir, fz_random, NULL };
     static unsigned char *bufs[FZ_NFILES]; /* allocated once for the whole process */
     int i;
     memset(d, 0, sizeof *d);
