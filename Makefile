@@ -149,6 +149,11 @@ endif
 ifeq ($(call KVB_HAVE,rocksdb/c.h),y)
 KVB_SRC  += tools/kvbench/e_rocksdb.c
 KVB_DEFS += -DHAVE_ROCKSDB
+# its version macros are in a C++ header: take the Debian package's version
+KVB_RK_VER := $(shell dpkg-query -W -f '$${Version}' librocksdb-dev 2>/dev/null | sed 's/[^0-9A-Za-z.+~-]//g')
+ifneq ($(KVB_RK_VER),)
+$(B)/kvbench/e_rocksdb.o: KVB_ADAPTER_DEFS := -DRK_VERSION='"$(KVB_RK_VER)"'
+endif
 KVB_LIBS += -lrocksdb
 endif
 ifeq ($(call KVB_HAVE,sqlite3.h),y)
@@ -177,7 +182,7 @@ KVB_OBJ := $(patsubst tools/kvbench/%.c,$(B)/kvbench/%.o,$(KVB_SRC))
 # needs goes on that adapter's line alone.
 $(B)/kvbench/%.o: tools/kvbench/%.c tools/kvbench/engine.h kvdb.h | $(B)
 	@mkdir -p $(B)/kvbench
-	$(CC) $(WARN) $(CFLAGS) -I. -Itools/kvbench -c $< -o $@
+	$(CC) $(WARN) $(CFLAGS) $(KVB_ADAPTER_DEFS) -I. -Itools/kvbench -c $< -o $@
 
 tools/kvbench/kvbench: tools/kvbench.c tools/kvbench/engine.h $(KVB_OBJ) $(B)/kvdb.o
 	$(CC) $(WARN) $(CFLAGS) $(KVB_DEFS) -I. tools/kvbench.c $(KVB_OBJ) $(B)/kvdb.o -o $@ $(KVB_LIBS) -lm $(LDLIBS)

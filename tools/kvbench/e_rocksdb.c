@@ -189,11 +189,13 @@ static int rk_scan(void *cv, const void *start, size_t sl, uint64_t max, kvb_sca
     return err ? rk_fail("rocksdb iterator", err) : 0;
 }
 
-#define RK_STR2(x) #x
-#define RK_STR(x) RK_STR2(x)
 const struct kvb_engine kvb_rocksdb = {
     "rocksdb",
-    "RocksDB " RK_STR(ROCKSDB_MAJOR) "." RK_STR(ROCKSDB_MINOR) ": LSM tree (C API)",
+#ifdef RK_VERSION
+    "RocksDB " RK_VERSION ": LSM tree (C API)",
+#else
+    "RocksDB: LSM tree (C API)",
+#endif
     "no-sync mode: WAL on, WriteOptions.sync = false (WAL written, not fsynced, per commit)\n"
     "synced mode: WriteOptions.sync = true (WAL fsync per commit; concurrent writers are grouped)\n"
     "IncreaseParallelism(2), max_background_jobs 2, write_buffer_size 64 MiB, compression off\n"
