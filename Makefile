@@ -4,7 +4,10 @@
 #   make demo       build and run the command-line tool on ./demo.db
 #   make test       the whole test suite (plain, ASan+UBSan, 4-bit hashes, TSan,
 #                   and each libFuzzer target for FUZZ_TEST_SECONDS under clang)
-#   make fuzz       the libFuzzer targets for FUZZ_SECONDS each (corpora kept in build/fuzz/corpus)
+#   make fuzz       the libFuzzer targets for FUZZ_SECONDS each (corpora kept in build/fuzz/corpus):
+#                   fuzz_open (bytes as the database file), fuzz_ops (API operation
+#                   sequences against a model), fuzz_sidecar (bytes, or patches of a
+#                   valid one, as the sidecar of an intact database)
 #   make coverage   line and branch coverage of kvdb.c by the test programs (gcov)
 #   make bench      the micro-benchmark, the compaction benchmark, then kvbench against the peers (not part of the tests)
 #   make kvbench    build tools/kvbench/kvbench (kvdb side by side with LMDB, RocksDB, ...)
@@ -94,10 +97,11 @@ fuzz:
 	@mkdir -p $(B)/fuzz/corpus
 	FUZZ_KEEP=$(B)/fuzz/corpus sh test/fuzz/run.sh $(B) $(FUZZ_SECONDS)
 
-# regenerate the seed corpora in test/fuzz/corpus_*/ (deterministic)
+# regenerate the seed corpora in test/fuzz/corpus_*/ (deterministic; the
+# corpus_sidecar seeds are made from fuzz_sidecar.h's database)
 fuzz-corpus: | $(B)
 	$(CC) $(WARN) -Wno-unused-function -O1 -I. test/fuzz/mkcorpus.c -o $(B)/mkcorpus $(LDLIBS)
-	@mkdir -p test/fuzz/corpus_open test/fuzz/corpus_ops
+	@mkdir -p test/fuzz/corpus_open test/fuzz/corpus_ops test/fuzz/corpus_sidecar
 	./$(B)/mkcorpus test/fuzz
 
 # ---- coverage (gcc --coverage; not part of make test) --------------------
