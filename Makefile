@@ -4,7 +4,13 @@
 #   make demo       build and run the command-line tool on ./demo.db
 #   make test       the whole test suite (plain, ASan+UBSan, 4-bit hashes, TSan,
 #                   and each libFuzzer target for FUZZ_TEST_SECONDS under clang)
-#   make fuzz       the libFuzzer targets for FUZZ_SECONDS each (corpora kept in build/fuzz/corpus)
+#   make fuzz       the libFuzzer targets for FUZZ_SECONDS each (corpora kept in build/fuzz/corpus):
+#                   fuzz_open (bytes as the database file), fuzz_ops (API operation
+#                   sequences against a model), fuzz_sidecar (bytes, or patches of a
+#                   valid one, as the sidecar of an intact database)
+#   make soak       the reliability tests (crash, crashsim, fault, model, sidecar) with
+#                   SOAK_SCALE (10) times their work, then make fuzz's runs; not part
+#                   of make test; ends with "N passed, N failed" like it
 #   make coverage   line and branch coverage of kvdb.c by the test programs (gcov)
 #   make bench      the micro-benchmark, the compaction benchmark, then kvbench against the peers (not part of the tests)
 #   make kvbench    build tools/kvbench/kvbench (kvdb side by side with LMDB, RocksDB, ...)
@@ -19,7 +25,7 @@ B       := build
 ENGINE  := kvdb.c kvdb.h
 TESTS   := unit api model iter crash sidecar threads crashsim fault compact check
 
-.PHONY: all demo test test-build fuzz fuzz-corpus coverage bench bench-kvdb bench-compact bench-peers bench-deps kvbench clean install
+.PHONY: all demo test test-build fuzz fuzz-corpus soak coverage bench bench-kvdb bench-compact bench-peers bench-deps kvbench clean install
 
 all: tools/kvdb tools/kvdb-bench tools/kvdb-compact-bench
 
@@ -94,11 +100,29 @@ fuzz:
 	@mkdir -p $(B)/fuzz/corpus
 	FUZZ_KEEP=$(B)/fuzz/corpus sh test/fuzz/run.sh $(B) $(FUZZ_SECONDS)
 
-# regenerate the seed corpora in test/fuzz/corpus_*/ (deterministic)
+# regenerate the seed corpora in test/fuzz/corpus_*/ (deterministic; the
+# corpus_sidecar seeds are made from fuzz_sidecar.h's database)
 fuzz-corpus: | $(B)
 	$(CC) $(WARN) -Wno-unused-function -O1 -I. test/fuzz/mkcorpus.c -o $(B)/mkcorpus $(LDLIBS)
-	@mkdir -p test/fuzz/corpus_open test/fuzz/corpus_ops
+	@mkdir -p test/fuzz/corpus_open test/fuzz/corpus_ops test/fuzz/corpus_sidecar
 	./$(B)/mkcorpus test/fuzz
+
+# ---- soak (not part of make test) ---------------------------------------
+# The reliability tests with env KVDB_TEST_SCALE=SOAK_SCALE (testutil.h:
+# more workloads and seeds, sampled checks made exhaustive; roughly
+# SOAK_SCALE times their make test time) in the plain, asan and hash4
+# flavours and through pread, then each libFuzzer target for FUZZ_SECONDS
+# with the corpora kept as by make fuzz.  A quick trial:
+#   make soak SOAK_SCALE=2 FUZZ_SECONDS=30
+SOAK_SCALE  ?= 10
+SOAK_TESTS  := crash crashsim fault model sidecar
+SOAK_NOMMAP := crash model sidecar
+soak:
+	@$(MAKE) --no-print-directory -j$(JOBS) $(foreach f,plain asan hash4,$(foreach t,$(SOAK_TESTS),$(B)/$(f)/$(t))) \
+	    $(foreach t,$(SOAK_NOMMAP),$(B)/nommap/$(t))
+	@mkdir -p $(B)/fuzz/corpus
+	@KVDB_TEST_SCALE=$(SOAK_SCALE) FUZZ_TEST_SECONDS=$(FUZZ_SECONDS) FUZZ_KEEP=$(B)/fuzz/corpus CLI_TEST=0 \
+	    TESTS="$(SOAK_TESTS)" NOMMAP_TESTS="$(SOAK_NOMMAP)" NOTHREADS_TESTS= TSAN_TESTS= sh test/run.sh $(B)
 
 # ---- coverage (gcc --coverage; not part of make test) --------------------
 # Every test program (plain flavour, -O0) runs once; the kvdb.c line and

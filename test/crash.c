@@ -26,7 +26,8 @@
  * Env KVDB_TEST_VERBOSE prints progress lines starting with '#'.
  * Seed: env KVDB_TEST_SEED (default fixed).  Flavour: env KVDB_TEST_FLAVOUR
  * (plain / asan / hash4) or the compiler's sanitizer macros; asan and hash4
- * do less work.
+ * do less work.  Env KVDB_TEST_SCALE=N (make soak): N times the kill9
+ * rounds, and every bit of every byte flipped.
  */
 #include "../kvdb.c"
 #include "testutil.h"
@@ -492,7 +493,7 @@ static void test_kill9(void)
     const char *path = tu_path("kill9.db");
     uint64_t rng = cr_seed ^ 0x9999;
     uint64_t maxack = 0, total_acks = 0, prev_last = 0;
-    int rounds = cr_slow ? 12 : 30, r;
+    int rounds = (cr_slow ? 12 : 30) * (int)tu_scale(), r;
     unsigned char *v = malloc(CR_KVMAX), *got = malloc(CR_KVMAX);
     kvdb *cdb;
     unlink(path);
@@ -1030,11 +1031,13 @@ static void cr_bit_flips(int sync, int sync_at)
                     j, (unsigned long long)ends[sync_at], (unsigned long long)c->durable);
     }
     for (p = 0; p < len && fails < 3; p++) {
-        unsigned char masks[2];
+        unsigned char masks[8];
         int nm, mi;
         masks[0] = 0x01;
         masks[1] = (unsigned char)(1u << (1 + tu_rand(&rng) % 7));
         nm = cr_slow ? 1 : 2;
+        if (tu_scale() > 1) /* soak: every bit */
+            for (nm = 0; nm < 8; nm++) masks[nm] = (unsigned char)(1u << nm);
         for (mi = 0; mi < nm; mi++) {
             kvdb *db;
             int want_corrupt = 0, j;

@@ -81,7 +81,8 @@
  *
  * Seed: env KVDB_TEST_SEED.  Flavour: env KVDB_TEST_FLAVOUR (plain / asan /
  * hash4): asan and hash4 run fewer workloads and flip a stride of bits
- * beyond the first KB.  Env KVDB_TEST_VERBOSE prints progress lines ('#').
+ * beyond the first KB.  Env KVDB_TEST_SCALE=N (make soak): N times the
+ * workloads (new seeds), and every bit flipped in every flavour.  Env KVDB_TEST_VERBOSE prints progress lines ('#').
  * Failures name the workload seed, mode, crash point and outcome.
  */
 #include "../kvdb.c"
@@ -1287,7 +1288,7 @@ static void cs_mode_runs_cp(int mode, int nwork, int ncommits, int cp)
 
 static void cs_mode_runs(int mode, int nwork, int ncommits) { cs_mode_runs_cp(mode, nwork, ncommits, 0); }
 
-static int cs_nwork(void) { return cs_slow ? 12 : 40; }
+static int cs_nwork(void) { return (cs_slow ? 12 : 40) * (int)tu_scale(); }
 
 static void test_crash_full(void) { cs_mode_runs(KVDB_SYNC_FULL, cs_nwork(), 60); }
 static void test_crash_normal(void) { cs_mode_runs(KVDB_SYNC_NORMAL, cs_nwork(), 80); }
@@ -1361,7 +1362,7 @@ static void test_sim_rename(void)
  * "<path>.compact", and some recovered databases are compacted again. */
 static void test_crash_compact(void)
 {
-    int nw = cs_slow ? 8 : 36;
+    int nw = (cs_slow ? 8 : 36) * (int)tu_scale();
     cs_mode_runs_cp(KVDB_SYNC_FULL, nw, 50, 1);
     cs_mode_runs_cp(KVDB_SYNC_NORMAL, nw, 60, 1);
     cs_mode_runs_cp(KVDB_SYNC_OFF, nw / 2, 60, 1);
@@ -1382,7 +1383,7 @@ static void test_crash_compact(void)
 static void test_crash_create(void)
 {
     cs_run R;
-    int w, nw = cs_slow ? 20 : 60;
+    int w, nw = (cs_slow ? 20 : 60) * (int)tu_scale();
     memset(&R, 0, sizeof R);
     R.states = (cs_state *)sim_xmalloc(sizeof *R.states);
     memset(R.states, 0, sizeof *R.states);
@@ -1582,7 +1583,8 @@ static void test_bit_flips_offline(void)
         sim_inode *g;
         kvdb *db;
         int rc, r, want_corrupt = 0, j;
-        if (cs_slow && p >= 1024 && bit % 7 != 0) continue; /* sanitizers: all of the first KB, a stride beyond */
+        /* sanitizers: all of the first KB, a stride beyond (soak: all) */
+        if (cs_slow && tu_scale() == 1 && p >= 1024 && bit % 7 != 0) continue;
         flipped++;
         sim_init(&d, (int)(bit & 1), bit);
         g = &d.ino[sim_new_inode(&d)];
@@ -1680,7 +1682,7 @@ static void test_bit_flips_live(void)
             unsigned char m = (unsigned char)(1u << (bit % 8));
             cs_obs o;
             int i;
-            if (cs_slow && p >= 1024 && bit % 5 != 0) continue;
+            if (cs_slow && tu_scale() == 1 && p >= 1024 && bit % 5 != 0) continue;
             flipped++;
             f->cur[p] ^= m;
             cs_observe(db, &o, (int)(bit & 1));

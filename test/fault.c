@@ -45,7 +45,9 @@
  * healthy reopen), snapshots keep their view.
  *
  * Files go to /dev/shm when it exists (fsync is free there) unless TMPDIR
- * is set.  Flavour: env KVDB_TEST_FLAVOUR; env KVDB_TEST_VERBOSE.
+ * is set.  Flavour: env KVDB_TEST_FLAVOUR; env KVDB_TEST_VERBOSE.  Env
+ * KVDB_TEST_SCALE=N (make soak): every failing write is run N times, cut at
+ * other lengths, and the compaction workload fails every read.
  */
 #include "../kvdb.c"
 #include "testutil.h"
@@ -968,35 +970,41 @@ static long fl_io_loop_w(int kind, int err, void (*workload)(fl_run *), const ch
     for (map = 1; map >= 0; map--) {
         if (!map && kind == FK_MAP) continue;
         for (pers = 0; pers < 2; pers++) {
-            long n;
+            long n, rep, reps = kind == FK_WRITE ? tu_scale() : 1;
             for (n = 1; n < 100000; n++) {
-                fv_ctx fv;
-                fl_run R;
-                fv_init(&fv, map);
-                fv.kind = kind;
-                fv.err = err;
-                fv.at = n;
-                fv.persistent = pers;
-                fv.rng = (uint64_t)n * 77 + 1;
-                memset(&R, 0, sizeof R);
-                snprintf(what, sizeof what, "%s%s %s fault #%ld (%s, %s)", wname, pers ? "persistent" : "transient",
-                         fk_name[fv.kind], n, kvdb_strerror(fv.err), map ? "mmap" : "pread");
-                R.what = what;
-                R.fv = &fv;
-                R.path = tu_path("fault.db");
-                workload(&R);
-                fv.kind = -1; /* healthy from here */
-                fl_final(&R);
-                runs++;
-                cp_done += R.cp_done;
-                cp_failed += R.cp_failed;
-                failed += R.fails != 0;
-                if (fv.nfired == 0) break; /* the workload ran to its end */
+                int fired = 0;
+                /* soak: each failing write cut at several lengths */
+                for (rep = 0; rep < reps; rep++) {
+                    fv_ctx fv;
+                    fl_run R;
+                    fv_init(&fv, map);
+                    fv.kind = kind;
+                    fv.err = err;
+                    fv.at = n;
+                    fv.persistent = pers;
+                    fv.rng = (uint64_t)n * 77 + 1 + (uint64_t)rep * 0x9E3779B97F4A7C15ULL;
+                    memset(&R, 0, sizeof R);
+                    snprintf(what, sizeof what, "%s%s %s fault #%ld (%s, %s)%s", wname, pers ? "persistent" : "transient",
+                             fk_name[fv.kind], n, kvdb_strerror(fv.err), map ? "mmap" : "pread", rep ? " again" : "");
+                    R.what = what;
+                    R.fv = &fv;
+                    R.path = tu_path("fault.db");
+                    workload(&R);
+                    fv.kind = -1; /* healthy from here */
+                    fl_final(&R);
+                    runs++;
+                    cp_done += R.cp_done;
+                    cp_failed += R.cp_failed;
+                    failed += R.fails != 0;
+                    fired = fv.nfired != 0;
+                    if (!fired) break;
+                }
+                if (!fired) break; /* the workload ran to its end */
                 points++;
                 /* the compaction workload reads thousands of records with
                  * pread (its copies, iterators, snapshots): every third
-                 * read past the first 300 */
-                if (workload == fl_workload_cp && kind == FK_READ && n >= 300) n += 2;
+                 * read past the first 300 (soak: every read) */
+                if (workload == fl_workload_cp && kind == FK_READ && n >= 300 && tu_scale() == 1) n += 2;
             }
         }
     }

@@ -36,6 +36,7 @@
  * Every seed is deterministic.  On a mismatch the seed, the op number and
  * the key (hex) are printed.  To rerun one seed:
  *     KVDB_MODEL_SEED=N [KVDB_MODEL_OPS=n] [KVDB_MODEL_INMEM=1] build/plain/model
+ * Env KVDB_TEST_SCALE=N (make soak): N times the seeds, on disk and in memory.
  */
 #include "../kvdb.c"
 #include "testutil.h"
@@ -1398,9 +1399,10 @@ int main(void)
         uint64_t n = eo && *eo ? strtoull(eo, NULL, 10) : ops;
         m_run_one(strtoull(es, NULL, 10), n, ei && *ei == '1');
     } else {
+        uint64_t scale = (uint64_t)tu_scale();
         if (eo && *eo) ops = inmem_ops = strtoull(eo, NULL, 10);
-        for (s = 1; s <= nseeds; s++) m_run_one(s, ops, 0);
-        m_run_one(nseeds + 1, inmem_ops, 1);
+        for (s = 1; s <= nseeds * scale; s++) m_run_one(s, ops, 0);
+        for (s = 1; s <= scale; s++) m_run_one(nseeds * scale + s, inmem_ops, 1);
         RUN(test_model_compaction_mix);
     }
     tu_rmrf();

@@ -9,6 +9,9 @@
  *
  * Scratch files go in a fresh directory made by tu_tmpdir() under $TMPDIR
  * (default /tmp); tu_path(name) builds a path inside it.
+ *
+ * Env KVDB_TEST_SCALE=N (make soak): the reliability tests do about N times
+ * their work (tu_scale()); unset or 1 is make test's amount.
  */
 #ifndef KVDB_TESTUTIL_H
 #define KVDB_TESTUTIL_H
@@ -130,6 +133,14 @@ static int tu_copy_file(const char *from, const char *to, long len)
     fclose(a);
     if (fclose(b) != 0) rc = -1;
     return rc;
+}
+
+/* KVDB_TEST_SCALE: 1 (the default) .. 10000 */
+static long tu_scale(void)
+{
+    const char *e = getenv("KVDB_TEST_SCALE");
+    long n = e && *e ? strtol(e, NULL, 10) : 1;
+    return n < 1 ? 1 : n > 10000 ? 10000 : n;
 }
 
 /* xorshift64* -- deterministic per seed */

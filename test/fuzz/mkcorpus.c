@@ -1,11 +1,14 @@
 /*
  * mkcorpus.c -- writes the seed corpora: small databases made by the engine
- * (test/fuzz/corpus_open/) and operation sequences (test/fuzz/corpus_ops/).
+ * (test/fuzz/corpus_open/), operation sequences (test/fuzz/corpus_ops/) and
+ * sidecars and patches of them (test/fuzz/corpus_sidecar/, in the input
+ * format described at the top of fuzz_sidecar.c).
  *   cc -I. test/fuzz/mkcorpus.c -o mkcorpus -lpthread && ./mkcorpus test/fuzz
  * (make fuzz-corpus does this).  The output is deterministic.
  */
 #include "../../kvdb.c"
 #include "fuzzvfs.h"
+#include "fuzz_sidecar.h"
 
 static void put_file(const char *dir, const char *name, const void *p, size_t n)
 {
@@ -55,12 +58,143 @@ static void mkdb(const char *dir, const char *name, int ntx, int sync, int tail,
     kvdb_close(db);
 }
 
+/* ---- corpus_sidecar ---- */
+typedef struct {
+    unsigned char b[FS_MAXV * 20];
+    size_t n;
+} mk_in;
+
+static void mk_bytes(mk_in *in, const void *p, size_t n)
+{
+    if (in->n + n > sizeof in->b) exit(1);
+    memcpy(in->b + in->n, p, n);
+    in->n += n;
+}
+
+/* a patch: op, u16 offset, args */
+static void mk_patch(mk_in *in, unsigned op, size_t off, const void *args, size_t n)
+{
+    unsigned char h[3];
+    h[0] = (unsigned char)op;
+    h[1] = (unsigned char)off;
+    h[2] = (unsigned char)(off >> 8);
+    mk_bytes(in, h, 3);
+    mk_bytes(in, args, n);
+}
+
+static void mk_set64(mk_in *in, size_t off, uint64_t v)
+{
+    unsigned char b[8];
+    kv_st64(b, v);
+    mk_patch(in, 3, off, b, 8);
+}
+
+static void mk_start(mk_in *in, unsigned mode, unsigned base)
+{
+    in->n = 0;
+    in->b[in->n++] = (unsigned char)(mode | base << 3);
+}
+
+static void mk_sidecar(const char *dir)
+{
+    static fs_db d, f;
+    mk_in in;
+    uint64_t eoff, loff;
+    size_t slot;
+    unsigned char b[4];
+    fs_build(&d, 1);
+    fs_build(&f, 2);
+    eoff = kv_ld64(d.s2 + 72);
+    loff = kv_ld64(d.s2 + 88);
+    /* raw bytes: the three valid sidecars, none */
+    mk_start(&in, 0, 0);
+    mk_bytes(&in, d.s2, d.s2len);
+    put_file(dir, "raw-newest", in.b, in.n);
+    mk_start(&in, 0, 0);
+    mk_bytes(&in, d.s1, d.s1len);
+    put_file(dir, "raw-older", in.b, in.n);
+    mk_start(&in, 0, 0);
+    mk_bytes(&in, f.s2, f.s2len);
+    put_file(dir, "raw-foreign", in.b, in.n);
+    mk_start(&in, 0, 0);
+    put_file(dir, "none", in.b, in.n);
+    /* the valid ones unchanged, one byte flipped, cut short */
+    mk_start(&in, 1, 0);
+    put_file(dir, "newest", in.b, in.n);
+    mk_start(&in, 1, 1);
+    put_file(dir, "older", in.b, in.n);
+    mk_start(&in, 1, 0);
+    mk_patch(&in, 0, (size_t)eoff + 3, "\x40", 1);
+    put_file(dir, "flip-entry", in.b, in.n);
+    mk_start(&in, 3, 0);
+    b[0] = (unsigned char)(d.s2len - 12);
+    b[1] = (unsigned char)((d.s2len - 12) >> 8);
+    mk_bytes(&in, b, 2);
+    put_file(dir, "truncated", in.b, in.n);
+    /* resealed: each check of the loader, and self-consistent lies */
+    mk_start(&in, 2, 0);
+    put_file(dir, "resealed", in.b, in.n);
+    mk_start(&in, 4, 0);
+    b[0] = (unsigned char)(d.s2len + 16);
+    b[1] = (unsigned char)((d.s2len + 16) >> 8);
+    mk_bytes(&in, b, 2);
+    put_file(dir, "resealed-longer", in.b, in.n);
+    mk_start(&in, 2, 0);
+    mk_set64(&in, 48, kv_ld64(d.s1 + 48)); /* claims to cover only what S1 covers */
+    mk_set64(&in, 56, kv_ld64(d.s1 + 56));
+    put_file(dir, "resealed-covers-less", in.b, in.n);
+    mk_start(&in, 4, 0);
+    b[0] = SC_HDR + 2;
+    b[1] = 0;
+    mk_bytes(&in, b, 2);
+    put_file(dir, "resealed-header-only", in.b, in.n);
+    mk_start(&in, 2, 0);
+    mk_set64(&in, 48, LG_HDR); /* covers no log at all */
+    put_file(dir, "resealed-covers-none", in.b, in.n);
+    mk_start(&in, 2, 0);
+    kv_st32(b, kv_ld32(d.s2 + loff + 12) + 1);
+    mk_patch(&in, 2, (size_t)loff + 12, b, 4);
+    put_file(dir, "resealed-leaf-count", in.b, in.n);
+    mk_start(&in, 2, 0);
+    mk_patch(&in, 1, (size_t)loff, "\x01", 1);
+    put_file(dir, "resealed-leaf-level", in.b, in.n);
+    mk_start(&in, 2, 0); /* the first leaf covers half its children's range */
+    b[0] = (unsigned char)(d.s2[loff + 1] + 1);
+    mk_patch(&in, 1, (size_t)loff + 1, b, 1);
+    put_file(dir, "resealed-leaf-depth", in.b, in.n);
+    mk_start(&in, 2, 0); /* the second leaf at the first one's place */
+    memset(b, 0, 4);
+    mk_patch(&in, 2, (size_t)(loff + 48 + (uint64_t)kv_ld32(d.s2 + loff + 8) * HIX_SLOT + 4), b, 4);
+    put_file(dir, "resealed-leaf-overlap", in.b, in.n);
+    mk_start(&in, 2, 0);
+    mk_set64(&in, SC_HDR, 3);
+    put_file(dir, "resealed-prefix-len", in.b, in.n);
+    mk_start(&in, 2, 1);
+    mk_patch(&in, 0, SC_HDR + 8, "\x01", 1);
+    put_file(dir, "resealed-older-prefix", in.b, in.n);
+    mk_start(&in, 2, 0);
+    mk_set64(&in, 64, kv_ld64(d.s2 + 64) - 1);
+    put_file(dir, "resealed-entries", in.b, in.n);
+    mk_start(&in, 2, 0); /* a sorted entry at another record (same length code) */
+    b[0] = 7;
+    b[1] = d.s2[eoff + 5 * 16 + 15];
+    mk_patch(&in, 5, (size_t)eoff + 5 * 16 + 8, b, 2);
+    put_file(dir, "resealed-entry-at", in.b, in.n);
+    for (slot = (size_t)loff + 48; kv_ld32(d.s2 + slot) == 0; slot += HIX_SLOT) {}
+    mk_start(&in, 2, 0); /* a hash slot at another record */
+    b[0] = 9;
+    b[1] = 0;
+    mk_patch(&in, 5, slot + 4, b, 2);
+    put_file(dir, "resealed-slot-at", in.b, in.n);
+}
+
 int main(int argc, char **argv)
 {
-    char od[600], xd[600];
+    char od[600], xd[600], sd[600];
     const char *base = argc > 1 ? argv[1] : "test/fuzz";
     snprintf(od, sizeof od, "%s/corpus_open", base);
     snprintf(xd, sizeof xd, "%s/corpus_ops", base);
+    snprintf(sd, sizeof sd, "%s/corpus_sidecar", base);
     mkdb(od, "empty.db", 0, KVDB_SYNC_FULL, 0, 0);
     mkdb(od, "one.db", 1, KVDB_SYNC_FULL, 0, 0);
     mkdb(od, "full6.db", 6, KVDB_SYNC_FULL, 0, 0);
@@ -81,5 +215,6 @@ int main(int argc, char **argv)
         put_file(xd, "busy", s4, sizeof s4);
         put_file(xd, "long-key-modes", s5, sizeof s5);
     }
+    mk_sidecar(sd);
     return 0;
 }
