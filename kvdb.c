@@ -1889,7 +1889,7 @@ static int hix_del(hix_w *w, hix_ref *rootp, uint64_t h, const void *key, size_t
  *      each commit frees a bounded slice of it (1024 plus twice what it
  *      retired itself), so the end of a long snapshot -- whose garbage can
  *      be most of the index -- never lands on a single commit.
- * Lock order: mu_write, then mu_sync, then mu_ver.
+ * Lock order: mu_write, then mu_sync, then mu_ver; mu_ck before mu_sync.
  * ====================================================================== */
 static kv_log *kv_log_new(kvdb *db, kvdb_file *f)
 {
@@ -4045,18 +4045,20 @@ static int sc_write(kvdb *db, kv_ver *v, int may_sync)
     srt_prj *prj = NULL;
     srt_cx cx;
     uint8_t h[SC_HDR], lh[LG_HDR];
-    uint64_t nent = 0, nleaves = 0, leaves_off, eoff;
+    uint64_t nent = 0, nleaves = 0, leaves_off, eoff, epoch;
     char *name = NULL, *tmp = NULL;
     int rc;
 
     if (!sc_layout() || db->inmem || db->rdonly) return KVDB_OK;
     {
-        uint64_t synced, epoch;
-        if (v->log != db->log) return KVDB_OK; /* compacted away meanwhile */
-        kv_lock(&db->mu_sync);
+        uint64_t synced;
+        int gone;
+        kv_lock(&db->mu_sync); /* a swap changes db->file under it */
+        gone = v->log->f != db->file; /* compacted away meanwhile */
         synced = db->synced;
         epoch = db->epoch;
         kv_unlock(&db->mu_sync);
+        if (gone) return KVDB_OK;
         if (v->end > synced) {
             if (!may_sync) return KVDB_OK;
             rc = kv_sync_to(db, v->end, epoch);
@@ -4151,9 +4153,11 @@ static int sc_write(kvdb *db, kv_ver *v, int may_sync)
     }
     if (!rc) rc = db->vfs->rename(db->vfs->ctx, tmp, name);
     if (!rc) rc = db->vfs->sync_dir(db->vfs->ctx, name);
-    if (!rc) {
-        kv_lock(&db->mu_ck);
-        db->sc_end = v->end;
+    if (!rc) { /* unless a swap came meanwhile: then it covers the old file */
+        kv_lock(&db->mu_ck); /* (the swap bumps the epoch, then clears sc_end under mu_ck) */
+        kv_lock(&db->mu_sync);
+        if (db->epoch == epoch) db->sc_end = v->end;
+        kv_unlock(&db->mu_sync);
         kv_unlock(&db->mu_ck);
     }
 out:

@@ -14,6 +14,9 @@
  *   mixed_get_put_del           readers kvdb_get while writers put and delete:
  *                               only values ever written for that key, never
  *                               older than one already seen.
+ *   checkpoint_overtaken        a compaction swaps while a checkpoint writes
+ *                               its sidecar: that sidecar does not count for
+ *                               the new file.
  *
  * Failures inside threads go through th_fail (serialized); the main thread
  * only checks after joining.
@@ -747,6 +750,93 @@ static void test_mixed_get_put_del(void)
     CHECK_OK(kvdb_close(db));
 }
 
+/* ------------------------------------------------------------------ */
+/* 4. a checkpoint that a compaction swap overtakes
+ *
+ * The checkpoint is held in the rename of its sidecar while a compaction
+ * swaps the file: its sidecar covers the old file, so it must not count
+ * as covering the new one (sc_end stays 0 and close writes a sidecar). */
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int armed, entered, released;
+} th_gate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0 };
+
+static int th_gate_rename(void *ctx, const char *from, const char *to)
+{
+    size_t n = strlen(from);
+    pthread_mutex_lock(&th_gate.mu);
+    if (th_gate.armed && n > 8 && strcmp(from + n - 8, ".idx.tmp") == 0) {
+        th_gate.armed = 0;
+        th_gate.entered = 1;
+        pthread_cond_broadcast(&th_gate.cv);
+        while (!th_gate.released) pthread_cond_wait(&th_gate.cv, &th_gate.mu);
+    }
+    pthread_mutex_unlock(&th_gate.mu);
+    return kvdb_vfs_posix()->rename(ctx, from, to);
+}
+
+static void *th_gate_ckpt(void *arg)
+{
+    kvdb *db = arg;
+    int rc = kvdb_checkpoint(db);
+    if (rc != KVDB_OK) TH_FAIL("checkpoint = %d [%s]", rc, kvdb_errmsg());
+    return NULL;
+}
+
+static void test_checkpoint_overtaken(void)
+{
+    const char *path = tu_path("overtaken.db");
+    kvdb_vfs vfs = *kvdb_vfs_posix();
+    kvdb_options o;
+    kvdb *db;
+    pthread_t th;
+    struct kvdb_stat st;
+    uint64_t sc_end;
+    int i, rc;
+    char k[32], v[64];
+    unlink(path);
+    vfs.rename = th_gate_rename;
+    kvdb_options_init(&o);
+    o.flags = KVDB_CREATE;
+    o.sync = KVDB_SYNC_NORMAL;
+    o.vfs = &vfs;
+    REQUIRE_OK(kvdb_open(path, &o, &db));
+    for (i = 0; i < 400; i++) {   /* every key twice: the compacted file is smaller */
+        sprintf(k, "k%03d", i % 200);
+        sprintf(v, "value %d", i);
+        CHECK_OK(kvdb_put(db, k, strlen(k), v, strlen(v)));
+    }
+    pthread_mutex_lock(&th_gate.mu);
+    th_gate.armed = 1;
+    th_gate.entered = th_gate.released = 0;
+    pthread_mutex_unlock(&th_gate.mu);
+    REQUIRE(pthread_create(&th, NULL, th_gate_ckpt, db) == 0);
+    pthread_mutex_lock(&th_gate.mu);
+    while (!th_gate.entered) pthread_cond_wait(&th_gate.cv, &th_gate.mu);
+    pthread_mutex_unlock(&th_gate.mu);
+    /* the checkpoint holds mu_ckpt: kvdb_compact would wait for it, the steps do not */
+    while ((rc = kvdb_compact_step(db, 1 << 20)) == KVDB_OK) {}
+    CHECK_RC(rc, KVDB_DONE);
+    pthread_mutex_lock(&th_gate.mu);
+    th_gate.released = 1;
+    pthread_cond_broadcast(&th_gate.cv);
+    pthread_mutex_unlock(&th_gate.mu);
+    pthread_join(th, NULL);
+    pthread_mutex_lock(&db->mu_ck);
+    sc_end = db->sc_end;
+    pthread_mutex_unlock(&db->mu_ck);
+    CHECK(sc_end == 0);   /* no sidecar of the new file yet */
+    CHECK_OK(kvdb_stat(db, &st));
+    CHECK(st.compactions == 1 && st.keys == 200);
+    CHECK_OK(kvdb_close(db));
+    REQUIRE_OK(th_open(path, 0, KVDB_SYNC_NORMAL, &db));
+    CHECK_OK(kvdb_stat(db, &st));
+    CHECK(st.sidecar_loaded == 1 && st.replayed_bytes == 0 && st.keys == 200);
+    CHECK_OK(kvdb_close(db));
+}
+
 static void th_reset(void)
 {
     pthread_mutex_lock(&th_fail_mu);
@@ -764,6 +854,7 @@ int main(void)
     TH_RUN(test_committers_off);
     TH_RUN(test_counter);
     TH_RUN(test_mixed_get_put_del);
+    TH_RUN(test_checkpoint_overtaken);
     tu_rmrf();
     TEST_MAIN_END();
 }
