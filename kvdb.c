@@ -1029,6 +1029,7 @@ struct kvdb {
     kv_mutex mu_write;
     kv_cond cv_write;
     int writer_active;
+    int writer_txn;        /* the writer is a write transaction (else a compaction) */
     kv_thread writer_thread;
     uint64_t end;          /* log bytes written */
     uint64_t gen;          /* last write generation */
@@ -3165,9 +3166,9 @@ static int kv_sync_to(kvdb *db, uint64_t target, uint64_t epoch)
 }
 
 /* Take the writer role: wait for the current writer (or KVDB_EBUSY with
- * nowait, or if this thread is the writer).  Write transactions and a
- * compaction's swap take it. */
-static int kv_writer_take(kvdb *db, int nowait)
+ * nowait, or if this thread is the writer).  Write transactions (txn 1)
+ * and a compaction's start and swap (txn 0) take it. */
+static int kv_writer_take(kvdb *db, int nowait, int txn)
 {
     kv_lock(&db->mu_write);
     if (db->writer_active && kv_same_thread(db->writer_thread, kv_self())) {
@@ -3182,6 +3183,7 @@ static int kv_writer_take(kvdb *db, int nowait)
         kv_wait(&db->cv_write, &db->mu_write);
     }
     db->writer_active = 1;
+    db->writer_txn = txn;
     db->writer_thread = kv_self();
     kv_unlock(&db->mu_write);
     return KVDB_OK;
@@ -3214,7 +3216,7 @@ static int txn_begin_write(kvdb *db, unsigned flags, kvdb_txn **out)
     kvdb_txn *t = &db->wtxn;
     int rc;
     if (db->rdonly) return kv_err(KVDB_EREADONLY, "%s: opened read-only", db->path);
-    rc = kv_writer_take(db, (flags & KVDB_TXN_NOWAIT) != 0);
+    rc = kv_writer_take(db, (flags & KVDB_TXN_NOWAIT) != 0, 1);
     if (rc) return rc;
     rc = kv_sticky(db);
     if (rc) {
@@ -4894,7 +4896,7 @@ static int cp_start(kvdb *db)
     if (!cp->dt || !cp->tmp) { rc = kv_err(KVDB_ENOMEM, "out of memory"); goto fail; }
 
     /* a generation of its own for the new index, and the snapshot */
-    rc = kv_writer_take(db, 0);
+    rc = kv_writer_take(db, 0, 0);
     if (rc) goto fail;
     cp->w.gen = ++db->gen;
     cp->snap = ver_acquire(db);
@@ -5492,7 +5494,7 @@ static int cp_step(kvdb *db, uint64_t budget)
         cp->synced = cp->buf_off;
         return KVDB_OK;
     }
-    rc = kv_writer_take(db, 0);
+    rc = kv_writer_take(db, 0, 0);
     if (rc) return rc; /* EBUSY: the caller holds the write transaction; try later */
     rc = kv_sticky(db);
     if (rc) rc = kv_sticky_err(db, rc);
@@ -6787,6 +6789,8 @@ int kvdb_close(kvdb *db)
     kv_clearerr();
     if (!db) return KVDB_OK;
     kv_lock(&db->mu_write);
+    while (db->writer_active && !db->writer_txn) /* a compaction (the background thread's): brief */
+        kv_wait(&db->cv_write, &db->mu_write);
     if (db->writer_active) {
         kv_unlock(&db->mu_write);
         return kv_err(KVDB_EBUSY, "%s: close with the write transaction open", db->path);

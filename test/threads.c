@@ -17,6 +17,8 @@
  *   checkpoint_overtaken        a compaction swaps while a checkpoint writes
  *                               its sidecar: that sidecar does not count for
  *                               the new file.
+ *   close_during_auto_swap      close while the background thread's
+ *                               compaction swaps: close waits, no KVDB_EBUSY.
  *
  * Failures inside threads go through th_fail (serialized); the main thread
  * only checks after joining.
@@ -837,6 +839,96 @@ static void test_checkpoint_overtaken(void)
     CHECK_OK(kvdb_close(db));
 }
 
+/* ------------------------------------------------------------------ */
+/* 5. close while the background thread's automatic compaction swaps
+ *
+ * The swap holds the writer role; close has no transaction to wait for,
+ * so it waits for the swap instead of refusing with KVDB_EBUSY. */
+
+static int th_gate_rename_compact(void *ctx, const char *from, const char *to)
+{
+    size_t n = strlen(from);
+    pthread_mutex_lock(&th_gate.mu);
+    if (th_gate.armed && n > 8 && strcmp(from + n - 8, ".compact") == 0) {
+        th_gate.armed = 0;
+        th_gate.entered = 1;
+        pthread_cond_broadcast(&th_gate.cv);
+        while (!th_gate.released) pthread_cond_wait(&th_gate.cv, &th_gate.mu);
+    }
+    pthread_mutex_unlock(&th_gate.mu);
+    return kvdb_vfs_posix()->rename(ctx, from, to);
+}
+
+static void *th_gate_release_later(void *arg)
+{
+    (void)arg;
+    th_sleep_us(100000);   /* close is waiting by now (or returned) */
+    pthread_mutex_lock(&th_gate.mu);
+    th_gate.released = 1;
+    pthread_cond_broadcast(&th_gate.cv);
+    pthread_mutex_unlock(&th_gate.mu);
+    return NULL;
+}
+
+static void test_close_during_auto_swap(void)
+{
+    const char *path = tu_path("autoswap.db");
+    kvdb_vfs vfs = *kvdb_vfs_posix();
+    kvdb_options o;
+    kvdb *db;
+    pthread_t th;
+    struct kvdb_stat st;
+    int i, rc, entered = 0;
+    char k[32], v[600];
+    double t0;
+    unlink(path);
+    vfs.rename = th_gate_rename_compact;
+    kvdb_options_init(&o);
+    o.flags = KVDB_CREATE;
+    o.sync = KVDB_SYNC_OFF;
+    o.vfs = &vfs;
+    o.auto_compact = 1;
+    o.compact_min_bytes = 256 << 10;
+    pthread_mutex_lock(&th_gate.mu);
+    th_gate.armed = 1;
+    th_gate.entered = th_gate.released = 0;
+    pthread_mutex_unlock(&th_gate.mu);
+    REQUIRE_OK(kvdb_open(path, &o, &db));
+    memset(v, 'v', sizeof v);
+    /* 50 keys overwritten until the dead bytes start a compaction (NOWAIT:
+     * the held swap has the writer role) */
+    t0 = th_now();
+    for (i = 0; !entered && th_now() - t0 < 20; i++) {
+        kvdb_txn *t;
+        rc = kvdb_begin(db, KVDB_TXN_NOWAIT, &t);
+        if (rc == KVDB_OK) {
+            sprintf(k, "k%02d", i % 50);
+            CHECK_OK(kvdb_txn_put(t, k, strlen(k), v, sizeof v));
+            CHECK_OK(kvdb_commit(t));
+        } else {
+            CHECK_RC(rc, KVDB_EBUSY);
+            th_sleep_us(1000);
+        }
+        pthread_mutex_lock(&th_gate.mu);
+        entered = th_gate.entered;
+        pthread_mutex_unlock(&th_gate.mu);
+    }
+    pthread_mutex_lock(&th_gate.mu);
+    th_gate.armed = 0;
+    pthread_mutex_unlock(&th_gate.mu);
+    REQUIRE(entered);   /* the swap is held in its rename */
+    REQUIRE(pthread_create(&th, NULL, th_gate_release_later, NULL) == 0);
+    rc = kvdb_close(db);
+    CHECK_RC(rc, KVDB_OK);
+    pthread_join(th, NULL);
+    if (rc != KVDB_OK) CHECK_OK(kvdb_close(db));
+    REQUIRE_OK(th_open(path, 0, KVDB_SYNC_OFF, &db));
+    CHECK_OK(kvdb_stat(db, &st));
+    CHECK(st.keys == 50);
+    CHECK(st.file_bytes < 256 << 10);   /* the compaction went through */
+    CHECK_OK(kvdb_close(db));
+}
+
 static void th_reset(void)
 {
     pthread_mutex_lock(&th_fail_mu);
@@ -855,6 +947,7 @@ int main(void)
     TH_RUN(test_counter);
     TH_RUN(test_mixed_get_put_del);
     TH_RUN(test_checkpoint_overtaken);
+    TH_RUN(test_close_during_auto_swap);
     tu_rmrf();
     TEST_MAIN_END();
 }
