@@ -878,6 +878,7 @@ static void test_close_during_auto_swap(void)
     kvdb *db;
     pthread_t th;
     struct kvdb_stat st;
+    uint64_t before;
     int i, rc, entered = 0;
     char k[32], v[600];
     double t0;
@@ -917,6 +918,8 @@ static void test_close_during_auto_swap(void)
     th_gate.armed = 0;
     pthread_mutex_unlock(&th_gate.mu);
     REQUIRE(entered);   /* the swap is held in its rename */
+    CHECK_OK(kvdb_stat(db, &st));
+    before = st.file_bytes;
     REQUIRE(pthread_create(&th, NULL, th_gate_release_later, NULL) == 0);
     rc = kvdb_close(db);
     CHECK_RC(rc, KVDB_OK);
@@ -925,7 +928,7 @@ static void test_close_during_auto_swap(void)
     REQUIRE_OK(th_open(path, 0, KVDB_SYNC_OFF, &db));
     CHECK_OK(kvdb_stat(db, &st));
     CHECK(st.keys == 50);
-    CHECK(st.file_bytes < 256 << 10);   /* the compaction went through */
+    CHECK(st.file_bytes < before);   /* the compaction went through */
     CHECK_OK(kvdb_close(db));
 }
 
