@@ -1093,6 +1093,7 @@ struct kvdb {
     kvdb_file *sc_file;
     uint64_t sc_end;       /* log bytes the newest sidecar covers (mu_ck) */
     const char *sc_why;    /* what became of it at open */
+    int sc_rc;             /* the error (I/O, memory) that made open give it up, or 0 */
 
     /* found at open */
     uint64_t torn_bytes, recovered_txns, replayed_bytes;
@@ -4219,25 +4220,26 @@ static int sc_complete(const hix_inner *in)
 /* Does the sidecar entry e agree with the log below P: a PUT record whose
  * key starts with the run prefix and encodes to e?  (Checked for the first
  * and last entries: a prefix that does not belong to the entries would
- * misplace every key without failing any other check.) */
+ * misplace every key without failing any other check.)  1 yes, 0 no, < 0
+ * the error that kept it from reading the log. */
 static int sc_ent_ok(kvdb *db, uint64_t P, const uint8_t *pfx, size_t cpl, const srt_ent *e)
 {
     uint8_t hdr[LG_REC], *key;
     uint64_t off = SRT_AT(e);
     size_t kn, rest;
-    int ok = 0;
+    int ok;
     if ((e->off & SRT_DEL) || off < LG_HDR || off > P || P - off < LG_REC) return 0;
-    if (db->vfs->read(db->vfs->ctx, db->file, off, hdr, LG_REC)) { kv_clearerr(); return 0; }
+    ok = db->vfs->read(db->vfs->ctx, db->file, off, hdr, LG_REC);
+    if (ok) return ok;
     kn = kv_ld16(hdr + 10);
     if (hdr[8] != LG_PUT || kn < cpl || P - off - LG_REC < kn) return 0;
     key = (uint8_t *)kv_malloc(&db->al, kn + 1);
-    if (!key) return 0;
-    if (!db->vfs->read(db->vfs->ctx, db->file, off + LG_REC, key, kn)) {
+    if (!key) return KVDB_ENOMEM;
+    ok = db->vfs->read(db->vfs->ctx, db->file, off + LG_REC, key, kn);
+    if (!ok) {
         rest = kn - cpl;
         ok = memcmp(key, pfx, cpl) == 0 && e->k == srt_pack(key + cpl, rest < 8 ? rest : 8) &&
              SRT_LC(e) == (rest < SRT_LONG ? rest : SRT_LONG);
-    } else {
-        kv_clearerr();
     }
     kv_free(&db->al, key);
     return ok;
@@ -4266,16 +4268,23 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
     if (!name) return kv_err(KVDB_ENOMEM, "out of memory");
     rc = db->vfs->open(db->vfs->ctx, name, KVDB_VFS_RDONLY, &f);
     kv_free(&db->al, name);
-    if (rc) { kv_clearerr(); goto out; }
+    if (rc) {
+        if (rc != KVDB_NOTFOUND) {
+            db->sc_rc = rc;
+            why = "unreadable";
+        }
+        kv_clearerr();
+        goto out;
+    }
     why = "unreadable";
-    if (db->vfs->size(db->vfs->ctx, f, &size) || size < SC_HDR || size > ((uint64_t)1 << 46)) goto out;
+    if ((db->sc_rc = db->vfs->size(db->vfs->ctx, f, &size)) != 0 || size < SC_HDR || size > ((uint64_t)1 << 46)) goto out;
     if (db->use_map && db->vfs->map(db->vfs->ctx, f, size, (const void **)&m) == KVDB_OK) {
         /* mapped */
     } else {
         m = NULL;
         heap = (uint8_t *)kv_malloc(&db->al, (size_t)size);
         if (!heap) { rc = kv_err(KVDB_ENOMEM, "out of memory reading the sidecar"); ok = rc; goto out; }
-        if (db->vfs->read(db->vfs->ctx, f, 0, heap, (size_t)size)) goto out;
+        if ((db->sc_rc = db->vfs->read(db->vfs->ctx, f, 0, heap, (size_t)size)) != 0) goto out;
     }
     {
         const uint8_t *b = m ? m : heap;
@@ -4286,7 +4295,8 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
         why = "foreign or damaged";
         if (kv_ld64(b + 120) != XXH3_64bits(b, 120)) goto out;
         if (memcmp(b + 16, db->id, 16) || kv_ld64(b + 32) != db->seed) goto out;
-        if (db->vfs->read(db->vfs->ctx, db->file, 0, lh, LG_HDR) || kv_ld64(b + 40) != XXH3_64bits(lh, LG_HDR)) goto out;
+        if ((db->sc_rc = db->vfs->read(db->vfs->ctx, db->file, 0, lh, LG_HDR)) != 0) { why = "unreadable"; goto out; }
+        if (kv_ld64(b + 40) != XXH3_64bits(lh, LG_HDR)) goto out;
         P = kv_ld64(b + 48);
         nent = kv_ld64(b + 64);
         eoff = kv_ld64(b + 72);
@@ -4306,16 +4316,26 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
         if (P > LG_HDR) { /* an intact COMMIT must end at P, with the recorded sequence */
             uint8_t c[LG_REC + LG_COMMIT_LEN];
             lg_rec rec;
-            if (P < LG_HDR + sizeof c || db->vfs->read(db->vfs->ctx, db->file, P - sizeof c, c, sizeof c)) goto out;
+            if (P < LG_HDR + sizeof c) goto out;
+            if ((db->sc_rc = db->vfs->read(db->vfs->ctx, db->file, P - sizeof c, c, sizeof c)) != 0) {
+                why = "unreadable";
+                goto out;
+            }
             if (lg_parse(c, P - sizeof c, sizeof c, &rec) || rec.type != LG_COMMIT ||
                 kv_ld64(c) != lg_checksum(db->seed, P - sizeof c, c, sizeof c) || kv_ld64(c + LG_REC) != kv_ld64(b + 56))
                 goto out;
         } else if (nent || kv_ld64(b + 56)) {
             goto out;
         }
-        if (nent && (!sc_ent_ok(db, P, b + SC_HDR + 8, (size_t)cpl, (const srt_ent *)(const void *)(b + eoff)) ||
-                     !sc_ent_ok(db, P, b + SC_HDR + 8, (size_t)cpl, (const srt_ent *)(const void *)(b + loff) - 1)))
-            goto out;
+        if (nent) {
+            int e = sc_ent_ok(db, P, b + SC_HDR + 8, (size_t)cpl, (const srt_ent *)(const void *)(b + eoff));
+            if (e > 0) e = sc_ent_ok(db, P, b + SC_HDR + 8, (size_t)cpl, (const srt_ent *)(const void *)(b + loff) - 1);
+            if (e < 0) {
+                db->sc_rc = e;
+                why = "unreadable";
+            }
+            if (e <= 0) goto out;
+        }
         /* the hash index: inner nodes here, leaves in place */
         w.db = db;
         w.pool = &db->pool;
@@ -6059,6 +6079,11 @@ static int chk_indexes(chk *c)
         return KVDB_OK;
     }
     if (rc) return rc;
+    if (db->sc_rc) { /* not damage: an error kept open from reading it */
+        rc = kv_err(db->sc_rc, "%s.idx: the sidecar could not be read (%s); nothing was checked against it", c->path,
+                    kvdb_strerror(db->sc_rc));
+        goto out;
+    }
     if (db->sc_loaded)
         chk_say(c, 0, db->sc_end, "sidecar %s.idx loaded (it covers the log up to offset %llu); the indexes "
                 "built from it are checked against the log", c->path, (unsigned long long)db->sc_end);
@@ -6102,6 +6127,7 @@ static int chk_indexes(chk *c)
         rc = chk_set_drop(c, &set, h, kb.p, rec.klen);
         if (rc) goto out;
         hr = hix_get(&r, v->root, h, kb.p, rec.klen, &hit);
+        if (hr < 0 && hr != KVDB_ECORRUPT) { rc = hr; goto out; } /* I/O, memory: not the index's fault */
         if (hr < 0) {
             chk_say(c, 1, off, "looking up key \"%s\" in the hash index fails: %s",
                     chk_keystr(kb.p, rec.klen, k1, sizeof k1), kvdb_errmsg());
@@ -6157,6 +6183,7 @@ static int chk_indexes(chk *c)
     /* the sorted index: every key once, in order, at the hash index's record */
     c->base = c->size + c->good;
     rc = kvdb_iter_prefix(t, NULL, 0, 0, &it);
+    if (rc && rc != KVDB_ECORRUPT) goto out;
     if (rc) {
         chk_say(c, 1, KVDB_CHECK_NOOFF, "the ordered iterator cannot start: %s", kvdb_errmsg());
         rc = KVDB_OK;
@@ -6168,6 +6195,7 @@ static int chk_indexes(chk *c)
         kv_hit hit;
         int hr, ir = kvdb_iter_next(it, &k, &kl, &val, &vl);
         if (ir == KVDB_DONE) break;
+        if (ir != KVDB_OK && ir != KVDB_ECORRUPT) { rc = ir; goto out; }
         if (ir != KVDB_OK) {
             chk_say(c, 1, KVDB_CHECK_NOOFF, "ordered iteration fails after %llu keys: %s", (unsigned long long)nit,
                     kvdb_errmsg());
@@ -6184,6 +6212,7 @@ static int chk_indexes(chk *c)
         memcpy(kb.p, k, kl);
         kb.len = kl;
         hr = hix_get(&r, v->root, kv_hash(db->seed, kb.p, kl), kb.p, kl, &hit);
+        if (hr < 0 && hr != KVDB_ECORRUPT) { rc = hr; goto out; }
         if (hr < 0) {
             chk_say(c, 1, KVDB_CHECK_NOOFF, "looking up key \"%s\" in the hash index fails: %s",
                     chk_keystr(kb.p, kl, k1, sizeof k1), kvdb_errmsg());
