@@ -577,6 +577,47 @@ static void check_index_disagrees_more(void)
     if (tu_cur_failed) dump_findings();
 }
 
+/* Keys in reports: printable bytes as they are, quote, backslash and
+ * other bytes as \xNN, cut after 48 bytes. */
+static void check_report_keys(void)
+{
+    char p[600], idx[700], longk[61];
+    static uint64_t offs[16];
+    static uint8_t types[16];
+    kvdb_check_stat st;
+    uint8_t *b;
+    size_t n, s;
+    int i;
+    kvdb *db;
+    snprintf(p, sizeof p, "%s", tu_path("keys.db"));
+    snprintf(idx, sizeof idx, "%s.idx", p);
+    memset(longk, 'L', 60);
+    longk[60] = 0;
+    unlink(p);
+    db = open_db(p, KVDB_SYNC_NORMAL);
+    REQUIRE(db != NULL);
+    CHECK_OK(kvdb_put(db, "a\"b\\c\x01\xff", 7, "1", 1));
+    CHECK_OK(kvdb_put(db, longk, 60, "2", 1));
+    kvdb_close(db);
+    REQUIRE(log_records(p, offs, types, 16) == 4);
+    b = slurp(idx, &n);
+    REQUIRE(b != NULL);
+    for (i = 0; i < 2; i++) { /* both slots emptied */
+        s = leaf_slot(b, n, offs[2 * i], 0);
+        REQUIRE(s);
+        memset(b + s, 0, HIX_SLOT);
+        leaf_count(b, -1);
+    }
+    sc_reseal(b, n);
+    spit(idx, b, n);
+    free(b);
+    reset();
+    CHECK_RC(kvdb_check(p, &copts, &st), KVDB_ECORRUPT);
+    CHECK(found(KVDB_CHECK_PROBLEM, offs[0], "key \"a\\x22b\\x5cc\\x01\\xff\" (newest record: this PUT) is missing"));
+    CHECK(found(KVDB_CHECK_PROBLEM, offs[2], "key \"LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL...\" (newest"));
+    if (tu_cur_failed) dump_findings();
+}
+
 /* ---- intact records in an order no writer produces ---- */
 
 /* Append one record at *off of b (the caller's buffer has room). */
@@ -821,6 +862,7 @@ int main(void)
     RUN(check_damage_span);
     RUN(check_index_disagrees);
     RUN(check_index_disagrees_more);
+    RUN(check_report_keys);
     RUN(check_crafted_commits);
     RUN(check_torn_tail_with_txns);
     RUN(check_errors);
