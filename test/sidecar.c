@@ -122,17 +122,19 @@ static const char *idx_of(const char *db)
     return b[i];
 }
 
-/* A database with history, closed cleanly (so it has a sidecar). */
-static int build(const char *path, uint64_t seed)
+/* A database with history (txns transactions), closed cleanly (so it has
+ * a sidecar). */
+static int build_n(const char *path, uint64_t seed, int txns)
 {
     kvdb *db;
     memset(model, 0, sizeof model);
     unlink(path);
     unlink(idx_of(path));
     db = open_at(path, KVDB_CREATE);
-    if (!db || work(db, &seed, 400)) return -1;
+    if (!db || work(db, &seed, txns)) return -1;
     return kvdb_close(db);
 }
+static int build(const char *path, uint64_t seed) { return build_n(path, seed, 400); }
 
 static void test_sidecar_used(void)
 {
@@ -656,7 +658,7 @@ static void test_sidecar_hostile_fields(void)
     uint8_t *orig, *b;
     long n;
     int c;
-    REQUIRE(build(p, 13) == 0);
+    REQUIRE(build_n(p, 13, 40) == 0);
     tu_copy_file(idx_of(p), save, -1);
     orig = sc_slurp(save, &n);
     REQUIRE(orig && n > SC_HDR);
@@ -769,7 +771,7 @@ static void test_sidecar_without_map(void)
     int round;
     vfs.map = NULL;
     vfs.unmap = NULL;
-    REQUIRE(build(p, 14) == 0);
+    REQUIRE(build_n(p, 14, 100) == 0);
     kvdb_options_init(&o);
     o.sync = KVDB_SYNC_NORMAL;
     o.vfs = &vfs;

@@ -951,7 +951,7 @@ static void test_close_during_auto_swap(void)
 #define SX_NW 3
 #define SX_NR 2
 #ifndef SX_SEC /* -DSX_SEC=60 for a longer run */
-#define SX_SEC (TH_TSAN ? 4.0 : 2.0)
+#define SX_SEC (TH_TSAN ? 3.0 : 1.5)
 #endif
 
 typedef struct {
