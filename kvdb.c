@@ -1054,6 +1054,7 @@ struct kvdb {
     kv_mutex mu_write;
     kv_cond cv_write;
     int writer_active;
+    int writer_txn;        /* the writer is a write transaction (else a compaction) */
     kv_thread writer_thread;
     uint64_t end;          /* log bytes written */
     uint64_t log_cap;      /* the log file's size: end, or more if reserved */
@@ -1119,6 +1120,7 @@ struct kvdb {
     kvdb_file *sc_file;
     uint64_t sc_end;       /* log bytes the newest sidecar covers (mu_ck) */
     const char *sc_why;    /* what became of it at open */
+    int sc_rc;             /* the error (I/O, memory) that made open give it up, or 0 */
 
     /* found at open */
     uint64_t torn_bytes, recovered_txns, replayed_bytes;
@@ -1916,7 +1918,7 @@ static int hix_del(hix_w *w, hix_ref *rootp, uint64_t h, const void *key, size_t
  *      each commit frees a bounded slice of it (1024 plus twice what it
  *      retired itself), so the end of a long snapshot -- whose garbage can
  *      be most of the index -- never lands on a single commit.
- * Lock order: mu_write, then mu_sync, then mu_ver.
+ * Lock order: mu_write, then mu_sync, then mu_ver; mu_ck before mu_sync.
  * ====================================================================== */
 static kv_log *kv_log_new(kvdb *db, kvdb_file *f)
 {
@@ -3192,9 +3194,9 @@ static int kv_sync_to(kvdb *db, uint64_t target, uint64_t epoch)
 }
 
 /* Take the writer role: wait for the current writer (or KVDB_EBUSY with
- * nowait, or if this thread is the writer).  Write transactions and a
- * compaction's swap take it. */
-static int kv_writer_take(kvdb *db, int nowait)
+ * nowait, or if this thread is the writer).  Write transactions (txn 1)
+ * and a compaction's start and swap (txn 0) take it. */
+static int kv_writer_take(kvdb *db, int nowait, int txn)
 {
     kv_lock(&db->mu_write);
     if (db->writer_active && kv_same_thread(db->writer_thread, kv_self())) {
@@ -3209,6 +3211,7 @@ static int kv_writer_take(kvdb *db, int nowait)
         kv_wait(&db->cv_write, &db->mu_write);
     }
     db->writer_active = 1;
+    db->writer_txn = txn;
     db->writer_thread = kv_self();
     kv_unlock(&db->mu_write);
     return KVDB_OK;
@@ -3241,7 +3244,7 @@ static int txn_begin_write(kvdb *db, unsigned flags, kvdb_txn **out)
     kvdb_txn *t = &db->wtxn;
     int rc;
     if (db->rdonly) return kv_err(KVDB_EREADONLY, "%s: opened read-only", db->path);
-    rc = kv_writer_take(db, (flags & KVDB_TXN_NOWAIT) != 0);
+    rc = kv_writer_take(db, (flags & KVDB_TXN_NOWAIT) != 0, 1);
     if (rc) return rc;
     rc = kv_sticky(db);
     if (rc) {
@@ -4094,18 +4097,20 @@ static int sc_write(kvdb *db, kv_ver *v, int may_sync)
     srt_prj *prj = NULL;
     srt_cx cx;
     uint8_t h[SC_HDR], lh[LG_HDR];
-    uint64_t nent = 0, nleaves = 0, leaves_off, eoff;
+    uint64_t nent = 0, nleaves = 0, leaves_off, eoff, epoch;
     char *name = NULL, *tmp = NULL;
     int rc;
 
     if (!sc_layout() || db->inmem || db->rdonly) return KVDB_OK;
     {
-        uint64_t synced, epoch;
-        if (v->log != db->log) return KVDB_OK; /* compacted away meanwhile */
-        kv_lock(&db->mu_sync);
+        uint64_t synced;
+        int gone;
+        kv_lock(&db->mu_sync); /* a swap changes db->file under it */
+        gone = v->log->f != db->file; /* compacted away meanwhile */
         synced = db->synced;
         epoch = db->epoch;
         kv_unlock(&db->mu_sync);
+        if (gone) return KVDB_OK;
         if (v->end > synced) {
             if (!may_sync) return KVDB_OK;
             rc = kv_sync_to(db, v->end, epoch);
@@ -4200,9 +4205,11 @@ static int sc_write(kvdb *db, kv_ver *v, int may_sync)
     }
     if (!rc) rc = db->vfs->rename(db->vfs->ctx, tmp, name);
     if (!rc) rc = db->vfs->sync_dir(db->vfs->ctx, name);
-    if (!rc) {
-        kv_lock(&db->mu_ck);
-        db->sc_end = v->end;
+    if (!rc) { /* unless a swap came meanwhile: then it covers the old file */
+        kv_lock(&db->mu_ck); /* (the swap bumps the epoch, then clears sc_end under mu_ck) */
+        kv_lock(&db->mu_sync);
+        if (db->epoch == epoch) db->sc_end = v->end;
+        kv_unlock(&db->mu_sync);
         kv_unlock(&db->mu_ck);
     }
 out:
@@ -4262,25 +4269,26 @@ static int sc_complete(const hix_inner *in)
 /* Does the sidecar entry e agree with the log below P: a PUT record whose
  * key starts with the run prefix and encodes to e?  (Checked for the first
  * and last entries: a prefix that does not belong to the entries would
- * misplace every key without failing any other check.) */
+ * misplace every key without failing any other check.)  1 yes, 0 no, < 0
+ * the error that kept it from reading the log. */
 static int sc_ent_ok(kvdb *db, uint64_t P, const uint8_t *pfx, size_t cpl, const srt_ent *e)
 {
     uint8_t hdr[LG_REC], *key;
     uint64_t off = SRT_AT(e);
     size_t kn, rest;
-    int ok = 0;
+    int ok;
     if ((e->off & SRT_DEL) || off < LG_HDR || off > P || P - off < LG_REC) return 0;
-    if (db->vfs->read(db->vfs->ctx, db->file, off, hdr, LG_REC)) { kv_clearerr(); return 0; }
+    ok = db->vfs->read(db->vfs->ctx, db->file, off, hdr, LG_REC);
+    if (ok) return ok;
     kn = kv_ld16(hdr + 10);
     if (hdr[8] != LG_PUT || kn < cpl || P - off - LG_REC < kn) return 0;
     key = (uint8_t *)kv_malloc(&db->al, kn + 1);
-    if (!key) return 0;
-    if (!db->vfs->read(db->vfs->ctx, db->file, off + LG_REC, key, kn)) {
+    if (!key) return KVDB_ENOMEM;
+    ok = db->vfs->read(db->vfs->ctx, db->file, off + LG_REC, key, kn);
+    if (!ok) {
         rest = kn - cpl;
         ok = memcmp(key, pfx, cpl) == 0 && e->k == srt_pack(key + cpl, rest < 8 ? rest : 8) &&
              SRT_LC(e) == (rest < SRT_LONG ? rest : SRT_LONG);
-    } else {
-        kv_clearerr();
     }
     kv_free(&db->al, key);
     return ok;
@@ -4309,16 +4317,23 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
     if (!name) return kv_err(KVDB_ENOMEM, "out of memory");
     rc = db->vfs->open(db->vfs->ctx, name, KVDB_VFS_RDONLY, &f);
     kv_free(&db->al, name);
-    if (rc) { kv_clearerr(); goto out; }
+    if (rc) {
+        if (rc != KVDB_NOTFOUND) {
+            db->sc_rc = rc;
+            why = "unreadable";
+        }
+        kv_clearerr();
+        goto out;
+    }
     why = "unreadable";
-    if (db->vfs->size(db->vfs->ctx, f, &size) || size < SC_HDR || size > ((uint64_t)1 << 46)) goto out;
+    if ((db->sc_rc = db->vfs->size(db->vfs->ctx, f, &size)) != 0 || size < SC_HDR || size > ((uint64_t)1 << 46)) goto out;
     if (db->use_map && db->vfs->map(db->vfs->ctx, f, size, (const void **)&m) == KVDB_OK) {
         /* mapped */
     } else {
         m = NULL;
         heap = (uint8_t *)kv_malloc(&db->al, (size_t)size);
         if (!heap) { rc = kv_err(KVDB_ENOMEM, "out of memory reading the sidecar"); ok = rc; goto out; }
-        if (db->vfs->read(db->vfs->ctx, f, 0, heap, (size_t)size)) goto out;
+        if ((db->sc_rc = db->vfs->read(db->vfs->ctx, f, 0, heap, (size_t)size)) != 0) goto out;
     }
     {
         const uint8_t *b = m ? m : heap;
@@ -4329,7 +4344,8 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
         why = "foreign or damaged";
         if (kv_ld64(b + 120) != XXH3_64bits(b, 120)) goto out;
         if (memcmp(b + 16, db->id, 16) || kv_ld64(b + 32) != db->seed) goto out;
-        if (db->vfs->read(db->vfs->ctx, db->file, 0, lh, LG_HDR) || kv_ld64(b + 40) != XXH3_64bits(lh, LG_HDR)) goto out;
+        if ((db->sc_rc = db->vfs->read(db->vfs->ctx, db->file, 0, lh, LG_HDR)) != 0) { why = "unreadable"; goto out; }
+        if (kv_ld64(b + 40) != XXH3_64bits(lh, LG_HDR)) goto out;
         P = kv_ld64(b + 48);
         nent = kv_ld64(b + 64);
         eoff = kv_ld64(b + 72);
@@ -4349,16 +4365,26 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
         if (P > LG_HDR) { /* an intact COMMIT must end at P, with the recorded sequence */
             uint8_t c[LG_REC + LG_COMMIT_LEN];
             lg_rec rec;
-            if (P < LG_HDR + sizeof c || db->vfs->read(db->vfs->ctx, db->file, P - sizeof c, c, sizeof c)) goto out;
+            if (P < LG_HDR + sizeof c) goto out;
+            if ((db->sc_rc = db->vfs->read(db->vfs->ctx, db->file, P - sizeof c, c, sizeof c)) != 0) {
+                why = "unreadable";
+                goto out;
+            }
             if (lg_parse(c, P - sizeof c, sizeof c, &rec) || rec.type != LG_COMMIT ||
                 kv_ld64(c) != lg_checksum(db->seed, P - sizeof c, c, sizeof c) || kv_ld64(c + LG_REC) != kv_ld64(b + 56))
                 goto out;
         } else if (nent || kv_ld64(b + 56)) {
             goto out;
         }
-        if (nent && (!sc_ent_ok(db, P, b + SC_HDR + 8, (size_t)cpl, (const srt_ent *)(const void *)(b + eoff)) ||
-                     !sc_ent_ok(db, P, b + SC_HDR + 8, (size_t)cpl, (const srt_ent *)(const void *)(b + loff) - 1)))
-            goto out;
+        if (nent) {
+            int e = sc_ent_ok(db, P, b + SC_HDR + 8, (size_t)cpl, (const srt_ent *)(const void *)(b + eoff));
+            if (e > 0) e = sc_ent_ok(db, P, b + SC_HDR + 8, (size_t)cpl, (const srt_ent *)(const void *)(b + loff) - 1);
+            if (e < 0) {
+                db->sc_rc = e;
+                why = "unreadable";
+            }
+            if (e <= 0) goto out;
+        }
         /* the hash index: inner nodes here, leaves in place */
         w.db = db;
         w.pool = &db->pool;
@@ -4939,7 +4965,7 @@ static int cp_start(kvdb *db)
     if (!cp->dt || !cp->tmp) { rc = kv_err(KVDB_ENOMEM, "out of memory"); goto fail; }
 
     /* a generation of its own for the new index, and the snapshot */
-    rc = kv_writer_take(db, 0);
+    rc = kv_writer_take(db, 0, 0);
     if (rc) goto fail;
     cp->w.gen = ++db->gen;
     cp->snap = ver_acquire(db);
@@ -5537,7 +5563,7 @@ static int cp_step(kvdb *db, uint64_t budget)
         cp->synced = cp->buf_off;
         return KVDB_OK;
     }
-    rc = kv_writer_take(db, 0);
+    rc = kv_writer_take(db, 0, 0);
     if (rc) return rc; /* EBUSY: the caller holds the write transaction; try later */
     rc = kv_sticky(db);
     if (rc) rc = kv_sticky_err(db, rc);
@@ -6102,6 +6128,11 @@ static int chk_indexes(chk *c)
         return KVDB_OK;
     }
     if (rc) return rc;
+    if (db->sc_rc) { /* not damage: an error kept open from reading it */
+        rc = kv_err(db->sc_rc, "%s.idx: the sidecar could not be read (%s); nothing was checked against it", c->path,
+                    kvdb_strerror(db->sc_rc));
+        goto out;
+    }
     if (db->sc_loaded)
         chk_say(c, 0, db->sc_end, "sidecar %s.idx loaded (it covers the log up to offset %llu); the indexes "
                 "built from it are checked against the log", c->path, (unsigned long long)db->sc_end);
@@ -6145,6 +6176,7 @@ static int chk_indexes(chk *c)
         rc = chk_set_drop(c, &set, h, kb.p, rec.klen);
         if (rc) goto out;
         hr = hix_get(&r, v->root, h, kb.p, rec.klen, &hit);
+        if (hr < 0 && hr != KVDB_ECORRUPT) { rc = hr; goto out; } /* I/O, memory: not the index's fault */
         if (hr < 0) {
             chk_say(c, 1, off, "looking up key \"%s\" in the hash index fails: %s",
                     chk_keystr(kb.p, rec.klen, k1, sizeof k1), kvdb_errmsg());
@@ -6200,6 +6232,7 @@ static int chk_indexes(chk *c)
     /* the sorted index: every key once, in order, at the hash index's record */
     c->base = c->size + c->good;
     rc = kvdb_iter_prefix(t, NULL, 0, 0, &it);
+    if (rc && rc != KVDB_ECORRUPT) goto out;
     if (rc) {
         chk_say(c, 1, KVDB_CHECK_NOOFF, "the ordered iterator cannot start: %s", kvdb_errmsg());
         rc = KVDB_OK;
@@ -6211,6 +6244,7 @@ static int chk_indexes(chk *c)
         kv_hit hit;
         int hr, ir = kvdb_iter_next(it, &k, &kl, &val, &vl);
         if (ir == KVDB_DONE) break;
+        if (ir != KVDB_OK && ir != KVDB_ECORRUPT) { rc = ir; goto out; }
         if (ir != KVDB_OK) {
             chk_say(c, 1, KVDB_CHECK_NOOFF, "ordered iteration fails after %llu keys: %s", (unsigned long long)nit,
                     kvdb_errmsg());
@@ -6227,6 +6261,7 @@ static int chk_indexes(chk *c)
         memcpy(kb.p, k, kl);
         kb.len = kl;
         hr = hix_get(&r, v->root, kv_hash(db->seed, kb.p, kl), kb.p, kl, &hit);
+        if (hr < 0 && hr != KVDB_ECORRUPT) { rc = hr; goto out; }
         if (hr < 0) {
             chk_say(c, 1, KVDB_CHECK_NOOFF, "looking up key \"%s\" in the hash index fails: %s",
                     chk_keystr(kb.p, kl, k1, sizeof k1), kvdb_errmsg());
@@ -6833,6 +6868,8 @@ int kvdb_close(kvdb *db)
     kv_clearerr();
     if (!db) return KVDB_OK;
     kv_lock(&db->mu_write);
+    while (db->writer_active && !db->writer_txn) /* a compaction (the background thread's): brief */
+        kv_wait(&db->cv_write, &db->mu_write);
     if (db->writer_active) {
         kv_unlock(&db->mu_write);
         return kv_err(KVDB_EBUSY, "%s: close with the write transaction open", db->path);

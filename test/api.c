@@ -582,6 +582,128 @@ static void test_einval(void)
     CHECK_OK(kvdb_close(db));
 }
 
+static void *t_al_malloc(void *ctx, size_t n) { (void)ctx; return malloc(n); }
+static void *t_al_realloc(void *ctx, void *p, size_t n) { (void)ctx; return realloc(p, n); }
+static void t_al_free(void *ctx, void *p) { (void)ctx; free(p); }
+
+/* Every option kvdb_open checks, one at a time: KVDB_EINVAL with a message
+ * naming the call, no handle, no file; then the other calls' argument
+ * checks, each refusing before it writes anything. */
+static void test_einval_options(void)
+{
+    const char *p = t_path("einval-opt.db");
+    kvdb_allocator al;
+    kvdb_options o;
+    kvdb_check_opts co;
+    kvdb_check_stat cs;
+    kvdb_txn *t;
+    kvdb_iter *it;
+    const void *vp;
+    size_t n;
+    long long sz;
+    unsigned char one = 1;
+    kvdb *db;
+    int i;
+    kvdb_options_init(NULL); /* a no-op */
+    for (i = 0; i < 8; i++) {
+        const char *path = p;
+        kvdb_options_init(&o);
+        o.flags = KVDB_CREATE;
+        al.ctx = NULL;
+        al.malloc = t_al_malloc;
+        al.realloc = t_al_realloc;
+        al.free = t_al_free;
+        switch (i) {
+        case 0: o.flags |= 0x80; break;
+        case 1: path = ""; break;
+        case 2: o.flags = KVDB_INMEMORY | KVDB_RDONLY; break;
+        case 3: o.sync = -1; break;
+        case 4: o.compact_dead_pct = 101; break;
+        case 5: al.malloc = NULL; o.alloc = &al; break;
+        case 6: al.realloc = NULL; o.alloc = &al; break;
+        case 7: al.free = NULL; o.alloc = &al; break;
+        }
+        db = (kvdb *)&one;
+        CHECK_RC(kvdb_open(path, &o, &db), KVDB_EINVAL);
+        CHECK(db == NULL);
+        if (!strstr(kvdb_errmsg(), "kvdb_open")) tu_fail(__FILE__, __LINE__, "case %d: message \"%s\"", i, kvdb_errmsg());
+        CHECK(!t_exists(p));
+    }
+    /* compact_dead_pct 0 means the default */
+    kvdb_options_init(&o);
+    o.flags = KVDB_CREATE;
+    o.sync = KVDB_SYNC_OFF;
+    o.compact_dead_pct = 0;
+    REQUIRE_OK(kvdb_open(p, &o, &db));
+    CHECK_OK(kvdb_put(db, K("k"), K("v")));
+    sz = t_file_size(p);
+    t = (kvdb_txn *)&one;
+    CHECK_RC(kvdb_begin(db, 0x10, &t), KVDB_EINVAL);
+    CHECK(t == NULL);
+    CHECK_RC(kvdb_put(db, K("huge"), &one, (size_t)KVDB_MAX_VALUE + 1), KVDB_ETOOBIG);
+    CHECK_RC(kvdb_checkpoint(NULL), KVDB_EINVAL);
+    CHECK_RC(kvdb_compact(NULL), KVDB_EINVAL);
+    CHECK_RC(kvdb_compact_step(NULL, 1), KVDB_EINVAL);
+    REQUIRE_OK(kvdb_begin(db, KVDB_TXN_RDONLY, &t));
+    CHECK_RC(kvdb_txn_get(t, K("k"), NULL, &n), KVDB_EINVAL);
+    CHECK_RC(kvdb_txn_get(t, K("k"), &vp, NULL), KVDB_EINVAL);
+    CHECK_RC(kvdb_iter_prefix(t, K("k"), 0, NULL), KVDB_EINVAL);
+    it = (kvdb_iter *)&one;
+    CHECK_RC(kvdb_iter_prefix(NULL, K("k"), 0, &it), KVDB_EINVAL);
+    CHECK(it == NULL);
+    CHECK_RC(kvdb_iter_range(t, NULL, 0, NULL, 0, 0, NULL), KVDB_EINVAL);
+    kvdb_abort(t);
+    CHECK(t_file_size(p) == sz);
+    CHECK_ABSENT(db, K("huge"));
+    CHECK_OK(kvdb_close(db));
+    /* check and repair */
+    CHECK_RC(kvdb_check("", NULL, &cs), KVDB_EINVAL);
+    CHECK_RC(kvdb_repair("", t_path("einval.out"), NULL, &cs), KVDB_EINVAL);
+    CHECK_RC(kvdb_repair(NULL, t_path("einval.out"), NULL, &cs), KVDB_EINVAL);
+    CHECK_RC(kvdb_repair(p, "", NULL, &cs), KVDB_EINVAL);
+    CHECK(!t_exists(t_path("einval.out")));
+    memset(&co, 0, sizeof co);
+    al.ctx = NULL;
+    al.malloc = t_al_malloc;
+    al.realloc = NULL;
+    al.free = t_al_free;
+    co.alloc = &al;
+    CHECK_RC(kvdb_check(p, &co, &cs), KVDB_EINVAL);
+    CHECK_RC(kvdb_repair(p, t_path("einval.out"), &co, &cs), KVDB_EINVAL);
+    CHECK(!t_exists(t_path("einval.out")));
+    CHECK_OK(kvdb_check(p, NULL, &cs));
+}
+
+/* Calls that have nothing to do: kvdb_sync on a read-only handle,
+ * kvdb_checkpoint of an in-memory database (no file, no sidecar); and what
+ * kvdb_stat says of an in-memory database's sidecar. */
+static void test_nothing_to_do(void)
+{
+    const char *p = t_path("nothing.db");
+    struct kvdb_stat st;
+    kvdb_options o;
+    kvdb *db;
+    db = OPEN(p, KVDB_CREATE, KVDB_SYNC_OFF);
+    REQUIRE(db);
+    CHECK_OK(kvdb_put(db, K("k"), K("v")));
+    CHECK_OK(kvdb_close(db));
+    db = OPEN(p, KVDB_RDONLY, KVDB_SYNC_OFF);
+    REQUIRE(db);
+    CHECK_OK(kvdb_sync(db));
+    CHECK_OK(t_stat(db, &st));
+    CHECK(st.syncs == 0);
+    CHECK_OK(kvdb_close(db));
+    kvdb_options_init(&o);
+    o.flags = KVDB_INMEMORY;
+    REQUIRE_OK(kvdb_open(NULL, &o, &db));
+    CHECK_OK(kvdb_put(db, K("k"), K("v")));
+    CHECK_OK(kvdb_checkpoint(db));
+    CHECK_OK(t_stat(db, &st));
+    CHECK(st.sidecar && strcmp(st.sidecar, "none (in-memory)") == 0 && st.sidecar_loaded == 0);
+    CHECK_GET(db, K("k"), K("v"));
+    CHECK_OK(kvdb_close(db));
+}
+
 static void test_strerror(void)
 {
     static const int codes[] = {
@@ -1880,6 +2002,8 @@ int main(void)
     RUN(test_key_limits);
     RUN(test_value_limits);
     RUN(test_einval);
+    RUN(test_einval_options);
+    RUN(test_nothing_to_do);
     RUN(test_strerror);
     RUN(test_errmsg_after_failed_open);
     RUN(test_txn_own_writes);

@@ -482,6 +482,316 @@ static void check_index_disagrees(void)
     if (tu_cur_failed) dump_findings();
 }
 
+/* The sidecar's only leaf (these databases are tiny): its first slot
+ * holding offset off, or the first free slot from tag's home if off is 0.
+ * Returns the slot's position in b, or 0. */
+static size_t leaf_slot(uint8_t *b, size_t n, uint64_t off, uint32_t tag)
+{
+    size_t loff = (size_t)kv_ld64(b + 88), slots = loff + 16 + sizeof(hix_node), i;
+    uint32_t cap = kv_ld32(b + loff + 8);
+    if (kv_ld64(b + 80) != 1 || slots + (size_t)cap * HIX_SLOT > n) return 0;
+    for (i = 0; i < cap; i++) {
+        size_t at = off ? i : (hix_home(tag, cap) + i) % cap;
+        uint8_t *s = b + slots + at * HIX_SLOT;
+        if (off ? hix_soff(s) == off && hix_stag(s) : !hix_stag(s)) return slots + at * HIX_SLOT;
+    }
+    return 0;
+}
+
+/* The leaf's entry count, in its descriptor and its image, moved by d. */
+static void leaf_count(uint8_t *b, int d)
+{
+    size_t loff = (size_t)kv_ld64(b + 88);
+    kv_st32(b + loff + 12, kv_ld32(b + loff + 12) + (uint32_t)d);
+    kv_st32(b + loff + 16 + 16, kv_ld32(b + loff + 16 + 16) + (uint32_t)d);
+}
+
+/* More sidecars that load but disagree with the log: the live bytes are
+ * off; a live key is missing from the hash index; a deleted key is still
+ * in it. */
+static void check_index_disagrees_more(void)
+{
+    char p[600], idx[700];
+    static uint64_t offs[64];
+    static uint8_t types[64];
+    kvdb_check_stat st;
+    uint8_t *b, *orig;
+    size_t n, nrec, s;
+    kvdb *db;
+    snprintf(p, sizeof p, "%s", tu_path("idx2.db"));
+    snprintf(idx, sizeof idx, "%s.idx", p);
+    unlink(p);
+    db = open_db(p, KVDB_SYNC_NORMAL);
+    REQUIRE(db != NULL);
+    CHECK_OK(kvdb_put(db, "d", 1, "1", 1));
+    CHECK_OK(kvdb_put(db, "e", 1, "2", 1));
+    CHECK_OK(kvdb_put(db, "f", 1, "3", 1));
+    CHECK_OK(kvdb_del(db, "d", 1));
+    kvdb_close(db);
+    nrec = log_records(p, offs, types, 64);
+    REQUIRE(nrec == 8 && types[6] == LG_DEL);
+    orig = slurp(idx, &n);
+    REQUIRE(orig != NULL && n > SC_HDR);
+    b = (uint8_t *)malloc(n);
+    REQUIRE(b != NULL);
+
+    /* 1. live bytes */
+    memcpy(b, orig, n);
+    kv_st64(b + 104, kv_ld64(b + 104) + 1);
+    sc_reseal(b, n);
+    spit(idx, b, n);
+    reset();
+    CHECK_RC(kvdb_check(p, &copts, &st), KVDB_ECORRUPT);
+    CHECK(found(KVDB_CHECK_PROBLEM, KVDB_CHECK_NOOFF, "live bytes") && st.problems == 1);
+
+    /* 2. f's slot emptied (and the leaf's count with it) */
+    memcpy(b, orig, n);
+    s = leaf_slot(b, n, offs[4], 0);
+    REQUIRE(s);
+    memset(b + s, 0, HIX_SLOT);
+    leaf_count(b, -1);
+    sc_reseal(b, n);
+    spit(idx, b, n);
+    reset();
+    CHECK_RC(kvdb_check(p, &copts, &st), KVDB_ECORRUPT);
+    CHECK(found(KVDB_CHECK_NOTE, 0, "loaded"));
+    CHECK(found(KVDB_CHECK_PROBLEM, offs[4], "missing from the hash index"));
+    CHECK(found(KVDB_CHECK_PROBLEM, KVDB_CHECK_NOOFF, "is not in the hash index"));
+
+    /* 3. the deleted d back in the hash index, at its PUT */
+    memcpy(b, orig, n);
+    s = leaf_slot(b, n, 0, hix_tag(kv_hash(kv_ld64(b + 32), "d", 1)));
+    REQUIRE(s);
+    hix_sset(b + s, hix_tag(kv_hash(kv_ld64(b + 32), "d", 1)), offs[0]);
+    leaf_count(b, 1);
+    sc_reseal(b, n);
+    spit(idx, b, n);
+    reset();
+    CHECK_RC(kvdb_check(p, &copts, &st), KVDB_ECORRUPT);
+    CHECK(found(KVDB_CHECK_PROBLEM, offs[6], "is deleted here, but the hash index still maps it"));
+
+    spit(idx, orig, n);
+    CHECK_OK(kvdb_check(p, &copts, &st));
+    free(b);
+    free(orig);
+    if (tu_cur_failed) dump_findings();
+}
+
+/* Keys in reports: printable bytes as they are, quote, backslash and
+ * other bytes as \xNN, cut after 48 bytes. */
+static void check_report_keys(void)
+{
+    char p[600], idx[700], longk[61];
+    static uint64_t offs[16];
+    static uint8_t types[16];
+    kvdb_check_stat st;
+    uint8_t *b;
+    size_t n, s;
+    int i;
+    kvdb *db;
+    snprintf(p, sizeof p, "%s", tu_path("keys.db"));
+    snprintf(idx, sizeof idx, "%s.idx", p);
+    memset(longk, 'L', 60);
+    longk[60] = 0;
+    unlink(p);
+    db = open_db(p, KVDB_SYNC_NORMAL);
+    REQUIRE(db != NULL);
+    CHECK_OK(kvdb_put(db, "a\"b\\c\x01\xff", 7, "1", 1));
+    CHECK_OK(kvdb_put(db, longk, 60, "2", 1));
+    kvdb_close(db);
+    REQUIRE(log_records(p, offs, types, 16) == 4);
+    b = slurp(idx, &n);
+    REQUIRE(b != NULL);
+    for (i = 0; i < 2; i++) { /* both slots emptied */
+        s = leaf_slot(b, n, offs[2 * i], 0);
+        REQUIRE(s);
+        memset(b + s, 0, HIX_SLOT);
+        leaf_count(b, -1);
+    }
+    sc_reseal(b, n);
+    spit(idx, b, n);
+    free(b);
+    reset();
+    CHECK_RC(kvdb_check(p, &copts, &st), KVDB_ECORRUPT);
+    CHECK(found(KVDB_CHECK_PROBLEM, offs[0], "key \"a\\x22b\\x5cc\\x01\\xff\" (newest record: this PUT) is missing"));
+    CHECK(found(KVDB_CHECK_PROBLEM, offs[2], "key \"LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL...\" (newest"));
+    if (tu_cur_failed) dump_findings();
+}
+
+/* ---- intact records in an order no writer produces ---- */
+
+/* Append one record at *off of b (the caller's buffer has room). */
+static void put_rec(uint8_t *b, uint64_t *off, uint64_t seed, uint8_t type, const char *k, const char *v)
+{
+    uint8_t *q = b + *off;
+    uint32_t kl = k ? (uint32_t)strlen(k) : 0, vl = v ? (uint32_t)strlen(v) : 0;
+    lg_put_header(q, type, kl, vl);
+    if (kl) memcpy(q + LG_REC, k, kl);
+    if (vl) memcpy(q + LG_REC + kl, v, vl);
+    kv_st64(q, lg_checksum(seed, *off, q, LG_REC + kl + vl));
+    *off += LG_REC + kl + vl;
+}
+
+/* A COMMIT at *off: sequence seq, count cnt, reserved field zero; its
+ * durable field says everything before it was synced. */
+static void put_commit(uint8_t *b, uint64_t *off, uint64_t seed, uint64_t seq, uint32_t cnt, uint32_t zero)
+{
+    uint8_t *q = b + *off;
+    lg_put_header(q, LG_COMMIT, 0, LG_COMMIT_LEN);
+    kv_st64(q + LG_REC, seq);
+    kv_st64(q + LG_REC + 8, *off);
+    kv_st32(q + LG_REC + 16, cnt);
+    kv_st32(q + LG_REC + 20, zero);
+    kv_st64(q, lg_checksum(seed, *off, q, LG_REC + LG_COMMIT_LEN));
+    *off += LG_REC + LG_COMMIT_LEN;
+}
+
+/* Every record verifies, but one COMMIT does not close its transaction:
+ * it counts fewer records than precede it (the first is an orphan), more,
+ * has a nonzero reserved field, or repeats the last sequence number.  A
+ * later intact commit says it was all synced: open refuses the file
+ * (KVDB_ECORRUPT, unchanged), check reports the transaction at its offset,
+ * repair saves every other transaction. */
+static void check_crafted_commits(void)
+{
+    static const char *const what[] = { "no COMMIT of their own follows them", "its COMMIT counts more records",
+                                        "its COMMIT has a nonzero reserved field", "does not follow the previous" };
+    char p[600], o[600];
+    static uint64_t offs[256];
+    static uint8_t types[256];
+    kvdb_check_stat st;
+    int c;
+    snprintf(p, sizeof p, "%s", tu_path("crafted.db"));
+    snprintf(o, sizeof o, "%s", tu_path("crafted.out"));
+    for (c = 0; c < 4 && !tu_cur_failed; c++) {
+        uint8_t *b, *b2;
+        size_t n, n2, nrec;
+        uint64_t seed, seq, off, at;
+        kvdb_options ko;
+        kvdb *db = NULL;
+        char v[64];
+        size_t vl;
+        make_db(p, 10, 20, 0);
+        unlink(tu_path("crafted.db.idx"));
+        nrec = log_records(p, offs, types, 256);
+        REQUIRE(nrec > 0 && types[nrec - 1] == LG_COMMIT);
+        b = slurp(p, &n);
+        REQUIRE(b != NULL);
+        b = (uint8_t *)realloc(b, n + 1024);
+        REQUIRE(b != NULL);
+        seed = kv_ld64(b + 16);
+        seq = kv_ld64(b + offs[nrec - 1] + LG_REC);
+        off = at = n;
+        switch (c) {
+        case 0:
+            put_rec(b, &off, seed, LG_PUT, "orphan", "o");
+            put_rec(b, &off, seed, LG_PUT, "t1", "t");
+            put_commit(b, &off, seed, seq + 1, 1, 0);
+            break;
+        case 1:
+            put_rec(b, &off, seed, LG_PUT, "t1", "t");
+            put_commit(b, &off, seed, seq + 1, 2, 0);
+            break;
+        case 2:
+            put_rec(b, &off, seed, LG_PUT, "t1", "t");
+            put_commit(b, &off, seed, seq + 1, 1, 7);
+            break;
+        case 3:
+            put_rec(b, &off, seed, LG_PUT, "t1", "t");
+            at = off;
+            put_commit(b, &off, seed, seq, 1, 0);
+            break;
+        }
+        put_rec(b, &off, seed, LG_PUT, "z", "last");
+        put_commit(b, &off, seed, seq + 2, 1, 0);
+        spit(p, b, (size_t)off);
+        reset();
+        CHECK_RC(kvdb_check(p, &copts, &st), KVDB_ECORRUPT);
+        if (!found(KVDB_CHECK_PROBLEM, at, what[c])) tu_fail(__FILE__, __LINE__, "case %d: no problem at %llu saying \"%s\"", c, (unsigned long long)at, what[c]);
+        CHECK(st.txns == (c == 0 || c == 3 ? 12u : 11u) && st.lost_txns == (c == 3 ? 0u : 1u) && !st.index_checked);
+        kvdb_options_init(&ko);
+        CHECK_RC(kvdb_open(p, &ko, &db), KVDB_ECORRUPT);
+        b2 = slurp(p, &n2);
+        CHECK(b2 && n2 == off && memcmp(b, b2, n2) == 0); /* the file is untouched */
+        free(b2);
+        unlink(o);
+        reset();
+        CHECK_OK(kvdb_repair(p, o, &copts, &st));
+        CHECK_OK(kvdb_check(o, NULL, NULL));
+        db = open_db(o, KVDB_SYNC_NORMAL);
+        REQUIRE(db != NULL);
+        CHECK_OK(kvdb_get(db, "z", 1, v, sizeof v, &vl));
+        CHECK(vl == 4 && memcmp(v, "last", 4) == 0);
+        CHECK_RC(kvdb_get(db, "orphan", 6, v, sizeof v, &vl), KVDB_NOTFOUND);
+        CHECK_RC(kvdb_get(db, "t1", 2, v, sizeof v, &vl), c == 0 || c == 3 ? KVDB_OK : KVDB_NOTFOUND);
+        CHECK_OK(kvdb_get(db, "a9", 2, v, sizeof v, &vl));
+        kvdb_close(db);
+        free(b);
+    }
+    if (tu_cur_failed) dump_findings();
+}
+
+/* Damage that no durable field covers, followed by intact transactions
+ * and an intact PUT without a COMMIT: all of it is the torn tail (a note,
+ * not a problem; the next writable open cuts it), check says how many
+ * intact transactions it holds, and repair saves them. */
+static void check_torn_tail_with_txns(void)
+{
+    char p[600], o[600];
+    static uint64_t offs[512];
+    static uint8_t types[512];
+    kvdb_check_stat st;
+    struct kvdb_stat ks;
+    size_t nrec, n, i, commits = 0, victim = 0;
+    uint64_t off;
+    uint8_t *b;
+    kvdb *db;
+    char v[64];
+    size_t vl;
+    snprintf(p, sizeof p, "%s", tu_path("tailtx.db"));
+    snprintf(o, sizeof o, "%s", tu_path("tailtx.out"));
+    make_db(p, 30, 20, 0); /* SYNC_NORMAL, never synced: no commit claims more than the header */
+    unlink(tu_path("tailtx.db.idx"));
+    nrec = log_records(p, offs, types, 512);
+    for (i = 0; i < nrec; i++)
+        if (types[i] == LG_COMMIT && ++commits == 10) { victim = i + 1; break; }
+    REQUIRE(victim && types[victim] == LG_PUT);
+    b = slurp(p, &n);
+    REQUIRE(b != NULL);
+    b = (uint8_t *)realloc(b, n + 256);
+    REQUIRE(b != NULL);
+    b[offs[victim] + LG_REC] ^= 1; /* the first record of transaction 10 */
+    off = n;
+    put_rec(b, &off, kv_ld64(b + 16), LG_PUT, "uncommitted", "u");
+    spit(p, b, (size_t)off);
+    reset();
+    CHECK_OK(kvdb_check(p, &copts, &st));
+    CHECK(st.problems == 0 && st.torn_bytes == off - offs[victim] && st.txns == 29 && st.lost_txns == 2);
+    CHECK(found(KVDB_CHECK_NOTE, offs[victim], "torn tail holds 19 intact transaction(s)"));
+    CHECK(found(KVDB_CHECK_NOTE, n, "no COMMIT follows"));
+    CHECK(st.index_checked); /* the committed prefix opens and is checked */
+    unlink(o);
+    reset();
+    CHECK_OK(kvdb_repair(p, o, &copts, &st));
+    CHECK(st.salvaged_txns == 29 && found(KVDB_CHECK_NOTE, 0, "they are saved"));
+    db = open_db(o, KVDB_SYNC_NORMAL);
+    REQUIRE(db != NULL);
+    CHECK_OK(kvdb_get(db, "b29", 3, v, sizeof v, &vl));
+    CHECK_RC(kvdb_get(db, "b10", 3, v, sizeof v, &vl), KVDB_NOTFOUND);
+    CHECK_RC(kvdb_get(db, "uncommitted", 11, v, sizeof v, &vl), KVDB_NOTFOUND);
+    kvdb_close(db);
+    /* the writable open keeps the first 10 transactions only */
+    db = open_db(p, KVDB_SYNC_NORMAL);
+    REQUIRE(db != NULL);
+    CHECK_OK(kvdb_stat(db, &ks));
+    CHECK(ks.torn_bytes == off - offs[victim]);
+    CHECK_OK(kvdb_get(db, "b9", 2, v, sizeof v, &vl));
+    CHECK_RC(kvdb_get(db, "b29", 3, v, sizeof v, &vl), KVDB_NOTFOUND);
+    kvdb_close(db);
+    free(b);
+    if (tu_cur_failed) dump_findings();
+}
+
 static void check_errors(void)
 {
     char p[600];
@@ -551,6 +861,10 @@ int main(void)
     RUN(check_damage_middle);
     RUN(check_damage_span);
     RUN(check_index_disagrees);
+    RUN(check_index_disagrees_more);
+    RUN(check_report_keys);
+    RUN(check_crafted_commits);
+    RUN(check_torn_tail_with_txns);
     RUN(check_errors);
     tu_rmrf();
     TEST_MAIN_END();

@@ -357,6 +357,73 @@ static void test_compact_bad_calls(void)
     kvdb_close(db);
 }
 
+/* ---- damage found while compacting ------------------------------------ */
+/* Flip one byte at off in the file at p (beside the open handle). */
+static void flip_at(const char *p, long off)
+{
+    FILE *f = fopen(p, "r+b");
+    int c;
+    if (!f) return;
+    fseek(f, off, SEEK_SET);
+    c = fgetc(f);
+    fseek(f, off, SEEK_SET);
+    fputc(c ^ 0x01, f);
+    fclose(f);
+}
+
+/* A record damaged under the open handle -- one of the snapshot's, or one
+ * committed while the compaction ran -- stops the compaction with
+ * KVDB_ECORRUPT: the new file is removed, the database stays as it was and
+ * writable, and once the byte is back, a compaction succeeds. */
+static void test_compact_damaged_record(void)
+{
+    const char *p = keep(tu_path("damaged.db")), *tmp = keep(tu_path("damaged.db.compact"));
+    static model m;
+    struct kvdb_stat st;
+    int round;
+    for (round = 0; round < 2; round++) {
+        kvdb *db;
+        long at;
+        int rc;
+        char v[200];
+        size_t vl;
+        unlink(p);
+        unlink(tu_path("damaged.db.idx"));
+        memset(&m, 0, sizeof m);
+        db = open_at(p, 0);
+        REQUIRE(db);
+        fill(db, &m, 2);
+        REQUIRE_OK(kvdb_stat(db, &st));
+        at = (long)st.file_bytes - 300;  /* inside a record of the last fill round */
+        if (round == 1) {                /* the compaction starts first; the record comes after */
+            REQUIRE_OK(kvdb_compact_step(db, 4096));
+            REQUIRE_OK(kvdb_put(db, "late", 4, "a value written during the compaction", 37));
+            REQUIRE_OK(kvdb_stat(db, &st));
+            at = (long)st.file_bytes - 50;
+        }
+        flip_at(p, at);
+        if (round == 0) {
+            rc = kvdb_compact(db);
+        } else {
+            while ((rc = kvdb_compact_step(db, 4096)) == KVDB_OK) {}
+        }
+        CHECK_RC(rc, KVDB_ECORRUPT);
+        CHECK(strstr(kvdb_errmsg(), "compacting") != NULL);
+        CHECK(!exists(tmp));
+        CHECK_OK(kvdb_stat(db, &st));
+        CHECK(st.compactions == 0 && st.compacting == 0);
+        flip_at(p, at); /* repaired (until then a key colliding with the damaged one's hash would fail too) */
+        CHECK_OK(kvdb_get(db, "key000000", 9, v, sizeof v, &vl));
+        CHECK_OK(kvdb_put(db, "after", 5, "1", 1));  /* still writable: the error was not sticky */
+        CHECK_OK(kvdb_compact(db));
+        CHECK_OK(kvdb_stat(db, &st));
+        CHECK(st.compactions == 1);
+        if (round == 1) CHECK_OK(kvdb_get(db, "late", 4, v, sizeof v, &vl));
+        CHECK(same_as(db, NULL, &m) == 0);
+        CHECK_OK(kvdb_close(db));
+    }
+}
+
 /* ---- disk full and I/O errors through a file layer wrapper ---------- */
 typedef struct fl_ctx {
     const kvdb_vfs *base;
@@ -882,6 +949,7 @@ int main(void)
     RUN(test_compact_abandon_early);
     RUN(test_compact_bad_calls);
     RUN(test_compact_io_errors);
+    RUN(test_compact_damaged_record);
     RUN(test_compact_auto);
     RUN(test_compact_kill9);
 #ifndef KVDB_NO_THREADS

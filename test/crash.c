@@ -905,6 +905,24 @@ static void test_garbage_tail(void)
         j = cr_mkrec(g + n, len + n, lg.seed, CR_COMMIT, NULL, 0, cv, 24);
         g[n + 3] ^= 0x40;
         cr_garbage_case("intact PUT+DEL, commit with a bad checksum", (long)(n + j), src, len, g, n + j, &models[ntx]);
+        /* ... intact commits that do not close this transaction: a count of
+         * 1 or 3, a sequence number not above the last, a nonzero reserved field */
+        {
+            static const char *const what[] = { "intact commit counting 1 of 2 records", "intact commit counting 3 of 2 records",
+                                                "intact commit repeating the last sequence number",
+                                                "intact commit with sequence number 0", "intact commit with a nonzero reserved field" };
+            uint64_t last = lg.n ? lg.r[lg.n - 1].seq : 0;
+            int c;
+            for (c = 0; c < 5; c++) {
+                memset(cv, 0, sizeof cv);
+                cr_put64(cv, c == 2 ? last : c == 3 ? 0 : last + 1);
+                cr_put64(cv + 8, len);
+                cr_put32(cv + 16, c == 0 ? 1 : c == 1 ? 3 : 2);
+                if (c == 4) cv[20] = 1;
+                j = cr_mkrec(g + n, len + n, lg.seed, CR_COMMIT, NULL, 0, cv, 24);
+                cr_garbage_case(what[c], (long)(n + j), src, len, g, n + j, &models[ntx]);
+            }
+        }
         /* a record header claiming huge lengths */
         memset(g, 0xA5, 64);
         g[8] = CR_PUT; g[9] = 0; g[10] = 0xff; g[11] = 0xff;

@@ -44,6 +44,13 @@
  * sticky, no "<path>.compact" outlives a compaction that is over (nor a
  * healthy reopen), snapshots keep their view.
  *
+ * check_repair: kvdb_check of a clean and a damaged database and
+ * kvdb_repair of the damaged one under every kind of I/O fault and every
+ * allocation failure: check never reports damage that is not there (the
+ * error is returned as what it is), never passes the damaged database;
+ * repair's output equals a healthy repair's or is removed; the sources are
+ * never changed.
+ *
  * Files go to /dev/shm when it exists (fsync is free there) unless TMPDIR
  * is set.  Flavour: env KVDB_TEST_FLAVOUR; env KVDB_TEST_VERBOSE.  Env
  * KVDB_TEST_SCALE=N (make soak): every failing write is run N times, cut at
@@ -1236,6 +1243,246 @@ static void test_disk_full(void)
     fl_full_mode(KVDB_SYNC_NORMAL);
 }
 
+/* ==================================================================
+ * check and repair under faults
+ * ================================================================== */
+/* A database of 30 transactions (SYNC_FULL: every commit says the ones
+ * before it were synced), closed with its sidecar; and a copy with a byte
+ * of transaction 15 flipped. */
+static int fc_build(const char *clean, const char *damaged)
+{
+    kvdb_options o;
+    kvdb *db = NULL;
+    unsigned char k[40], v[FL_MAXV];
+    uint64_t s = 0xc4ec;
+    long at = 0;
+    int i, j;
+    FILE *f;
+    unlink(clean);
+    kvdb_options_init(&o);
+    o.flags = KVDB_CREATE;
+    if (kvdb_open(clean, &o, &db) != KVDB_OK) return -1;
+    for (i = 0; i < 30; i++) {
+        kvdb_txn *t;
+        struct kvdb_stat st;
+        if (i == 15 && kvdb_stat(db, &st) == KVDB_OK) at = (long)st.file_bytes + LG_REC + 2;
+        if (kvdb_begin(db, 0, &t) != KVDB_OK) return -1;
+        for (j = 0; j < 3; j++) {
+            int key = (int)(tu_rand(&s) % FL_NK);
+            size_t kl = fl_key(key, k);
+            uint32_t len = (uint32_t)(tu_rand(&s) % 300);
+            fl_fill(tu_rand(&s), len, v);
+            if (j == 2 && i % 4 == 3) kvdb_txn_del(t, k, kl);
+            else if (kvdb_txn_put(t, k, kl, v, len) != KVDB_OK) return -1;
+        }
+        if (kvdb_commit(t) != KVDB_OK) return -1;
+    }
+    if (kvdb_close(db) != KVDB_OK || tu_copy_file(clean, damaged, -1) != 0) return -1;
+    f = fopen(damaged, "r+b");
+    if (!f || fseek(f, at, SEEK_SET) != 0) { if (f) fclose(f); return -1; }
+    i = fgetc(f);
+    fseek(f, at, SEEK_SET);
+    fputc(i ^ 0x20, f);
+    fclose(f);
+    return 0;
+}
+
+/* every pair of the database at path, in order, hashed */
+static uint64_t fc_digest(const char *path, uint64_t *keys)
+{
+    kvdb_options o;
+    kvdb *db = NULL;
+    kvdb_txn *t;
+    kvdb_iter *it;
+    const void *k, *v;
+    size_t kl, vl;
+    XXH3_state_t st;
+    *keys = 0;
+    kvdb_options_init(&o);
+    o.flags = KVDB_RDONLY;
+    if (kvdb_open(path, &o, &db) != KVDB_OK) return 0;
+    XXH3_64bits_reset(&st);
+    if (kvdb_begin(db, KVDB_TXN_RDONLY, &t) == KVDB_OK) {
+        if (kvdb_iter_prefix(t, NULL, 0, 0, &it) == KVDB_OK) {
+            while (kvdb_iter_next(it, &k, &kl, &v, &vl) == KVDB_OK) {
+                uint64_t l[2];
+                l[0] = kl;
+                l[1] = vl;
+                XXH3_64bits_update(&st, l, sizeof l);
+                XXH3_64bits_update(&st, k, kl);
+                XXH3_64bits_update(&st, v, vl);
+                (*keys)++;
+            }
+        }
+        kvdb_abort(t);
+    }
+    kvdb_close(db);
+    return XXH3_64bits_digest(&st);
+}
+
+/* kvdb_check of the clean and the damaged database, then kvdb_repair of
+ * the damaged one, through fv (and al if not NULL).  Checked: every call
+ * returns a kvdb code (with al: only KVDB_ENOMEM as an error); check never
+ * reports damage the clean database does not have -- a failure is
+ * returned as the error it is -- and its KVDB_OK means it checked the
+ * indexes too; check never passes the damaged one; repair succeeds with
+ * the contents a healthy repair gives, or fails and leaves no file; the
+ * sources are not changed; nothing is left open or allocated. */
+static void fc_run(fl_run *R, const char *clean, const char *damaged, const char *out, uint64_t want, uint64_t want_keys,
+                   const unsigned char *src, size_t srclen)
+{
+    static kvdb_allocator a;
+    kvdb_check_opts co;
+    kvdb_check_stat st;
+    uint64_t keys;
+    int rc;
+    memset(&co, 0, sizeof co);
+    co.vfs = &R->fv->vfs;
+    if (R->al) {
+        a.ctx = R->al;
+        a.malloc = al_malloc;
+        a.realloc = al_realloc;
+        a.free = al_free;
+        co.alloc = &a;
+    }
+    rc = kvdb_check(clean, &co, &st);
+    if (!fl_valid_rc(rc) || rc == KVDB_ECORRUPT || (R->al && rc && rc != KVDB_ENOMEM))
+        FL_FAIL(R, "check of the clean database = %d (%s) [%s], %llu problems", rc, kvdb_strerror(rc), kvdb_errmsg(),
+                (unsigned long long)st.problems);
+    else if (rc == KVDB_OK && (st.problems || !st.index_checked || st.txns != 30))
+        FL_FAIL(R, "check of the clean database: OK, but %llu problems, index checked %d, %llu txns",
+                (unsigned long long)st.problems, st.index_checked, (unsigned long long)st.txns);
+    rc = kvdb_check(damaged, &co, &st);
+    if (!fl_valid_rc(rc) || rc == KVDB_OK || (R->al && rc != KVDB_ECORRUPT && rc != KVDB_ENOMEM))
+        FL_FAIL(R, "check of the damaged database = %d (%s) [%s]", rc, kvdb_strerror(rc), kvdb_errmsg());
+    {
+        char idx[700];
+        snprintf(idx, sizeof idx, "%s.idx", out);
+        unlink(out);
+        unlink(idx);
+    }
+    rc = kvdb_repair(damaged, out, &co, &st);
+    if (R->fv->files != 0 || R->fv->maps != 0)
+        FL_FAIL(R, "%ld file handles and %ld mappings left open", R->fv->files, R->fv->maps);
+    if (R->al && R->al->live != 0) FL_FAIL(R, "%ld allocations leaked", R->al->live);
+    R->fv->kind = -1; /* healthy from here */
+    if (R->al) R->al->at = 0;
+    if (!fl_valid_rc(rc) || (R->al && rc && rc != KVDB_ENOMEM)) {
+        FL_FAIL(R, "repair = %d (%s) [%s]", rc, kvdb_strerror(rc), kvdb_errmsg());
+    } else if (rc == KVDB_OK) {
+        if (fc_digest(out, &keys) != want || keys != want_keys || st.keys != want_keys)
+            FL_FAIL(R, "repair OK, but its database differs from a healthy repair's (%llu keys, want %llu)",
+                    (unsigned long long)keys, (unsigned long long)want_keys);
+    } else {
+        char idx[700];
+        snprintf(idx, sizeof idx, "%s.idx", out);
+        if (access(out, F_OK) == 0 || access(idx, F_OK) == 0)
+            FL_FAIL(R, "repair failed (%s) but left %s", kvdb_strerror(rc), access(out, F_OK) == 0 ? out : idx);
+    }
+    {
+        size_t n;
+        unsigned char *b = NULL;
+        FILE *f = fopen(damaged, "rb");
+        if (f) {
+            b = (unsigned char *)malloc(srclen + 1);
+            n = b ? fread(b, 1, srclen + 1, f) : 0;
+            fclose(f);
+            if (!b || n != srclen || memcmp(b, src, srclen) != 0) FL_FAIL(R, "the damaged source was changed");
+            free(b);
+        }
+    }
+}
+
+static void test_fault_check_repair(void)
+{
+    static const struct { int kind, err; } k[] = {
+        { FK_OPEN, KVDB_EIO }, { FK_READ, KVDB_EIO }, { FK_WRITE, KVDB_EIO }, { FK_WRITE, KVDB_EFULL },
+        { FK_SYNC, KVDB_EIO }, { FK_SIZE, KVDB_EIO }, { FK_LOCK, KVDB_EIO }, { FK_MAP, KVDB_ENOMEM },
+        { FK_SYNCDIR, KVDB_EIO }, { FK_RANDOM, KVDB_EIO }, { FK_RENAME, KVDB_EIO }, { FK_REMOVE, KVDB_EIO }
+    };
+    const char *clean = tu_path("fc-clean.db"), *damaged = tu_path("fc-damaged.db"), *out = tu_path("fc-out.db");
+    char c2[600], d2[600], o2[600], what[200];
+    uint64_t want, want_keys;
+    unsigned char *src;
+    size_t srclen, i;
+    long points = 0, apoints = 0;
+    kvdb_check_stat st;
+    int map, pers;
+    snprintf(c2, sizeof c2, "%s", clean);
+    snprintf(d2, sizeof d2, "%s", damaged);
+    snprintf(o2, sizeof o2, "%s", out);
+    REQUIRE(fc_build(c2, d2) == 0);
+    CHECK_OK(kvdb_check(c2, NULL, &st));
+    CHECK_RC(kvdb_check(d2, NULL, &st), KVDB_ECORRUPT);
+    unlink(o2);
+    REQUIRE_OK(kvdb_repair(d2, o2, NULL, &st));
+    CHECK(st.lost_txns == 1 && st.salvaged_txns == 29);
+    want = fc_digest(o2, &want_keys);
+    REQUIRE(want_keys > 0);
+    {
+        FILE *f = fopen(d2, "rb");
+        REQUIRE(f);
+        fseek(f, 0, SEEK_END);
+        srclen = (size_t)ftell(f);
+        fseek(f, 0, SEEK_SET);
+        src = (unsigned char *)malloc(srclen);
+        REQUIRE(src && fread(src, 1, srclen, f) == srclen);
+        fclose(f);
+    }
+    for (i = 0; i < sizeof k / sizeof k[0] && !tu_cur_failed; i++) {
+        for (map = 1; map >= 0; map--) {
+            if (!map && k[i].kind == FK_MAP) continue;
+            for (pers = 0; pers < 2; pers++) {
+                long n;
+                for (n = 1; n < 100000 && !tu_cur_failed; n++) {
+                    fv_ctx fv;
+                    fl_run R;
+                    fv_init(&fv, map);
+                    fv.kind = k[i].kind;
+                    fv.err = k[i].err;
+                    fv.at = n;
+                    fv.persistent = pers;
+                    memset(&R, 0, sizeof R);
+                    snprintf(what, sizeof what, "check/repair: %s %s fault #%ld (%s, %s)", pers ? "persistent" : "transient",
+                             fk_name[fv.kind], n, kvdb_strerror(fv.err), map ? "mmap" : "pread");
+                    R.what = what;
+                    R.fv = &fv;
+                    fc_run(&R, c2, d2, o2, want, want_keys, src, srclen);
+                    if (fv.nfired == 0) break;
+                    points++;
+                    if (k[i].kind == FK_READ && n >= 200) n += 4; /* pread reads each record: every fifth past 200 */
+                }
+            }
+        }
+    }
+    for (map = 1; map >= 0 && !tu_cur_failed; map--) {
+        for (pers = 0; pers < 2; pers++) {
+            long n;
+            for (n = 1; n < 1000000 && !tu_cur_failed; n++) {
+                fv_ctx fv;
+                al_ctx al;
+                fl_run R;
+                fv_init(&fv, map);
+                memset(&al, 0, sizeof al);
+                al.at = n;
+                al.persistent = pers;
+                memset(&R, 0, sizeof R);
+                snprintf(what, sizeof what, "check/repair: %s allocation failure #%ld (%s)", pers ? "persistent" : "transient",
+                         n, map ? "mmap" : "pread");
+                R.what = what;
+                R.fv = &fv;
+                R.al = &al;
+                fc_run(&R, c2, d2, o2, want, want_keys, src, srclen);
+                if (al.nfired == 0) break;
+                apoints++;
+            }
+        }
+    }
+    printf("# check/repair: %ld I/O failure points, %ld allocation failure points\n", points, apoints);
+    CHECK(points > 50 && apoints > 50);
+    free(src);
+}
+
 int main(void)
 {
     struct stat sb;
@@ -1264,6 +1511,7 @@ int main(void)
     RUN(test_disk_full);
     RUN(test_alloc_faults);
     RUN(test_alloc_faults_compact);
+    RUN(test_fault_check_repair);
     printf("# fault: %ld I/O failure points (allocation failure points: see above), %.1f s\n", fl_points_io,
            (double)(clock() - t0) / CLOCKS_PER_SEC);
     tu_rmrf();

@@ -7,8 +7,9 @@
  * L_COMMIT_EACH, L_WRITE_TXN) loads the same keys as one commit (one
  * sorted run), as one commit per key with an iterator after each (many
  * runs: ties across runs), or as uncommitted writes of the iterating write
- * transaction (the transaction's own source).  The randomized cover is in
- * model.c; this file pins down the corners.
+ * transaction (the transaction's own source).  Some tests also run on a
+ * file layer without map (records read with pread).  The randomized cover
+ * is in model.c; this file pins down the corners.
  */
 #include "../kvdb.c"
 #include "testutil.h"
@@ -20,7 +21,10 @@
 
 static int t_seq;
 
-/* a fresh database: in memory, or a file in the scratch directory */
+/* a fresh database: a file in the scratch directory (mode 0), in memory
+ * (1), or a file through a file layer without map (2: records are read
+ * with pread and copied into the transaction) */
+static kvdb_vfs t_nomap;
 static kvdb *t_open(int inmem)
 {
     kvdb_options o;
@@ -29,6 +33,13 @@ static kvdb *t_open(int inmem)
     int rc;
     kvdb_options_init(&o);
     o.sync = KVDB_SYNC_OFF;
+    if (inmem == 2) {
+        t_nomap = *kvdb_vfs_posix();
+        t_nomap.map = NULL;
+        t_nomap.unmap = NULL;
+        o.vfs = &t_nomap;
+        inmem = 0;
+    }
     if (inmem) {
         o.flags = KVDB_INMEMORY;
         rc = kvdb_open(NULL, &o, &db);
@@ -209,7 +220,7 @@ static kvdb_txn *t_load(kvdb *db, const t_kv *kv, size_t n, int lay)
 static void iter_empty_db(void)
 {
     int inmem;
-    for (inmem = 0; inmem < 2; inmem++) {
+    for (inmem = 0; inmem < 3; inmem++) {
         kvdb *db = t_open(inmem);
         kvdb_txn *t = NULL;
         kvdb_iter *it = NULL;
@@ -684,7 +695,7 @@ static void iter_many_snapshots(void)
 static void iter_write_txn(void)
 {
     int inmem;
-    for (inmem = 0; inmem < 2; inmem++) {
+    for (inmem = 0; inmem < 3; inmem++) {
         kvdb *db = t_open(inmem);
         kvdb_txn *t = NULL;
         kvdb_iter *it0 = NULL, *it1 = NULL, *it2 = NULL, *it3 = NULL, *r1 = NULL;
@@ -720,6 +731,18 @@ static void iter_write_txn(void)
         EXPECT_PREFIX(t, K("c"), 0, "");
         EXPECT_PREFIX(t, K("b"), REV, "b=22");
         EXPECT_RANGE(t, K("a"), K("d"), 0, "b=22");
+        {   /* the outputs are optional: a count, then a value alone */
+            kvdb_iter *ic = NULL;
+            const void *vv = NULL;
+            size_t n = 0, vn = 0;
+            REQUIRE_OK(kvdb_iter_range(t, NULL, 0, NULL, 0, 0, &ic));
+            while (kvdb_iter_next(ic, NULL, NULL, NULL, NULL) == KVDB_OK) n++;
+            CHECK(n == 3);
+            CHECK_OK(kvdb_iter_seek(ic, K("d")));
+            CHECK_OK(kvdb_iter_next(ic, NULL, NULL, &vv, &vn));
+            CHECK(vn == 1 && memcmp(vv, "4", 1) == 0);
+            kvdb_iter_close(ic);
+        }
         /* many own writes (the write set outgrows its inline array), deletes
          * of committed keys among them, and a few thousand bytes of values */
         for (i = 0; i < 300; i++) {
@@ -833,7 +856,7 @@ static void iter_runs_bounded(void)
 static void iter_tombstone_hides(void)
 {
     int inmem;
-    for (inmem = 0; inmem < 2; inmem++) {
+    for (inmem = 0; inmem < 3; inmem++) {
         kvdb *db = t_open(inmem);
         kvdb_txn *t = NULL;
         kvdb_iter *it = NULL;

@@ -123,17 +123,19 @@ static const char *idx_of(const char *db)
     return b[i];
 }
 
-/* A database with history, closed cleanly (so it has a sidecar). */
-static int build(const char *path, uint64_t seed)
+/* A database with history (txns transactions), closed cleanly (so it has
+ * a sidecar). */
+static int build_n(const char *path, uint64_t seed, int txns)
 {
     kvdb *db;
     memset(model, 0, sizeof model);
     unlink(path);
     unlink(idx_of(path));
     db = open_at(path, KVDB_CREATE);
-    if (!db || work(db, &seed, 400)) return -1;
+    if (!db || work(db, &seed, txns)) return -1;
     return kvdb_close(db);
 }
+static int build(const char *path, uint64_t seed) { return build_n(path, seed, 400); }
 
 static void test_sidecar_used(void)
 {
@@ -629,6 +631,171 @@ static void test_sidecar_run_prefix(void)
     unlink(save);
 }
 
+/* Every field open checks, changed alone and resealed (so that only it is
+ * wrong): the sidecar is ignored for the reason kvdb_stat names, and the
+ * database opens with its committed contents. */
+static uint8_t *sc_slurp(const char *path, long *n)
+{
+    FILE *f = fopen(path, "rb");
+    uint8_t *b = NULL;
+    *n = file_size(path);
+    if (f && *n > 0 && (b = (uint8_t *)malloc((size_t)*n + 64)) != NULL && fread(b, 1, (size_t)*n, f) != (size_t)*n) {
+        free(b);
+        b = NULL;
+    }
+    if (f) fclose(f);
+    return b;
+}
+
+static void test_sidecar_hostile_fields(void)
+{
+    const char *p = tu_path("hostile.db"), *save = tu_path("hostile.idx.save");
+    static const char *const why[] = {
+        "foreign or damaged", "foreign or damaged", "foreign or damaged", "covers more log than there is",
+        "damaged", "damaged", "damaged", "does not match the log", "does not match the log",
+        "does not match the log", "does not match the log", "does not match the log", "does not match the log",
+        "does not match the log", "damaged index", "damaged index", "damaged index", "damaged index",
+        "damaged index", "damaged index", "damaged index", "damaged index", "damaged index", "damaged index",
+        "damaged index", "damaged index", "damaged index", "damaged index", "damaged index", "damaged index",
+        "damaged index", "does not match the log", "does not match the log", "does not match the log",
+        "does not match the log", "damaged index"
+    };
+    const int ncase = (int)(sizeof why / sizeof why[0]);
+    uint8_t *orig, *b;
+    long n;
+    int c;
+    REQUIRE(build_n(p, 13, 40) == 0);
+    tu_copy_file(idx_of(p), save, -1);
+    orig = sc_slurp(save, &n);
+    REQUIRE(orig && n > SC_HDR);
+    b = (uint8_t *)malloc((size_t)n + 64);
+    REQUIRE(b);
+    for (c = 0; c < ncase && !tu_cur_failed; c++) {
+        uint64_t P = kv_ld64(orig + 48), nent = kv_ld64(orig + 64), eoff = kv_ld64(orig + 72);
+        uint64_t loff = kv_ld64(orig + 88), last = loff - sizeof(srt_ent);
+        uint8_t *d = b + loff, *l = b + loff + 16; /* the first leaf: descriptor, image */
+        long len = n;
+        struct kvdb_stat st;
+        kvdb *db;
+        FILE *f;
+        int r;
+        memcpy(b, orig, (size_t)n);
+        REQUIRE(nent > 1 && kv_ld32(d + 12) + 1 < kv_ld32(d + 8));
+        switch (c) {
+        case 0: b[16] ^= 1; break;                               /* database id */
+        case 1: b[32] ^= 1; break;                               /* hash seed */
+        case 2: b[40] ^= 1; break;                               /* log header checksum */
+        case 3: kv_st64(b + 48, 10); break;                      /* P inside the log header */
+        case 4: kv_st64(b + 72, eoff + 16); break;               /* entries' offset */
+        case 5: kv_st64(b + 64, (uint64_t)1 << 40); break;       /* entry count */
+        case 6: kv_st64(b + 88, loff + 16); break;               /* leaves' offset */
+        case 7: kv_st64(b + 48, P - 1); break;                   /* P not at the end of a COMMIT */
+        case 8: kv_st64(b + 56, kv_ld64(b + 56) + 1); break;     /* its sequence number */
+        case 9: kv_st64(b + 48, LG_HDR); break;                  /* an empty log, yet entries */
+        case 10: kv_st64(b + eoff + 8, kv_ld64(b + eoff + 8) | SRT_DEL); break; /* first entry: a tombstone */
+        case 11: kv_st64(b + eoff + 8, (kv_ld64(b + eoff + 8) & ~SRT_OFF) | (P - 8)); break; /* past P */
+        case 12: b[eoff] ^= 1; break;                            /* first entry's key bytes */
+        case 13: b[last] ^= 1; break;                            /* last entry's key bytes */
+        case 14: d[0] = HIX_LEVELS; break;                       /* parent level */
+        case 15: d[1] = 7; break;                                /* local depth */
+        case 16: kv_st32(d + 8, 4); break;                       /* capacity below the minimum */
+        case 17: kv_st32(d + 8, kv_ld32(d + 8) + 4); break;      /* ...not a multiple of 8 */
+        case 18: kv_st32(d + 8, 1u << 25); break;                /* ...too big */
+        case 19: kv_st32(d + 8, 1u << 24); break;                /* ...beyond the file */
+        case 20: l[0] = 1; break;                                /* image: gen */
+        case 21: l[27] = 0; break;                               /* image: adj */
+        case 22: kv_st32(l + 16, kv_ld32(l + 16) + 1); break;    /* image: count differs */
+        case 23: l[25] ^= 1; break;                              /* image: local depth differs */
+        case 24: l[26] ^= 1; break;                              /* image: pointer code */
+        case 25: /* both counts say the leaf is full */
+            kv_st32(d + 12, kv_ld32(d + 8));
+            kv_st32(l + 16, kv_ld32(d + 8));
+            break;
+        case 26: /* both counts one more than the slots hold */
+            kv_st32(d + 12, kv_ld32(d + 12) + 1);
+            kv_st32(l + 16, kv_ld32(l + 16) + 1);
+            break;
+        case 27: d[4] ^= 1; break;                               /* path: a slot taken twice */
+        case 28: memset(b + n, 0, 16); len = n + 16; break;      /* bytes after the last leaf */
+        case 29: { /* the last leaf left out: the index has a hole */
+            uint64_t pos = loff, i, nl = kv_ld64(b + 80);
+            for (i = 0; i + 1 < nl; i++) pos += 16 + sizeof(hix_node) + (uint64_t)kv_ld32(b + pos + 8) * HIX_SLOT;
+            len = (long)pos;
+            kv_st64(b + 80, nl - 1);
+            break;
+        }
+        case 30: kv_st64(b + 80, kv_ld64(b + 80) + 1); break;    /* one leaf too many */
+        case 31: kv_st64(b + eoff + 8, kv_ld64(b + eoff + 8) & ~SRT_OFF); break; /* first entry at offset 0 */
+        case 32: kv_st64(b + eoff + 8, (kv_ld64(b + eoff + 8) & ~SRT_OFF) | (P + 100)); break; /* beyond P */
+        case 33: /* at the COMMIT that ends at P */
+            kv_st64(b + eoff + 8, (kv_ld64(b + eoff + 8) & ~SRT_OFF) | (P - LG_REC - LG_COMMIT_LEN));
+            break;
+        case 34: kv_st64(b + eoff + 8, kv_ld64(b + eoff + 8) ^ ((uint64_t)1 << SRT_LSH)); break; /* key length class */
+        case 35: kv_st32(l + 20, kv_ld32(l + 20) + 8); break;    /* image: capacity differs */
+        }
+        kv_st64(b + 112, XXH3_64bits_withSeed(b + SC_HDR, (size_t)(len - SC_HDR), kv_ld64(b + 32)));
+        kv_st64(b + 120, XXH3_64bits(b, 120));
+        f = fopen(idx_of(p), "wb");
+        REQUIRE(f);
+        CHECK(fwrite(b, 1, (size_t)len, f) == (size_t)len);
+        fclose(f);
+        db = open_at(p, KVDB_RDONLY);
+        if (!db) { tu_fail(__FILE__, __LINE__, "case %d: open failed: %s", c, kvdb_errmsg()); break; }
+        CHECK_OK(kvdb_stat(db, &st));
+        if (st.sidecar_loaded || !st.sidecar || strcmp(st.sidecar, why[c]) != 0)
+            tu_fail(__FILE__, __LINE__, "case %d: sidecar %s (loaded %u), want ignored as %s", c,
+                    st.sidecar ? st.sidecar : "(null)", st.sidecar_loaded, why[c]);
+        if ((r = same_as_model(db)) != 0) tu_fail(__FILE__, __LINE__, "case %d: contents differ (%d)", c, r);
+        kvdb_close(db);
+    }
+    tu_copy_file(save, idx_of(p), -1); /* the unchanged copy loads */
+    {
+        kvdb *db = open_at(p, KVDB_RDONLY);
+        struct kvdb_stat st;
+        REQUIRE(db);
+        CHECK_OK(kvdb_stat(db, &st));
+        CHECK(st.sidecar_loaded == 1);
+        kvdb_close(db);
+    }
+    free(b);
+    free(orig);
+}
+
+/* A file layer without map (map and unmap NULL): the sidecar is read into
+ * the heap and used, records are read through the layer, and check
+ * compares the indexes with values it reads itself. */
+static void test_sidecar_without_map(void)
+{
+    const char *p = tu_path("nomap.db");
+    kvdb_vfs vfs = *kvdb_vfs_posix();
+    kvdb_options o;
+    kvdb_check_opts co;
+    kvdb_check_stat cs;
+    struct kvdb_stat st;
+    uint64_t seed = 14;
+    kvdb *db;
+    int round;
+    vfs.map = NULL;
+    vfs.unmap = NULL;
+    REQUIRE(build_n(p, 14, 100) == 0);
+    kvdb_options_init(&o);
+    o.sync = KVDB_SYNC_NORMAL;
+    o.vfs = &vfs;
+    for (round = 0; round < 2; round++) {
+        REQUIRE_OK(kvdb_open(p, &o, &db));
+        CHECK_OK(kvdb_stat(db, &st));
+        CHECK(st.sidecar_loaded == 1 && db->sc_heap == 1);
+        CHECK(same_as_model(db) == 0);
+        CHECK(work(db, &seed, 50) == 0);   /* writes copy leaves out of the heap image */
+        CHECK(same_as_model(db) == 0);
+        CHECK_OK(kvdb_close(db));
+    }
+    memset(&co, 0, sizeof co);
+    co.vfs = &vfs;
+    CHECK_OK(kvdb_check(p, &co, &cs));
+    CHECK(cs.problems == 0 && cs.index_checked == 1);
+}
+
 int main(void)
 {
     tu_tmpdir("sidecar");
@@ -645,6 +812,8 @@ int main(void)
     RUN(test_rdonly_uses_sidecar);
     RUN(test_sidecar_old_version);
     RUN(test_sidecar_run_prefix);
+    RUN(test_sidecar_hostile_fields);
+    RUN(test_sidecar_without_map);
     tu_rmrf();
     TEST_MAIN_END();
 }

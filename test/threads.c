@@ -14,6 +14,14 @@
  *   mixed_get_put_del           readers kvdb_get while writers put and delete:
  *                               only values ever written for that key, never
  *                               older than one already seen.
+ *   checkpoint_overtaken        a compaction swaps while a checkpoint writes
+ *                               its sidecar: that sidecar does not count for
+ *                               the new file.
+ *   close_during_auto_swap      close while the background thread's
+ *                               compaction swaps: close waits, no KVDB_EBUSY.
+ *   stress_all                  committers, long snapshots checking sums by
+ *                               gets and scans both ways, compaction and
+ *                               checkpoints, all at once; then check and reopen.
  *
  * Failures inside threads go through th_fail (serialized); the main thread
  * only checks after joining.
@@ -747,6 +755,493 @@ static void test_mixed_get_put_del(void)
     CHECK_OK(kvdb_close(db));
 }
 
+/* ------------------------------------------------------------------ */
+/* 4. a checkpoint that a compaction swap overtakes
+ *
+ * The checkpoint is held in the rename of its sidecar while a compaction
+ * swaps the file: its sidecar covers the old file, so it must not count
+ * as covering the new one (sc_end stays 0 and close writes a sidecar). */
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int armed, entered, released;
+} th_gate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0 };
+
+static int th_gate_rename(void *ctx, const char *from, const char *to)
+{
+    size_t n = strlen(from);
+    pthread_mutex_lock(&th_gate.mu);
+    if (th_gate.armed && n > 8 && strcmp(from + n - 8, ".idx.tmp") == 0) {
+        th_gate.armed = 0;
+        th_gate.entered = 1;
+        pthread_cond_broadcast(&th_gate.cv);
+        while (!th_gate.released) pthread_cond_wait(&th_gate.cv, &th_gate.mu);
+    }
+    pthread_mutex_unlock(&th_gate.mu);
+    return kvdb_vfs_posix()->rename(ctx, from, to);
+}
+
+static void *th_gate_ckpt(void *arg)
+{
+    kvdb *db = arg;
+    int rc = kvdb_checkpoint(db);
+    if (rc != KVDB_OK) TH_FAIL("checkpoint = %d [%s]", rc, kvdb_errmsg());
+    return NULL;
+}
+
+static void test_checkpoint_overtaken(void)
+{
+    const char *path = tu_path("overtaken.db");
+    kvdb_vfs vfs = *kvdb_vfs_posix();
+    kvdb_options o;
+    kvdb *db;
+    pthread_t th;
+    struct kvdb_stat st;
+    uint64_t sc_end;
+    int i, rc;
+    char k[32], v[64];
+    unlink(path);
+    vfs.rename = th_gate_rename;
+    kvdb_options_init(&o);
+    o.flags = KVDB_CREATE;
+    o.sync = KVDB_SYNC_NORMAL;
+    o.vfs = &vfs;
+    REQUIRE_OK(kvdb_open(path, &o, &db));
+    for (i = 0; i < 400; i++) {   /* every key twice: the compacted file is smaller */
+        sprintf(k, "k%03d", i % 200);
+        sprintf(v, "value %d", i);
+        CHECK_OK(kvdb_put(db, k, strlen(k), v, strlen(v)));
+    }
+    pthread_mutex_lock(&th_gate.mu);
+    th_gate.armed = 1;
+    th_gate.entered = th_gate.released = 0;
+    pthread_mutex_unlock(&th_gate.mu);
+    REQUIRE(pthread_create(&th, NULL, th_gate_ckpt, db) == 0);
+    pthread_mutex_lock(&th_gate.mu);
+    while (!th_gate.entered) pthread_cond_wait(&th_gate.cv, &th_gate.mu);
+    pthread_mutex_unlock(&th_gate.mu);
+    /* the checkpoint holds mu_ckpt: kvdb_compact would wait for it, the steps do not */
+    while ((rc = kvdb_compact_step(db, 1 << 20)) == KVDB_OK) {}
+    CHECK_RC(rc, KVDB_DONE);
+    pthread_mutex_lock(&th_gate.mu);
+    th_gate.released = 1;
+    pthread_cond_broadcast(&th_gate.cv);
+    pthread_mutex_unlock(&th_gate.mu);
+    pthread_join(th, NULL);
+    pthread_mutex_lock(&db->mu_ck);
+    sc_end = db->sc_end;
+    pthread_mutex_unlock(&db->mu_ck);
+    CHECK(sc_end == 0);   /* no sidecar of the new file yet */
+    CHECK_OK(kvdb_stat(db, &st));
+    CHECK(st.compactions == 1 && st.keys == 200);
+    CHECK_OK(kvdb_close(db));
+    REQUIRE_OK(th_open(path, 0, KVDB_SYNC_NORMAL, &db));
+    CHECK_OK(kvdb_stat(db, &st));
+    CHECK(st.sidecar_loaded == 1 && st.replayed_bytes == 0 && st.keys == 200);
+    CHECK_OK(kvdb_close(db));
+}
+
+/* ------------------------------------------------------------------ */
+/* 5. close while the background thread's automatic compaction swaps
+ *
+ * The swap holds the writer role; close has no transaction to wait for,
+ * so it waits for the swap instead of refusing with KVDB_EBUSY. */
+
+static int th_gate_rename_compact(void *ctx, const char *from, const char *to)
+{
+    size_t n = strlen(from);
+    pthread_mutex_lock(&th_gate.mu);
+    if (th_gate.armed && n > 8 && strcmp(from + n - 8, ".compact") == 0) {
+        th_gate.armed = 0;
+        th_gate.entered = 1;
+        pthread_cond_broadcast(&th_gate.cv);
+        while (!th_gate.released) pthread_cond_wait(&th_gate.cv, &th_gate.mu);
+    }
+    pthread_mutex_unlock(&th_gate.mu);
+    return kvdb_vfs_posix()->rename(ctx, from, to);
+}
+
+static void *th_gate_release_later(void *arg)
+{
+    (void)arg;
+    th_sleep_us(100000);   /* close is waiting by now (or returned) */
+    pthread_mutex_lock(&th_gate.mu);
+    th_gate.released = 1;
+    pthread_cond_broadcast(&th_gate.cv);
+    pthread_mutex_unlock(&th_gate.mu);
+    return NULL;
+}
+
+static void test_close_during_auto_swap(void)
+{
+    const char *path = tu_path("autoswap.db");
+    kvdb_vfs vfs = *kvdb_vfs_posix();
+    kvdb_options o;
+    kvdb *db;
+    pthread_t th;
+    struct kvdb_stat st;
+    uint64_t before;
+    int i, rc, entered = 0;
+    char k[32], v[600];
+    double t0;
+    unlink(path);
+    vfs.rename = th_gate_rename_compact;
+    kvdb_options_init(&o);
+    o.flags = KVDB_CREATE;
+    o.sync = KVDB_SYNC_OFF;
+    o.vfs = &vfs;
+    o.auto_compact = 1;
+    o.compact_min_bytes = 256 << 10;
+    pthread_mutex_lock(&th_gate.mu);
+    th_gate.armed = 1;
+    th_gate.entered = th_gate.released = 0;
+    pthread_mutex_unlock(&th_gate.mu);
+    REQUIRE_OK(kvdb_open(path, &o, &db));
+    memset(v, 'v', sizeof v);
+    /* 50 keys overwritten until the dead bytes start a compaction (NOWAIT:
+     * the held swap has the writer role) */
+    t0 = th_now();
+    for (i = 0; !entered && th_now() - t0 < 20; i++) {
+        kvdb_txn *t;
+        rc = kvdb_begin(db, KVDB_TXN_NOWAIT, &t);
+        if (rc == KVDB_OK) {
+            sprintf(k, "k%02d", i % 50);
+            CHECK_OK(kvdb_txn_put(t, k, strlen(k), v, sizeof v));
+            CHECK_OK(kvdb_commit(t));
+        } else {
+            CHECK_RC(rc, KVDB_EBUSY);
+            th_sleep_us(1000);
+        }
+        pthread_mutex_lock(&th_gate.mu);
+        entered = th_gate.entered;
+        pthread_mutex_unlock(&th_gate.mu);
+    }
+    pthread_mutex_lock(&th_gate.mu);
+    th_gate.armed = 0;
+    pthread_mutex_unlock(&th_gate.mu);
+    REQUIRE(entered);   /* the swap is held in its rename */
+    CHECK_OK(kvdb_stat(db, &st));
+    before = st.file_bytes;
+    REQUIRE(pthread_create(&th, NULL, th_gate_release_later, NULL) == 0);
+    rc = kvdb_close(db);
+    CHECK_RC(rc, KVDB_OK);
+    pthread_join(th, NULL);
+    if (rc != KVDB_OK) CHECK_OK(kvdb_close(db));
+    REQUIRE_OK(th_open(path, 0, KVDB_SYNC_OFF, &db));
+    CHECK_OK(kvdb_stat(db, &st));
+    CHECK(st.keys == 50);
+    CHECK(st.file_bytes < before);   /* the compaction went through */
+    CHECK_OK(kvdb_close(db));
+}
+
+/* ------------------------------------------------------------------ */
+/* 6. everything at once: committers, long snapshots, compaction, checkpoints
+ *
+ * SX_NACC accounts hold balances whose sum every transaction keeps; each
+ * committer also puts and deletes filler keys of its own (so the log grows
+ * and compaction has dead bytes to drop) and mirrors them in a model.
+ * Readers hold snapshots for milliseconds and sum the accounts by point
+ * reads and by prefix scans both ways, twice, across compactions.  At the
+ * end: the sums, every filler key, kvdb_check, and the same after reopening. */
+
+#define SX_NACC 64
+#define SX_START 1000
+#define SX_NFILL 200   /* filler keys per committer */
+#define SX_NW 3
+#define SX_NR 2
+#ifndef SX_SEC /* -DSX_SEC=60 for a longer run */
+#define SX_SEC (TH_TSAN ? 3.0 : 1.5)
+#endif
+
+typedef struct {
+    kvdb *db;
+    int id, *stop;     /* stop: atomic */
+    uint64_t seed;
+    /* committer: its filler keys as committed (version 0: absent) */
+    uint32_t fver[SX_NFILL];
+    long commits, busy, snaps, scans, steps, rounds;
+} sx_arg;
+
+static size_t sx_akey(int i, char *k) { return (size_t)sprintf(k, "acct:%02d", i); }
+static size_t sx_fkey(int id, int n, char *k) { return (size_t)sprintf(k, "fill:%d:%03d", id, n); }
+/* filler value of version ver: 16..2063 bytes, every byte derived from (id, n, ver) */
+static size_t sx_fval(int id, int n, uint32_t ver, unsigned char *v)
+{
+    size_t len = 16 + (size_t)((ver * 131u + (unsigned)n * 7u) % 2048), i;
+    for (i = 0; i < len; i++) v[i] = (unsigned char)(id * 31 + n * 7 + (int)ver * 13 + (int)i);
+    return len;
+}
+
+static int sx_stopped(sx_arg *a) { return __atomic_load_n(a->stop, __ATOMIC_ACQUIRE) || th_failed(); }
+
+static void *sx_committer(void *arg)
+{
+    sx_arg *a = arg;
+    uint64_t rng = a->seed | 1;
+    uint32_t pend[SX_NFILL];
+    unsigned char val[2100];
+    while (!sx_stopped(a)) {
+        kvdb_txn *t;
+        unsigned flags = tu_rand(&rng) % 4 == 0 ? KVDB_TXN_NOWAIT : 0;
+        int x = (int)(tu_rand(&rng) % SX_NACC), y = (int)(tu_rand(&rng) % SX_NACC), j, nf, rc;
+        int64_t vx, vy, amt = (int64_t)(tu_rand(&rng) % 300) - 100;
+        char kx[32], ky[32], fk[32];
+        size_t lx = sx_akey(x, kx), ly = sx_akey(y, ky);
+        rc = kvdb_begin(a->db, flags, &t);
+        if (rc == KVDB_EBUSY && flags) { a->busy++; sched_yield(); continue; }
+        if (rc != KVDB_OK) { TH_FAIL("committer %d: begin = %d [%s]", a->id, rc, kvdb_errmsg()); return NULL; }
+        memcpy(pend, a->fver, sizeof pend);
+        if (th_read_i64(t, kx, &vx, NULL) != KVDB_OK) { TH_FAIL("committer %d: %s missing", a->id, kx); kvdb_abort(t); return NULL; }
+        th_le64(val, (uint64_t)(vx - amt));
+        if ((rc = kvdb_txn_put(t, kx, lx, val, 8)) != KVDB_OK) { TH_FAIL("put %s = %d", kx, rc); kvdb_abort(t); return NULL; }
+        /* x == y: this read sees the put above */
+        if (th_read_i64(t, ky, &vy, NULL) != KVDB_OK) { TH_FAIL("committer %d: %s missing", a->id, ky); kvdb_abort(t); return NULL; }
+        th_le64(val, (uint64_t)(vy + amt));
+        if ((rc = kvdb_txn_put(t, ky, ly, val, 8)) != KVDB_OK) { TH_FAIL("put %s = %d", ky, rc); kvdb_abort(t); return NULL; }
+        nf = (int)(tu_rand(&rng) % 4);
+        for (j = 0; j < nf; j++) {
+            int n = (int)(tu_rand(&rng) % SX_NFILL);
+            size_t fl = sx_fkey(a->id, n, fk);
+            if (tu_rand(&rng) % 3 == 0) {
+                rc = kvdb_txn_del(t, fk, fl);
+                if (rc != (pend[n] ? KVDB_OK : KVDB_NOTFOUND)) { TH_FAIL("del %s = %d, version %u", fk, rc, pend[n]); kvdb_abort(t); return NULL; }
+                pend[n] = 0;
+            } else {
+                uint32_t ver = a->fver[n] > pend[n] ? a->fver[n] + 1 : pend[n] + 1;
+                size_t vl = sx_fval(a->id, n, ver, val);
+                if ((rc = kvdb_txn_put(t, fk, fl, val, vl)) != KVDB_OK) { TH_FAIL("put %s = %d", fk, rc); kvdb_abort(t); return NULL; }
+                pend[n] = ver;
+            }
+        }
+        if (tu_rand(&rng) % 16 == 0) { kvdb_abort(t); continue; }
+        rc = kvdb_commit(t);
+        if (rc != KVDB_OK) { TH_FAIL("committer %d: commit = %d [%s]", a->id, rc, kvdb_errmsg()); return NULL; }
+        memcpy(a->fver, pend, sizeof pend);
+        a->commits++;
+    }
+    return NULL;
+}
+
+/* Sum the accounts in t by a prefix scan (reverse if rev); the keys must
+ * come in strict order and be exactly the SX_NACC accounts. */
+static int sx_scan(kvdb_txn *t, int rev, int64_t *vals, int64_t *sum)
+{
+    kvdb_iter *it;
+    const void *k, *v;
+    size_t kl, vl;
+    int n = 0, rc;
+    char want[32];
+    *sum = 0;
+    rc = kvdb_iter_prefix(t, "acct:", 5, rev ? KVDB_ITER_REVERSE : 0, &it);
+    if (rc != KVDB_OK) return TH_FAIL("iter_prefix = %d [%s]", rc, kvdb_errmsg()), -1;
+    while ((rc = kvdb_iter_next(it, &k, &kl, &v, &vl)) == KVDB_OK) {
+        int i = rev ? SX_NACC - 1 - n : n;
+        size_t wl;
+        if (n >= SX_NACC) { kvdb_iter_close(it); return TH_FAIL("scan: more than %d accounts", SX_NACC), -1; }
+        wl = sx_akey(i, want);
+        if (kl != wl || memcmp(k, want, wl) != 0 || vl != 8) {
+            kvdb_iter_close(it);
+            return TH_FAIL("scan (%s) step %d: key %.*s (vlen %zu), want %s", rev ? "reverse" : "forward", n, (int)kl, (const char *)k, vl, want), -1;
+        }
+        vals[i] = (int64_t)th_ld64(v);
+        *sum += vals[i];
+        n++;
+    }
+    kvdb_iter_close(it);
+    if (rc != KVDB_DONE) return TH_FAIL("iter_next = %d [%s]", rc, kvdb_errmsg()), -1;
+    if (n != SX_NACC) return TH_FAIL("scan (%s): %d accounts, want %d", rev ? "reverse" : "forward", n, SX_NACC), -1;
+    return 0;
+}
+
+static void *sx_reader(void *arg)
+{
+    sx_arg *a = arg;
+    uint64_t rng = a->seed | 1;
+    const int64_t total = (int64_t)SX_NACC * SX_START;
+    while (!sx_stopped(a)) {
+        kvdb_txn *t;
+        int64_t pv[SX_NACC], fw[SX_NACC], rv[SX_NACC], sum = 0, s;
+        int i, pass, rc;
+        char k[32];
+        rc = kvdb_begin(a->db, KVDB_TXN_RDONLY, &t);
+        if (rc != KVDB_OK) { TH_FAIL("reader begin = %d [%s]", rc, kvdb_errmsg()); return NULL; }
+        for (i = 0; i < SX_NACC; i++) {
+            sx_akey(i, k);
+            if ((rc = th_read_i64(t, k, &pv[i], NULL)) != KVDB_OK) { TH_FAIL("reader get %s = %d", k, rc); kvdb_abort(t); return NULL; }
+            sum += pv[i];
+        }
+        if (sum != total) { TH_FAIL("reader %d: point reads sum to %lld, want %lld", a->id, (long long)sum, (long long)total); kvdb_abort(t); return NULL; }
+        /* scan both ways; then sleep, holding the snapshot across commits,
+         * compactions and checkpoints, and scan again */
+        for (pass = 0; pass < 2; pass++) {
+            if (pass) th_sleep_us(500 + (long)(tu_rand(&rng) % 3000));
+            if (sx_scan(t, 0, fw, &s) || s != total) { if (!th_failed()) TH_FAIL("reader %d pass %d: forward scan sums to %lld", a->id, pass, (long long)s); kvdb_abort(t); return NULL; }
+            if (sx_scan(t, 1, rv, &s) || s != total) { if (!th_failed()) TH_FAIL("reader %d pass %d: reverse scan sums to %lld", a->id, pass, (long long)s); kvdb_abort(t); return NULL; }
+            for (i = 0; i < SX_NACC; i++) {
+                int64_t v;
+                sx_akey(i, k);
+                if ((rc = th_read_i64(t, k, &v, NULL)) != KVDB_OK || v != pv[i] || fw[i] != pv[i] || rv[i] != pv[i]) {
+                    TH_FAIL("reader %d pass %d: %s in one snapshot: get %lld then %lld (rc %d), forward scan %lld, reverse %lld",
+                            a->id, pass, k, (long long)pv[i], (long long)v, rc, (long long)fw[i], (long long)rv[i]);
+                    kvdb_abort(t);
+                    return NULL;
+                }
+            }
+            a->scans += 2;
+        }
+        a->snaps++;
+        if (a->snaps % 2) kvdb_abort(t);
+        else if ((rc = kvdb_commit(t)) != KVDB_OK) { TH_FAIL("commit of a read txn = %d", rc); return NULL; }
+    }
+    return NULL;
+}
+
+static void *sx_compactor(void *arg)
+{
+    sx_arg *a = arg;
+    while (!sx_stopped(a)) {
+        int rc;
+        if (a->rounds % 2) {
+            rc = kvdb_compact(a->db);
+        } else {
+            while ((rc = kvdb_compact_step(a->db, 8192)) == KVDB_OK && !sx_stopped(a)) a->steps++;
+            if (rc == KVDB_DONE || rc == KVDB_OK) rc = KVDB_OK;   /* a compaction left unfinished: close abandons it */
+        }
+        if (rc != KVDB_OK) { TH_FAIL("compaction = %d [%s]", rc, kvdb_errmsg()); return NULL; }
+        a->rounds++;
+        th_sleep_us(2000);
+    }
+    return NULL;
+}
+
+static void *sx_checkpointer(void *arg)
+{
+    sx_arg *a = arg;
+    while (!sx_stopped(a)) {
+        struct kvdb_stat st;
+        int rc = kvdb_checkpoint(a->db);
+        if (rc != KVDB_OK) { TH_FAIL("checkpoint = %d [%s]", rc, kvdb_errmsg()); return NULL; }
+        if (a->rounds++ % 4 == 0 && (rc = kvdb_sync(a->db)) != KVDB_OK) { TH_FAIL("sync = %d [%s]", rc, kvdb_errmsg()); return NULL; }
+        if ((rc = kvdb_stat(a->db, &st)) != KVDB_OK) { TH_FAIL("stat = %d", rc); return NULL; }
+        if (st.keys < SX_NACC || st.live_bytes > st.file_bytes || st.file_bytes < LG_HDR) {
+            TH_FAIL("stat: %llu keys, %llu live bytes of %llu", (unsigned long long)st.keys, (unsigned long long)st.live_bytes,
+                    (unsigned long long)st.file_bytes);
+            return NULL;
+        }
+        th_sleep_us(1000);
+    }
+    return NULL;
+}
+
+/* the accounts sum right and every filler key holds what its model says */
+static void sx_verify(kvdb *db, sx_arg *w)
+{
+    kvdb_txn *t;
+    int64_t vals[SX_NACC], sum = 0, s = 0, v;
+    uint64_t nkeys = SX_NACC;
+    struct kvdb_stat st;
+    unsigned char want[2100];
+    int i, n;
+    char k[32];
+    REQUIRE_OK(kvdb_begin(db, KVDB_TXN_RDONLY, &t));
+    for (i = 0; i < SX_NACC; i++) {
+        sx_akey(i, k);
+        CHECK_OK(th_read_i64(t, k, &v, NULL));
+        sum += v;
+    }
+    CHECK(sum == (int64_t)SX_NACC * SX_START);
+    CHECK(sx_scan(t, 0, vals, &s) == 0 && s == sum);
+    CHECK(sx_scan(t, 1, vals, &s) == 0 && s == sum);
+    for (i = 0; i < SX_NW; i++) {
+        for (n = 0; n < SX_NFILL; n++) {
+            const void *p = NULL;
+            size_t fl = sx_fkey(i, n, k), vl = 0, wl;
+            int rc = kvdb_txn_get(t, k, fl, &p, &vl);
+            if (!w[i].fver[n]) { CHECK_RC(rc, KVDB_NOTFOUND); continue; }
+            nkeys++;
+            wl = sx_fval(i, n, w[i].fver[n], want);
+            CHECK_OK(rc);
+            if (rc == KVDB_OK && (vl != wl || memcmp(p, want, wl) != 0)) tu_fail(__FILE__, __LINE__, "%s: wrong value (%zu bytes, want %zu)", k, vl, wl);
+        }
+    }
+    kvdb_abort(t);
+    CHECK_OK(kvdb_stat(db, &st));
+    CHECK(st.keys == nkeys);
+}
+
+static void test_stress_all(void)
+{
+    const char *path = tu_path("stress.db");
+    kvdb_options o;
+    kvdb *db;
+    kvdb_txn *t;
+    kvdb_check_stat cs;
+    static sx_arg w[SX_NW], r[SX_NR], cp, ck;
+    pthread_t tw[SX_NW], tr[SX_NR], tcp, tck;
+    int stop = 0, i;
+    long commits = 0, snaps = 0;
+    unsigned char enc[8];
+    char k[32];
+    double t0;
+    unlink(path);
+    kvdb_options_init(&o);
+    o.flags = KVDB_CREATE;
+    o.sync = KVDB_SYNC_NORMAL;
+    o.sync_bytes = 256 << 10;     /* commits sync now and then */
+    o.auto_compact = 1;           /* the background thread competes with sx_compactor */
+    o.compact_min_bytes = 1 << 20;
+    REQUIRE_OK(kvdb_open(path, &o, &db));
+    REQUIRE_OK(kvdb_begin(db, 0, &t));
+    for (i = 0; i < SX_NACC; i++) {
+        size_t kl = sx_akey(i, k);
+        th_le64(enc, SX_START);
+        CHECK_OK(kvdb_txn_put(t, k, kl, enc, 8));
+    }
+    REQUIRE_OK(kvdb_commit(t));
+    memset(w, 0, sizeof w);
+    memset(r, 0, sizeof r);
+    memset(&cp, 0, sizeof cp);
+    memset(&ck, 0, sizeof ck);
+    for (i = 0; i < SX_NW; i++) {
+        w[i].db = db; w[i].id = i; w[i].stop = &stop; w[i].seed = 0x5100 + (uint64_t)i;
+        REQUIRE(pthread_create(&tw[i], NULL, sx_committer, &w[i]) == 0);
+    }
+    for (i = 0; i < SX_NR; i++) {
+        r[i].db = db; r[i].id = i; r[i].stop = &stop; r[i].seed = 0x5200 + (uint64_t)i;
+        REQUIRE(pthread_create(&tr[i], NULL, sx_reader, &r[i]) == 0);
+    }
+    cp.db = ck.db = db;
+    cp.stop = ck.stop = &stop;
+    REQUIRE(pthread_create(&tcp, NULL, sx_compactor, &cp) == 0);
+    REQUIRE(pthread_create(&tck, NULL, sx_checkpointer, &ck) == 0);
+    t0 = th_now();
+    while (th_now() - t0 < SX_SEC && !th_failed()) th_sleep_us(20000);
+    __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+    for (i = 0; i < SX_NW; i++) { pthread_join(tw[i], NULL); commits += w[i].commits; }
+    for (i = 0; i < SX_NR; i++) { pthread_join(tr[i], NULL); snaps += r[i].snaps; }
+    pthread_join(tcp, NULL);
+    pthread_join(tck, NULL);
+    if (getenv("KVDB_TEST_VERBOSE"))
+        printf("# stress: %ld commits, %ld snapshots, %ld compactions (%ld steps), %ld checkpoints\n",
+               commits, snaps, cp.rounds, cp.steps, ck.rounds);
+    if (th_failed()) { kvdb_close(db); return; }
+    CHECK(commits > 0 && snaps > 0 && cp.rounds > 0 && ck.rounds > 0);
+    sx_verify(db, w);
+    CHECK_OK(kvdb_close(db));
+    memset(&cs, 0, sizeof cs);
+    CHECK_OK(kvdb_check(path, NULL, &cs));
+    CHECK(cs.problems == 0 && cs.index_checked);
+    REQUIRE_OK(th_open(path, 0, KVDB_SYNC_NORMAL, &db));
+    sx_verify(db, w);
+    {
+        struct kvdb_stat st;
+        CHECK_OK(kvdb_stat(db, &st));
+        CHECK(st.sidecar_loaded == 1 && st.replayed_bytes == 0); /* close wrote the sidecar for all of it */
+    }
+    CHECK_OK(kvdb_close(db));
+}
+
 static void th_reset(void)
 {
     pthread_mutex_lock(&th_fail_mu);
@@ -764,6 +1259,9 @@ int main(void)
     TH_RUN(test_committers_off);
     TH_RUN(test_counter);
     TH_RUN(test_mixed_get_put_del);
+    TH_RUN(test_checkpoint_overtaken);
+    TH_RUN(test_close_during_auto_swap);
+    TH_RUN(test_stress_all);
     tu_rmrf();
     TEST_MAIN_END();
 }
