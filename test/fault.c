@@ -487,6 +487,25 @@ static const char *fl_holders(const char *path, char *out, size_t cap)
     return out;
 }
 
+/* An open refused with KVDB_ELOCKED although no descriptor or mapping of
+ * this process is on the file (seen about once in 6 million loop runs, on
+ * a loaded 2-core VM: the lock of a file closed just before outlives its
+ * close for a moment).  Open again for up to a second; the number of such
+ * retries is reported, and a lock that stays is a failure. */
+static long fl_lock_retries;
+
+static int fl_open_retry(fl_run *R, const kvdb_options *o, kvdb **db, char *held, size_t cap)
+{
+    int rc = kvdb_open(R->path, o, db), tries;
+    for (tries = 0; rc == KVDB_ELOCKED && tries < 200 && !fl_holders(R->path, held, cap)[0]; tries++) {
+        struct timespec ts = { 0, 5000000 };
+        nanosleep(&ts, NULL);
+        fl_lock_retries++;
+        rc = kvdb_open(R->path, o, db);
+    }
+    return rc;
+}
+
 static void fl_open(fl_run *R, unsigned flags, int sync, uint64_t sync_bytes)
 {
     kvdb_options o;
@@ -508,12 +527,11 @@ static void fl_open(fl_run *R, unsigned flags, int sync, uint64_t sync_bytes)
     R->sticky = 0;
     for (attempt = 0; attempt < 2 && !R->db; attempt++) { /* a failed open may be retried */
         long before = fl_fired(R);
-        rc = kvdb_open(R->path, &o, &R->db);
-        if (rc == KVDB_ELOCKED && (R->alloc_loop || fl_fired(R) == before)) {
-            char h[2000];
+        char h[2000];
+        rc = fl_open_retry(R, &o, &R->db, h, sizeof h);
+        if (rc == KVDB_ELOCKED && (R->alloc_loop || fl_fired(R) == before))
             FL_FAIL(R, "kvdb_open = KVDB_ELOCKED [%s], not by a fault; held here:%s", kvdb_errmsg(),
                     fl_holders(R->path, h, sizeof h));
-        }
         fl_rc(R, rc, before, "kvdb_open");
         if (rc == KVDB_OK && !R->db) FL_FAIL(R, "open OK without a handle");
         if (rc != KVDB_OK && R->db) FL_FAIL(R, "failed open left a handle");
@@ -948,15 +966,15 @@ static void fl_final(fl_run *R)
 {
     kvdb_options o;
     kvdb *db = NULL;
+    char h[2000];
     int rc;
     if (R->fv->files != 0 || R->fv->maps != 0)
         FL_FAIL(R, "%ld file handles and %ld mappings left open", R->fv->files, R->fv->maps);
     if (R->al && R->al->live != 0) FL_FAIL(R, "%ld allocations leaked", R->al->live);
     kvdb_options_init(&o);
     o.flags = KVDB_CREATE;
-    rc = kvdb_open(R->path, &o, &db);
+    rc = fl_open_retry(R, &o, &db, h, sizeof h);
     if (rc != KVDB_OK) {
-        char h[2000];
         FL_FAIL(R, "healthy open = %d (%s) [%s]; held here:%s", rc, kvdb_strerror(rc), kvdb_errmsg(),
                 fl_holders(R->path, h, sizeof h));
         return;
@@ -1117,6 +1135,8 @@ static void fl_alloc_loops(void (*workload)(fl_run *), const char *wname)
     else
         printf("# %sallocation failures: %ld failure points, %ld runs (%ld allocations per clean run)\n", wname, points,
                runs, total_allocs / 4);
+    if (fl_lock_retries) /* (this runs in a child: its own count) */
+        printf("# %s%ld opens retried for a lock no descriptor of this process held\n", wname, fl_lock_retries);
     CHECK(points > 100);
     if (workload == fl_workload_cp) CHECK(cp_failed > 50);
 }
@@ -1512,8 +1532,9 @@ int main(void)
     RUN(test_alloc_faults);
     RUN(test_alloc_faults_compact);
     RUN(test_fault_check_repair);
-    printf("# fault: %ld I/O failure points (allocation failure points: see above), %.1f s\n", fl_points_io,
-           (double)(clock() - t0) / CLOCKS_PER_SEC);
+    printf("# fault: %ld I/O failure points (allocation failure points: see above), %.1f s; %ld opens retried "
+           "for a lock no descriptor of this process held\n", fl_points_io, (double)(clock() - t0) / CLOCKS_PER_SEC,
+           fl_lock_retries);
     tu_rmrf();
     TEST_MAIN_END();
 }

@@ -47,12 +47,20 @@ static void mkdb(const char *dir, const char *name, int ntx, int sync, int tail,
         if (sync == KVDB_SYNC_NORMAL && t == ntx / 2) kvdb_sync(db);
     }
     {
-        uint64_t end = d.f[0].size;
+        int at = fz_lookup(&d, "c.db"); /* creation renamed a new file over the name */
+        fz_file *f = at >= 0 ? &d.f[d.ino[at]] : NULL;
+        uint64_t end;
+        unsigned char *h;
+        if (!f || f->size < LG_HDR) { fprintf(stderr, "mkcorpus: %s: no database made\n", name); exit(1); }
+        end = f->size;
+        h = f->p;
+        kv_st64(h + 40, FS_TIME); /* a fixed creation time, resealed: deterministic seeds */
+        kv_st64(h + 56, XXH3_64bits(h, 56));
         if (tail) {
             kvdb_put(db, "torn", 4, "tail value", 10);
-            put_file(dir, name, d.f[0].p, (size_t)(end + (uint64_t)tail));
+            put_file(dir, name, f->p, (size_t)(end + (uint64_t)tail));
         } else {
-            put_file(dir, name, d.f[0].p, (size_t)end);
+            put_file(dir, name, f->p, (size_t)end);
         }
     }
     kvdb_close(db);
