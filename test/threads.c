@@ -768,11 +768,13 @@ static struct {
     int armed, entered, released;
 } th_gate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0 };
 
-static int th_gate_rename(void *ctx, const char *from, const char *to)
+/* A rename of a file named ...suffix, once armed, waits at the gate until
+ * released; every other rename passes. */
+static int th_gate_rename_of(void *ctx, const char *from, const char *to, const char *suffix)
 {
-    size_t n = strlen(from);
+    size_t n = strlen(from), ns = strlen(suffix);
     pthread_mutex_lock(&th_gate.mu);
-    if (th_gate.armed && n > 8 && strcmp(from + n - 8, ".idx.tmp") == 0) {
+    if (th_gate.armed && n > ns && strcmp(from + n - ns, suffix) == 0) {
         th_gate.armed = 0;
         th_gate.entered = 1;
         pthread_cond_broadcast(&th_gate.cv);
@@ -780,6 +782,11 @@ static int th_gate_rename(void *ctx, const char *from, const char *to)
     }
     pthread_mutex_unlock(&th_gate.mu);
     return kvdb_vfs_posix()->rename(ctx, from, to);
+}
+
+static int th_gate_rename(void *ctx, const char *from, const char *to)
+{
+    return th_gate_rename_of(ctx, from, to, ".idx.tmp");
 }
 
 static void *th_gate_ckpt(void *arg)
@@ -850,16 +857,7 @@ static void test_checkpoint_overtaken(void)
 
 static int th_gate_rename_compact(void *ctx, const char *from, const char *to)
 {
-    size_t n = strlen(from);
-    pthread_mutex_lock(&th_gate.mu);
-    if (th_gate.armed && n > 8 && strcmp(from + n - 8, ".compact") == 0) {
-        th_gate.armed = 0;
-        th_gate.entered = 1;
-        pthread_cond_broadcast(&th_gate.cv);
-        while (!th_gate.released) pthread_cond_wait(&th_gate.cv, &th_gate.mu);
-    }
-    pthread_mutex_unlock(&th_gate.mu);
-    return kvdb_vfs_posix()->rename(ctx, from, to);
+    return th_gate_rename_of(ctx, from, to, ".compact");
 }
 
 static void *th_gate_release_later(void *arg)
