@@ -169,6 +169,7 @@ typedef pthread_t kv_thread;
 #define kv_mutex_init(m) pthread_mutex_init(m, NULL)
 #define kv_mutex_free(m) pthread_mutex_destroy(m)
 #define kv_lock(m) pthread_mutex_lock(m)
+#define kv_trylock(m) (pthread_mutex_trylock(m) == 0) /* 1: taken */
 #define kv_unlock(m) pthread_mutex_unlock(m)
 #define kv_cond_init(c) pthread_cond_init(c, NULL)
 #define kv_cond_free(c) pthread_cond_destroy(c)
@@ -183,6 +184,7 @@ typedef int kv_thread;
 #define kv_mutex_init(m) (*(m) = 0)
 #define kv_mutex_free(m) ((void)(m))
 #define kv_lock(m) ((void)(m))
+#define kv_trylock(m) ((void)(m), 1)
 #define kv_unlock(m) ((void)(m))
 #define kv_cond_init(c) (*(c) = 0)
 #define kv_cond_free(c) ((void)(c))
@@ -4588,12 +4590,16 @@ static void ck_maybe(kvdb *db, uint64_t end)
     uint64_t since, covered = 0;
     int sort = 0;
     if (db->rdonly) return;
-    kv_lock(&db->mu_srt);
-    if (db->nruns) { /* (after a compaction swap end may count in the old file: a hint only) */
-        covered = db->runs[db->nruns - 1]->hi;
-        sort = end > covered && end - covered >= SRT_BG_MIN && end - covered >= covered / 8;
+    /* Only if mu_srt is free: a sort holds it for as long as it takes
+     * (seconds for a whole log), and a commit must not wait for that --
+     * the check is a hint, the next commit makes it again. */
+    if (kv_trylock(&db->mu_srt)) {
+        if (db->nruns) { /* (after a compaction swap end may count in the old file: a hint only) */
+            covered = db->runs[db->nruns - 1]->hi;
+            sort = end > covered && end - covered >= SRT_BG_MIN && end - covered >= covered / 8;
+        }
+        kv_unlock(&db->mu_srt);
     }
-    kv_unlock(&db->mu_srt);
     kv_lock(&db->mu_ck);
     since = end - db->sc_end;
     if (!db->inmem && !db->ck_stop && !db->ck_want && end > db->sc_end && since >= (uint64_t)(KVDB_CK_MIN_BYTES) && since >= db->sc_end / 2) {

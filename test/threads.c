@@ -1168,6 +1168,69 @@ static void sx_verify(kvdb *db, sx_arg *w)
     CHECK(st.keys == nkeys);
 }
 
+/* ------------------------------------------------------------------ */
+/* 6. a commit never waits for a sort
+ *
+ * A sort (the first iterator, the background sorter, a compaction's start)
+ * holds mu_srt for as long as it takes -- seconds for a whole log.  Commits
+ * only look at the sorted runs as a hint (ck_maybe): they must not block
+ * on it.  Here another thread holds mu_srt for 2 s while puts commit; they
+ * must all finish before it lets go (they took 200-400 ms waits during an
+ * automatic compaction of 10M keys before). */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int held, done;
+    kvdb *db;
+} th_srt = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL };
+
+static void *th_srt_holder(void *arg)
+{
+    (void)arg;
+    kv_lock(&th_srt.db->mu_srt);
+    pthread_mutex_lock(&th_srt.mu);
+    th_srt.held = 1;
+    pthread_cond_broadcast(&th_srt.cv);
+    pthread_mutex_unlock(&th_srt.mu);
+    th_sleep_us(2000000);
+    pthread_mutex_lock(&th_srt.mu);
+    th_srt.done = 1;
+    pthread_mutex_unlock(&th_srt.mu);
+    kv_unlock(&th_srt.db->mu_srt);
+    return NULL;
+}
+
+static void test_commit_not_behind_sort(void)
+{
+    const char *path = tu_path("srtwait.db");
+    kvdb_options o;
+    kvdb *db;
+    pthread_t th;
+    int i, done;
+    char k[32];
+    unlink(path);
+    kvdb_options_init(&o);
+    o.flags = KVDB_CREATE;
+    o.sync = KVDB_SYNC_OFF;
+    REQUIRE_OK(kvdb_open(path, &o, &db));
+    th_srt.db = db;
+    th_srt.held = th_srt.done = 0;
+    REQUIRE(pthread_create(&th, NULL, th_srt_holder, NULL) == 0);
+    pthread_mutex_lock(&th_srt.mu);
+    while (!th_srt.held) pthread_cond_wait(&th_srt.cv, &th_srt.mu);
+    pthread_mutex_unlock(&th_srt.mu);
+    for (i = 0; i < 200; i++) {
+        snprintf(k, sizeof k, "key%03d", i);
+        CHECK_OK(kvdb_put(db, k, strlen(k), "v", 1));
+    }
+    pthread_mutex_lock(&th_srt.mu);
+    done = th_srt.done;
+    pthread_mutex_unlock(&th_srt.mu);
+    CHECK(!done); /* the puts did not wait for the sort's lock */
+    pthread_join(th, NULL);
+    CHECK_OK(kvdb_close(db));
+}
+
 static void test_stress_all(void)
 {
     const char *path = tu_path("stress.db");
@@ -1259,6 +1322,7 @@ int main(void)
     TH_RUN(test_mixed_get_put_del);
     TH_RUN(test_checkpoint_overtaken);
     TH_RUN(test_close_during_auto_swap);
+    TH_RUN(test_commit_not_behind_sort);
     TH_RUN(test_stress_all);
     tu_rmrf();
     TEST_MAIN_END();
