@@ -144,17 +144,6 @@ static void fo_check(kvdb *db, const unsigned char *orig, const fo_state *s)
     }
 }
 
-static int fo_open(fz_disk *d, unsigned flags, kvdb **db)
-{
-    kvdb_options o;
-    kvdb_options_init(&o);
-    o.flags = flags;
-    o.sync = KVDB_SYNC_NORMAL;
-    o.vfs = &d->vfs;
-    *db = NULL;
-    return kvdb_open("fuzz.db", &o, db);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -170,7 +159,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (pass = 0; pass < 2; pass++) {
         unsigned flags = pass == 0 ? 0 : KVDB_RDONLY;
         fz_init(&d, pass == 0, "fuzz.db", data, size);
-        rc = fo_open(&d, flags, &db);
+        rc = fz_open_db(&d, flags, &db);
         FZ_ASSERT(rc >= KVDB_ENOTDB && rc <= KVDB_OK);
         FZ_ASSERT((rc == KVDB_OK) == (db != NULL));
         if (!hdr_ok && size >= 64) FZ_ASSERT(rc != KVDB_OK);
@@ -186,7 +175,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (hdr_ok && pass == 0) {
             /* the tail was cut to the last whole transaction; a second open agrees */
             FZ_ASSERT(d.f[0].size == s.good);
-            rc = fo_open(&d, 0, &db);
+            rc = fz_open_db(&d, 0, &db);
             FZ_ASSERT(rc == KVDB_OK);
             fo_check(db, data, &s);
             /* and it still takes writes */

@@ -162,6 +162,19 @@ static int fz_random(void *ctx, void *buf, size_t n)
     return KVDB_OK;
 }
 
+/* Open "fuzz.db" (the targets' database, f[0] as fz_init names it) on d
+ * under KVDB_SYNC_NORMAL; *db is NULL unless it returns KVDB_OK. */
+static int fz_open_db(fz_disk *d, unsigned flags, kvdb **db)
+{
+    kvdb_options o;
+    kvdb_options_init(&o);
+    o.flags = flags;
+    o.sync = KVDB_SYNC_NORMAL;
+    o.vfs = &d->vfs;
+    *db = NULL;
+    return kvdb_open("fuzz.db", &o, db);
+}
+
 /* map: 0 = reads through the layer only.  The database is f[0], named
  * path, holding size bytes of data (or absent if data is NULL). */
 static void fz_init(fz_disk *d, int map, const char *path, const void *data, size_t size)
