@@ -1105,6 +1105,8 @@ struct kvdb {
     uint64_t cp_retry_at;  /* after a failed one: not before this size */
     uint64_t cp_count, cp_ns, cp_reclaimed; /* done; the last one's time and gain
                               (with cp_active: under mu_ver, for kvdb_stat) */
+    uint64_t cp_pause_ns, cp_pause_sync_ns; /* ...how long its swap held the writer
+                              role, and how much of that was file syncs (mu_ver) */
     int cp_active;         /* cp != NULL */
     kv_deadtree *dtrees;   /* old indexes waiting for their versions (writer) */
     hix_node *dtree_nodes; /* nodes of reaped old indexes, freed in slices */
@@ -4746,6 +4748,7 @@ typedef struct cp_hent {
 struct kv_cp {
     int phase;
     uint64_t t0;           /* start, for kvdb_stat */
+    uint64_t sync_ns;      /* the swap's time in syncs of the file and directory */
     kv_ver *snap;          /* S: pinned, not counted as a reader */
     kv_rd srd;             /* reads S */
     srt_run **runs;        /* S in key order: its runs merged... */
@@ -5430,7 +5433,11 @@ static int cp_swap(kvdb *db, kv_cp *cp)
     if (rc < 0) return rc;
     rc = cp_emit(db, cp, LG_COMMIT, NULL, 0, NULL, LG_COMMIT_LEN, NULL); /* count 0: the seal */
     if (!rc) rc = cp_flush(db, cp);
-    if (!rc) rc = db->vfs->sync(db->vfs->ctx, cp->log->f);
+    if (!rc) {
+        uint64_t t = kv_now_ns();
+        rc = db->vfs->sync(db->vfs->ctx, cp->log->f);
+        cp->sync_ns += kv_now_ns() - t;
+    }
     if (rc) return rc;
     new_end = cp->buf_off;
     cp->synced = new_end;
@@ -5444,7 +5451,11 @@ static int cp_swap(kvdb *db, kv_cp *cp)
     }
     kv_free(&db->al, cp->tmp); /* the name is the database's now */
     cp->tmp = NULL;
-    dirrc = db->vfs->sync_dir(db->vfs->ctx, db->path);
+    {
+        uint64_t t = kv_now_ns();
+        dirrc = db->vfs->sync_dir(db->vfs->ctx, db->path);
+        cp->sync_ns += kv_now_ns() - t;
+    }
 
     /* install: nothing below can fail */
     last = db->cur;
@@ -5571,10 +5582,20 @@ static int cp_step(kvdb *db, uint64_t budget)
     }
     rc = kv_writer_take(db, 0, 0);
     if (rc) return rc; /* EBUSY: the caller holds the write transaction; try later */
-    rc = kv_sticky(db);
-    if (rc) rc = kv_sticky_err(db, rc);
-    else rc = cp_swap(db, cp);
-    kv_writer_drop(db);
+    {
+        uint64_t t = kv_now_ns();
+        rc = kv_sticky(db);
+        if (rc) rc = kv_sticky_err(db, rc);
+        else rc = cp_swap(db, cp);
+        t = kv_now_ns() - t;
+        kv_writer_drop(db);
+        if (rc >= 0) {
+            kv_lock(&db->mu_ver);
+            db->cp_pause_ns = t;
+            db->cp_pause_sync_ns = cp->sync_ns;
+            kv_unlock(&db->mu_ver);
+        }
+    }
     cp_abort(db); /* not swapped: removes the new file; swapped: frees what is left */
     return rc < 0 ? rc : KVDB_DONE;
 fail:
@@ -7288,6 +7309,8 @@ int kvdb_stat(kvdb *db, struct kvdb_stat *st)
     st->compactions = db->cp_count;
     st->compact_ns = db->cp_ns;
     st->compact_reclaimed = db->cp_reclaimed;
+    st->compact_pause_ns = db->cp_pause_ns;
+    st->compact_pause_sync_ns = db->cp_pause_sync_ns;
     st->compacting = (unsigned)db->cp_active;
     kv_unlock(&db->mu_ver);
     st->db_id[0] = kv_ld64(db->id);

@@ -371,6 +371,10 @@ struct kvdb_stat {
     uint64_t compact_ns;    /* the last one: wall time from start to swap */
     uint64_t compact_reclaimed; /* the last one: file bytes given back */
     unsigned compacting;    /* 1 while one is in progress */
+    uint64_t compact_pause_ns;      /* the last one: how long its swap held the writer
+                                       role (commits wait for it), syncs included */
+    uint64_t compact_pause_sync_ns; /* ...of which in the syncs of the new file and its
+                                       directory that make the swap durable */
 };
 int kvdb_stat(kvdb *db, struct kvdb_stat *out);
 

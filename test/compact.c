@@ -161,6 +161,10 @@ static void test_compact_basic(void)
     CHECK(b.live_bytes == a.live_bytes);
     CHECK(b.file_bytes < a.file_bytes);
     CHECK(b.compact_reclaimed == a.file_bytes - b.file_bytes);
+    /* the swap's pause was timed, its syncs (file and directory) within it */
+    CHECK(a.compact_pause_ns == 0 && b.compact_pause_ns > 0);
+    CHECK(b.compact_pause_sync_ns > 0 && b.compact_pause_sync_ns <= b.compact_pause_ns);
+    CHECK(b.compact_pause_ns <= b.compact_ns);
     /* what is left besides live records: the header and the commit marks */
     CHECK(b.dead_bytes <= 40 * (b.keys / CP_BATCH + 3));
     CHECK((uint64_t)file_size(p) == b.file_bytes);

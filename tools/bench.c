@@ -12,11 +12,22 @@
  *   - heap bytes of the index per key (kvdb_stat index_bytes / keys)
  *   - close and reopen time
  *   - growth from 0 to N keys with auto-commit kvdb_put, each put timed
- *     (p50/p99/p99.9/max), twice: without and with a read snapshot held open
- *     for the whole growth, and the ratio of the mean put costs; the longest
- *     put is given in wall time and in thread CPU time (which leaves out
- *     time spent descheduled or blocked in the kernel: on a shared machine
- *     the wall-time maximum measures the machine as much as the engine)
+ *     (p50/p99/p99.9/max), without and with a read snapshot held open for
+ *     the whole growth, and the ratio of the mean put costs.  Each growth
+ *     runs R times (-r, default 3) with the same keys, and the engine does
+ *     the same work at the same put every time; so the slowest put of the
+ *     per-put fastest of the R runs is the engine's own worst case, and a
+ *     stall that the machine causes (a virtual CPU the host takes away; a
+ *     loop that only reads the clock sees them too, see "machine" below)
+ *     lands at a random put of one run and drops out.  (The file layer is
+ *     POSIX's with a fixed random source, so every run's database has the
+ *     same hash seed and builds the same index.)  Each run's own
+ *     longest put is printed too.  (Thread CPU time is no way out here:
+ *     with steal-time accounting it is charged in lumps, and a put of 5 us
+ *     wall time was seen to take 2 ms of it.)
+ *   - machine: a loop that reads the clock and nothing else, for 5 s before
+ *     the first growth: how often, and for how long at most, the process
+ *     did not run at all
  *   - peak RSS (getrusage ru_maxrss)
  * Everything runs with KVDB_SYNC_OFF: fsync is excluded.  Every value read is
  * checked against the expected bytes; any mismatch makes the exit status 1.
@@ -45,6 +56,7 @@
 static char g_path[4096];    /* the database file, removed on exit */
 static uint64_t g_mismatch;  /* wrong values / wrong presence seen */
 static uint64_t g_memcap;    /* growth stops when index or RSS passes this */
+static unsigned g_replays = 3; /* runs of each growth (-r) */
 
 /* ------------------------------------------------------------ helpers */
 
@@ -56,15 +68,6 @@ static uint64_t now_ns(void)
 }
 
 /* splitmix64's finalizer: a bijection, so distinct counters give distinct keys */
-/* CPU time of this thread: a put's own work, in user space and in the
- * kernel, without the time it spent descheduled or blocked. */
-static uint64_t cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t mix64(uint64_t x)
 {
     x += 0x9e3779b97f4a7c15u;
@@ -147,11 +150,39 @@ static void progress(const char *fmt, unsigned long long n, const char *stage)
     }
 }
 
+/* The POSIX file layer with a fixed random source: every fresh database
+ * gets the same hash seed, so repeated runs with the same keys build the
+ * same index and split, grow and reserve at the same puts. */
+static kvdb_vfs g_vfs;
+static uint64_t g_rand_ctr;
+
+static int fixed_random(void *ctx, void *buf, size_t n)
+{
+    unsigned char *p = (unsigned char *)buf;
+    (void)ctx;
+    while (n) {
+        unsigned char b[8];
+        size_t c = n < 8 ? n : 8;
+        store64(b, mix64(++g_rand_ctr));
+        memcpy(p, b, c);
+        p += c;
+        n -= c;
+    }
+    return KVDB_OK;
+}
+
 static kvdb *open_db(unsigned flags)
 {
     kvdb_options o;
     kvdb *db = NULL;
+    if (!g_vfs.open) {
+        g_vfs = *kvdb_vfs_posix();
+        g_vfs.random = fixed_random;
+    }
+    if (flags & KVDB_CREATE)
+        g_rand_ctr = 0;
     kvdb_options_init(&o);
+    o.vfs = &g_vfs;
     o.flags = flags;
     o.sync = KVDB_SYNC_OFF;
     CK("kvdb_open", kvdb_open(g_path, &o, &db));
@@ -285,7 +316,13 @@ struct result {
     double close_ms, reopen_ms;
     double grow_mean[2], grow_wall_s[2], grow_rss_mib[2];
     uint64_t p50[2], p99[2], p999[2], max[2], max_at[2];
-    uint64_t max_cpu[2];     /* longest put in thread CPU time (no waits) */
+    uint64_t run_max_lo[2], run_max_hi[2]; /* the runs' own longest puts: best and worst run */
+    uint64_t over_1ms[2];    /* puts over 1 ms, all runs */
+    uint64_t fast_max[2], fast_max_at[2]; /* slowest of the per-put fastest of the runs */
+    uint64_t fast_p999[2];   /* p99.9 of the per-put fastest */
+    unsigned replays[2];
+    double noise_s;          /* the machine probe: seconds it ran, */
+    uint64_t noise_gaps, noise_max; /* ...gaps over 1 ms it saw, the longest */
     double scan_first_ms;    /* first full ordered scan (builds the sorted runs) */
     double scan_kps;         /* full ordered scan, keys/s, sorted index built */
     double seek_sps;         /* 100-key range scans from random keys, scans/s */
@@ -511,82 +548,126 @@ static void bench_load_read(struct result *r)
     unlink_db();
 }
 
-/* Grow from 0 to N keys with auto-commit puts, timing each one; with_snap:
- * a read transaction begun on the empty database stays open throughout. */
+/* Grow from 0 to N keys with auto-commit puts, timing each one, g_replays
+ * times with the same keys; with_snap: a read transaction begun on the
+ * empty database stays open throughout each run. */
 static void bench_grow(struct result *r, int with_snap)
 {
-    uint64_t n = r->n, i, t0, t1, w0, c0, c1, max_cpu = 0;
+    uint64_t n = r->n, i, t0, t1, w0, wall = 0;
     unsigned char k[KLEN], v[VLEN];
     struct hist *h = calloc(1, sizeof *h);
-    kvdb_txn *snap = NULL;
-    kvdb *db;
+    uint32_t *fast = (uint32_t *)malloc((size_t)n * sizeof *fast); /* per put: fastest run, ns */
+    unsigned run;
 
-    if (!h) {
+    if (!h || !fast) {
         fprintf(stderr, "kvdb-bench: out of memory\n");
         cleanup();
         exit(1);
     }
-    progress("kvdb-bench: N=%llu: %s\n", (unsigned long long)n,
-             with_snap ? "auto-commit growth, snapshot held" : "auto-commit growth");
-    db = fresh_db();
-    if (with_snap)
-        CK("kvdb_begin(RDONLY)", kvdb_begin(db, KVDB_TXN_RDONLY, &snap));
-    w0 = now_ns();
-    for (i = 0; i < n; i++) {
-        int rc;
-        make_key(i, k);
-        make_val(k, v);
-        c0 = cpu_ns();
-        t0 = now_ns();
-        rc = kvdb_put(db, k, KLEN, v, VLEN);
-        t1 = now_ns();
-        c1 = cpu_ns();
-        if (rc != KVDB_OK)
-            die("kvdb_put", rc);
-        hadd(h, t1 - t0, i);
-        if (c1 - c0 > max_cpu) max_cpu = c1 - c0;
-        if ((i & 16383) == 16383 && over_memcap(db)) {
-            i++;
-            r->stopped_at[with_snap] = i;
-            break;
+    r->run_max_lo[with_snap] = UINT64_MAX;
+    for (run = 0; run < g_replays; run++) {
+        kvdb_txn *snap = NULL;
+        uint64_t run_max = 0;
+        kvdb *db;
+        progress("kvdb-bench: N=%llu: %s\n", (unsigned long long)n,
+                 with_snap ? "auto-commit growth, snapshot held" : "auto-commit growth");
+        db = fresh_db();
+        if (with_snap)
+            CK("kvdb_begin(RDONLY)", kvdb_begin(db, KVDB_TXN_RDONLY, &snap));
+        w0 = now_ns();
+        for (i = 0; i < n; i++) {
+            uint64_t d;
+            int rc;
+            make_key(i, k);
+            make_val(k, v);
+            t0 = now_ns();
+            rc = kvdb_put(db, k, KLEN, v, VLEN);
+            t1 = now_ns();
+            if (rc != KVDB_OK)
+                die("kvdb_put", rc);
+            d = t1 - t0;
+            hadd(h, d, i);
+            if (d > run_max) run_max = d;
+            if (d > 1000000u) r->over_1ms[with_snap]++;
+            if (d > UINT32_MAX) d = UINT32_MAX;
+            if (run == 0 || d < fast[i]) fast[i] = (uint32_t)d;
+            if (run == 0 && (i & 16383) == 16383 && over_memcap(db)) {
+                i++;
+                r->stopped_at[with_snap] = i;
+                break;
+            }
         }
-    }
-    r->grow_wall_s[with_snap] = (double)(now_ns() - w0) / 1e9;
-    r->grow_rss_mib[with_snap] = (double)cur_rss() / 1048576.0;
-    n = i;   /* the keys actually put */
-    if (snap) {
-        struct kvdb_stat st;
-        const void *val;
-        size_t vl;
-        int rc;
-        CK("kvdb_stat", kvdb_stat(db, &st));
-        r->snap_index_bpk = (double)st.index_bytes / (double)n;
-        /* the snapshot was taken on the empty database: it must see nothing */
-        make_key(0, k);
-        rc = kvdb_txn_get(snap, k, KLEN, &val, &vl);
-        if (rc == KVDB_OK) {
-            fprintf(stderr, "kvdb-bench: a snapshot of the empty database sees a later put\n");
-            g_mismatch++;
-        } else if (rc != KVDB_NOTFOUND) {
-            die("kvdb_txn_get (snapshot)", rc);
+        wall += now_ns() - w0;
+        if (run == 0) n = i; /* the keys actually put: the later runs put as many */
+        r->grow_rss_mib[with_snap] = (double)cur_rss() / 1048576.0;
+        if (run_max < r->run_max_lo[with_snap]) r->run_max_lo[with_snap] = run_max;
+        if (run_max > r->run_max_hi[with_snap]) r->run_max_hi[with_snap] = run_max;
+        if (snap) {
+            struct kvdb_stat st;
+            const void *val;
+            size_t vl;
+            int rc;
+            CK("kvdb_stat", kvdb_stat(db, &st));
+            r->snap_index_bpk = (double)st.index_bytes / (double)n;
+            /* the snapshot was taken on the empty database: it must see nothing */
+            make_key(0, k);
+            rc = kvdb_txn_get(snap, k, KLEN, &val, &vl);
+            if (rc == KVDB_OK) {
+                fprintf(stderr, "kvdb-bench: a snapshot of the empty database sees a later put\n");
+                g_mismatch++;
+            } else if (rc != KVDB_NOTFOUND) {
+                die("kvdb_txn_get (snapshot)", rc);
+            }
+            make_key(n - 1, k);
+            if (kvdb_txn_get(snap, k, KLEN, &val, &vl) != KVDB_NOTFOUND)
+                g_mismatch++;
+            kvdb_abort(snap);
         }
-        make_key(n - 1, k);
-        if (kvdb_txn_get(snap, k, KLEN, &val, &vl) != KVDB_NOTFOUND)
-            g_mismatch++;
-        kvdb_abort(snap);
+        verify_sample(db, n, (uint64_t)with_snap * 99991u + run);
+        close_db(db);
+        unlink_db();
     }
-    verify_sample(db, n, (uint64_t)with_snap * 99991u);
-    close_db(db);
-    unlink_db();
-
+    r->replays[with_snap] = g_replays;
+    {
+        struct hist *hf = calloc(1, sizeof *hf);
+        if (!hf) {
+            fprintf(stderr, "kvdb-bench: out of memory\n");
+            cleanup();
+            exit(1);
+        }
+        for (i = 0; i < n; i++)
+            hadd(hf, fast[i], i);
+        r->fast_max[with_snap] = hf->max;
+        r->fast_max_at[with_snap] = hf->max_at;
+        r->fast_p999[with_snap] = hpct(hf, 0.999);
+        free(hf);
+    }
+    r->grow_wall_s[with_snap] = (double)wall / 1e9 / g_replays;
     r->grow_mean[with_snap] = (double)h->sum / (double)h->n;
     r->p50[with_snap] = hpct(h, 0.50);
     r->p99[with_snap] = hpct(h, 0.99);
     r->p999[with_snap] = hpct(h, 0.999);
     r->max[with_snap] = h->max;
     r->max_at[with_snap] = h->max_at;
-    r->max_cpu[with_snap] = max_cpu;
+    free(fast);
     free(h);
+}
+
+/* The machine's own stalls: a loop that reads the clock and nothing else,
+ * for secs seconds; every gap over 1 ms between two reads is time the
+ * process did not run (a descheduled thread or a virtual CPU the host took). */
+static void noise_probe(struct result *r, double secs)
+{
+    uint64_t start = now_ns(), end = start + (uint64_t)(secs * 1e9), prev = start, t;
+    r->noise_gaps = r->noise_max = 0;
+    for (;;) {
+        t = now_ns();
+        if (t - prev > 1000000u) r->noise_gaps++;
+        if (t - prev > r->noise_max) r->noise_max = t - prev;
+        prev = t;
+        if (t >= end) break;
+    }
+    r->noise_s = (double)(t - start) / 1e9;
 }
 
 /* ------------------------------------------------------------ output */
@@ -672,19 +753,37 @@ static void print_table(const struct result *r, int nr, const char *dir, double 
               offsetof(struct result, p99) + (size_t)s * sizeof(uint64_t));
         row_u("  p99.9                               ns", r, nr,
               offsetof(struct result, p999) + (size_t)s * sizeof(uint64_t));
-        printf("%-*s", LABEL_W, "  max (longest single put)           us");
+        row_u("  p99.9, fastest of the runs          ns", r, nr,
+              offsetof(struct result, fast_p999) + (size_t)s * sizeof(uint64_t));
+        printf("%-*s", LABEL_W, "  longest put, fastest of the runs   us");
         for (c = 0; c < nr; c++)
-            printf("%*.1f", COL_W, (double)r[c].max[s] / 1e3);
+            printf("%*.1f", COL_W, (double)r[c].fast_max[s] / 1e3);
         printf("\n");
-        printf("%-*s", LABEL_W, "  max in thread CPU time (no waits)   us");
+        printf("%-*s", LABEL_W, "  ... at key number");
         for (c = 0; c < nr; c++)
-            printf("%*.1f", COL_W, (double)r[c].max_cpu[s] / 1e3);
+            printf("%*llu", COL_W, (unsigned long long)r[c].fast_max_at[s]);
+        printf("\n");
+        printf("%-*s", LABEL_W, "  runs (same keys, same work)");
+        for (c = 0; c < nr; c++)
+            printf("%*u", COL_W, r[c].replays[s]);
+        printf("\n");
+        printf("%-*s", LABEL_W, "  longest put of a run: best run      us");
+        for (c = 0; c < nr; c++)
+            printf("%*.1f", COL_W, (double)r[c].run_max_lo[s] / 1e3);
+        printf("\n");
+        printf("%-*s", LABEL_W, "  longest put of a run: worst run     us");
+        for (c = 0; c < nr; c++)
+            printf("%*.1f", COL_W, (double)r[c].run_max_hi[s] / 1e3);
         printf("\n");
         printf("%-*s", LABEL_W, "  ... at key number");
         for (c = 0; c < nr; c++)
             printf("%*llu", COL_W, (unsigned long long)r[c].max_at[s]);
         printf("\n");
-        printf("%-*s", LABEL_W, "  wall time of the growth               s");
+        printf("%-*s", LABEL_W, "  puts over 1 ms, all runs");
+        for (c = 0; c < nr; c++)
+            printf("%*llu", COL_W, (unsigned long long)r[c].over_1ms[s]);
+        printf("\n");
+        printf("%-*s", LABEL_W, "  wall time of a growth (mean)          s");
         for (c = 0; c < nr; c++)
             printf("%*.2f", COL_W, r[c].grow_wall_s[s]);
         printf("\n");
@@ -712,10 +811,26 @@ static void print_table(const struct result *r, int nr, const char *dir, double 
         printf("%*.2f", COL_W, r[c].grow_mean[0] > 0 ? r[c].grow_mean[1] / r[c].grow_mean[0] : 0.0);
     printf("\n");
     row_f("peak RSS so far (ru_maxrss)         MiB", r, nr, offsetof(struct result, rss_mib), 1);
+    printf("%-*s", LABEL_W, "machine: clock-only loop, gaps > 1 ms");
+    for (c = 0; c < nr; c++)
+        printf("%*llu", COL_W, (unsigned long long)r[c].noise_gaps);
+    printf("\n");
+    printf("%-*s", LABEL_W, "  ... longest gap                     us");
+    for (c = 0; c < nr; c++)
+        printf("%*.1f", COL_W, (double)r[c].noise_max / 1e3);
+    printf("\n");
+    printf("%-*s", LABEL_W, "  ... in a loop of                     s");
+    for (c = 0; c < nr; c++)
+        printf("%*.1f", COL_W, r[c].noise_s);
+    printf("\n");
     row_u("value mismatches (must be 0)", r, nr, offsetof(struct result, mismatches));
     printf("\nGets: %llu random keys per column at most, key making and value checking\n"
            "included.  Per-put latencies are clock_gettime around each kvdb_put (about\n"
-           "%.0f ns of timer cost included).\n",
+           "%.0f ns of timer cost included); growth percentiles pool all runs.  The\n"
+           "engine's own worst put is \"longest put, fastest of the runs\": the\n"
+           "runs put the same keys and the engine splits, grows and reserves at the\n"
+           "same puts every time, while the machine's stalls (see the clock-only\n"
+           "loop) land at random.\n",
            (unsigned long long)MAX_READS, clock_ns);
     if (stopped)
         printf("STOPPED: the growth was cut short when the index (kvdb_stat) or the\n"
@@ -729,7 +844,7 @@ static void print_table(const struct result *r, int nr, const char *dir, double 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: kvdb-bench [-n N[,N...]] [-d DIR] [-m MIB] [-q] [--help]\n"
+            "usage: kvdb-bench [-n N[,N...]] [-d DIR] [-m MIB] [-r R] [-q] [--help]\n"
             "  -n LIST   key counts, comma-separated, k/M suffixes allowed\n"
             "            (default 1000000,10000000)\n"
             "  -d DIR    directory for the database file (default .); it is deleted\n"
@@ -737,6 +852,8 @@ static void usage(FILE *f)
             "            most at a time (one database at a time).\n"
             "  -m MIB    memory cap: a growth run stops early (and says so) when the\n"
             "            index or the RSS passes MIB (default: half of RAM)\n"
+            "  -r R      runs of each growth, same keys (default 3): the engine's own\n"
+            "            worst put is the slowest of the per-put fastest runs\n"
             "  -q        quick: N = 100000 only\n"
             "  --help    this text\n"
             "Prints one table: put/get ns per op, index bytes per key, reopen time,\n"
@@ -793,7 +910,7 @@ int main(int argc, char **argv)
             ns[0] = 100000;
             nn = 1;
         } else if (strncmp(a, "-n", 2) == 0 || strncmp(a, "-d", 2) == 0
-                   || strncmp(a, "-m", 2) == 0) {
+                   || strncmp(a, "-m", 2) == 0 || strncmp(a, "-r", 2) == 0) {
             const char *v = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
             if (!v) {
                 fprintf(stderr, "kvdb-bench: %s needs an argument\n", a);
@@ -802,6 +919,15 @@ int main(int argc, char **argv)
             }
             if (a[1] == 'd') {
                 dir = v;
+            } else if (a[1] == 'r') {
+                char *end;
+                unsigned long rr = strtoul(v, &end, 10);
+                if (*v < '0' || *v > '9' || *end || rr == 0 || rr > 100) {
+                    fprintf(stderr, "kvdb-bench: bad run count '%s' (1..100)\n", v);
+                    usage(stderr);
+                    return 2;
+                }
+                g_replays = (unsigned)rr;
             } else if (a[1] == 'm') {
                 char *end;
                 unsigned long long mib = strtoull(v, &end, 10);
@@ -842,6 +968,7 @@ int main(int argc, char **argv)
         uint64_t before = g_mismatch;
         res[c].n = ns[c];
         bench_load_read(&res[c]);
+        noise_probe(&res[c], 5.0);
         bench_grow(&res[c], 0);
         bench_grow(&res[c], 1);
         res[c].rss_mib = peak_rss_mib();
