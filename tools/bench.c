@@ -320,7 +320,7 @@ struct result {
     uint64_t over_1ms[2];    /* puts over 1 ms, all runs */
     uint64_t fast_max[2], fast_max_at[2]; /* slowest of the per-put fastest of the runs */
     uint64_t fast_p999[2];   /* p99.9 of the per-put fastest */
-    unsigned replays[2];
+    uint64_t replays[2];     /* runs of each growth */
     double noise_s;          /* the machine probe: seconds it ran, */
     uint64_t noise_gaps, noise_max; /* ...gaps over 1 ms it saw, the longest */
     double scan_first_ms;    /* first full ordered scan (builds the sorted runs) */
@@ -705,6 +705,16 @@ static void row_u(const char *label, const struct result *r, int nr, size_t off)
     printf("\n");
 }
 
+/* a uint64_t field of nanoseconds, printed in microseconds */
+static void row_us(const char *label, const struct result *r, int nr, size_t off)
+{
+    int c;
+    printf("%-*s", LABEL_W, label);
+    for (c = 0; c < nr; c++)
+        printf("%*.1f", COL_W, (double)*(const uint64_t *)(const void *)((const char *)&r[c] + off) / 1e3);
+    printf("\n");
+}
+
 static void print_table(const struct result *r, int nr, const char *dir, double clock_ns)
 {
     char b[32];
@@ -755,34 +765,20 @@ static void print_table(const struct result *r, int nr, const char *dir, double 
               offsetof(struct result, p999) + (size_t)s * sizeof(uint64_t));
         row_u("  p99.9, fastest of the runs          ns", r, nr,
               offsetof(struct result, fast_p999) + (size_t)s * sizeof(uint64_t));
-        printf("%-*s", LABEL_W, "  longest put, fastest of the runs   us");
-        for (c = 0; c < nr; c++)
-            printf("%*.1f", COL_W, (double)r[c].fast_max[s] / 1e3);
-        printf("\n");
-        printf("%-*s", LABEL_W, "  ... at key number");
-        for (c = 0; c < nr; c++)
-            printf("%*llu", COL_W, (unsigned long long)r[c].fast_max_at[s]);
-        printf("\n");
-        printf("%-*s", LABEL_W, "  runs (same keys, same work)");
-        for (c = 0; c < nr; c++)
-            printf("%*u", COL_W, r[c].replays[s]);
-        printf("\n");
-        printf("%-*s", LABEL_W, "  longest put of a run: best run      us");
-        for (c = 0; c < nr; c++)
-            printf("%*.1f", COL_W, (double)r[c].run_max_lo[s] / 1e3);
-        printf("\n");
-        printf("%-*s", LABEL_W, "  longest put of a run: worst run     us");
-        for (c = 0; c < nr; c++)
-            printf("%*.1f", COL_W, (double)r[c].run_max_hi[s] / 1e3);
-        printf("\n");
-        printf("%-*s", LABEL_W, "  ... at key number");
-        for (c = 0; c < nr; c++)
-            printf("%*llu", COL_W, (unsigned long long)r[c].max_at[s]);
-        printf("\n");
-        printf("%-*s", LABEL_W, "  puts over 1 ms, all runs");
-        for (c = 0; c < nr; c++)
-            printf("%*llu", COL_W, (unsigned long long)r[c].over_1ms[s]);
-        printf("\n");
+        row_us("  longest put, fastest of the runs   us", r, nr,
+              offsetof(struct result, fast_max) + (size_t)s * sizeof(uint64_t));
+        row_u("  ... at key number", r, nr,
+              offsetof(struct result, fast_max_at) + (size_t)s * sizeof(uint64_t));
+        row_u("  runs (same keys, same work)", r, nr,
+              offsetof(struct result, replays) + (size_t)s * sizeof(uint64_t));
+        row_us("  longest put of a run: best run      us", r, nr,
+              offsetof(struct result, run_max_lo) + (size_t)s * sizeof(uint64_t));
+        row_us("  longest put of a run: worst run     us", r, nr,
+              offsetof(struct result, run_max_hi) + (size_t)s * sizeof(uint64_t));
+        row_u("  ... at key number", r, nr,
+              offsetof(struct result, max_at) + (size_t)s * sizeof(uint64_t));
+        row_u("  puts over 1 ms, all runs", r, nr,
+              offsetof(struct result, over_1ms) + (size_t)s * sizeof(uint64_t));
         printf("%-*s", LABEL_W, "  wall time of a growth (mean)          s");
         for (c = 0; c < nr; c++)
             printf("%*.2f", COL_W, r[c].grow_wall_s[s]);
@@ -811,18 +807,9 @@ static void print_table(const struct result *r, int nr, const char *dir, double 
         printf("%*.2f", COL_W, r[c].grow_mean[0] > 0 ? r[c].grow_mean[1] / r[c].grow_mean[0] : 0.0);
     printf("\n");
     row_f("peak RSS so far (ru_maxrss)         MiB", r, nr, offsetof(struct result, rss_mib), 1);
-    printf("%-*s", LABEL_W, "machine: clock-only loop, gaps > 1 ms");
-    for (c = 0; c < nr; c++)
-        printf("%*llu", COL_W, (unsigned long long)r[c].noise_gaps);
-    printf("\n");
-    printf("%-*s", LABEL_W, "  ... longest gap                     us");
-    for (c = 0; c < nr; c++)
-        printf("%*.1f", COL_W, (double)r[c].noise_max / 1e3);
-    printf("\n");
-    printf("%-*s", LABEL_W, "  ... in a loop of                     s");
-    for (c = 0; c < nr; c++)
-        printf("%*.1f", COL_W, r[c].noise_s);
-    printf("\n");
+    row_u("machine: clock-only loop, gaps > 1 ms", r, nr, offsetof(struct result, noise_gaps));
+    row_us("  ... longest gap                     us", r, nr, offsetof(struct result, noise_max));
+    row_f("  ... in a loop of                     s", r, nr, offsetof(struct result, noise_s), 1);
     row_u("value mismatches (must be 0)", r, nr, offsetof(struct result, mismatches));
     printf("\nGets: %llu random keys per column at most, key making and value checking\n"
            "included.  Per-put latencies are clock_gettime around each kvdb_put (about\n"

@@ -159,7 +159,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (pass = 0; pass < 2; pass++) {
         unsigned flags = pass == 0 ? 0 : KVDB_RDONLY;
         fz_init(&d, pass == 0, "fuzz.db", data, size);
-        rc = fz_open_db(&d, flags, &db);
+        rc = fz_open_db(&d, flags, NULL, &db);
         FZ_ASSERT(rc >= KVDB_ENOTDB && rc <= KVDB_OK);
         FZ_ASSERT((rc == KVDB_OK) == (db != NULL));
         if (!hdr_ok && size >= 64) FZ_ASSERT(rc != KVDB_OK);
@@ -175,7 +175,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (hdr_ok && pass == 0) {
             /* the tail was cut to the last whole transaction; a second open agrees */
             FZ_ASSERT(d.f[0].size == s.good);
-            rc = fz_open_db(&d, 0, &db);
+            rc = fz_open_db(&d, 0, NULL, &db);
             FZ_ASSERT(rc == KVDB_OK);
             fo_check(db, data, &s);
             /* and it still takes writes */

@@ -205,18 +205,6 @@ static void fs_disk(fz_disk *d, int map, const unsigned char *x, size_t xl, int 
     d->ino[1] = 1;
 }
 
-static int fs_open(fz_disk *d, unsigned flags, kvdb **db)
-{
-    kvdb_options o;
-    kvdb_options_init(&o);
-    o.flags = flags;
-    o.sync = KVDB_SYNC_NORMAL;
-    o.vfs = &d->vfs;
-    o.alloc = &fs_alloc;
-    *db = NULL;
-    return kvdb_open("fuzz.db", &o, db);
-}
-
 /* ---- the oracle ---- */
 /* is v (vl bytes) a value id holds (exact) or once held? */
 static int fs_val_ok(const fs_model *m, int id, const void *v, size_t vl, int exact)
@@ -380,7 +368,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(m.ver, fs_d.ver, sizeof m.ver);
         memcpy(m.hist, fs_d.hist, sizeof m.hist);
         fs_disk(&d, pass == 0, x, xl, has);
-        rc = fs_open(&d, pass == 0 ? 0 : KVDB_RDONLY, &db);
+        rc = fz_open_db(&d, pass == 0 ? 0 : KVDB_RDONLY, &fs_alloc, &db);
         if (rc != KVDB_OK) {
             /* only a wrong sidecar that passed the checks: the replay after
              * it met an index entry that points at no record */
@@ -409,7 +397,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fs_done(&d);
         if (!exact) continue;
         /* the sidecar close wrote covers the whole log */
-        FZ_ASSERT(fs_open(&d, KVDB_RDONLY, &db) == KVDB_OK);
+        FZ_ASSERT(fz_open_db(&d, KVDB_RDONLY, &fs_alloc, &db) == KVDB_OK);
         FZ_ASSERT(kvdb_stat(db, &st) == KVDB_OK);
         FZ_ASSERT(st.sidecar_loaded == 1 && st.replayed_bytes == 0);
         fs_check(db, &m, 1, 0);

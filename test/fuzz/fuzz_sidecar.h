@@ -91,7 +91,7 @@ static void fs_build(fs_db *m, uint64_t rnd)
     memset(m, 0, sizeof *m);
     fz_init(&d, 1, "fuzz.db", NULL, 0);
     d.rnd = rnd;
-    if (fz_open_db(&d, KVDB_CREATE, &db) != KVDB_OK || kvdb_close(db) != KVDB_OK) fs_die("create");
+    if (fz_open_db(&d, KVDB_CREATE, NULL, &db) != KVDB_OK || kvdb_close(db) != KVDB_OK) fs_die("create");
     h = d.f[d.ino[fz_lookup(&d, "fuzz.db")]].p;
     kv_st64(h + 40, FS_TIME);
     kv_st64(h + 56, XXH3_64bits(h, 56));
@@ -99,7 +99,7 @@ static void fs_build(fs_db *m, uint64_t rnd)
     fz_remove(&d, "fuzz.db.idx");
     /* phase 1: ids 0..109 in transactions of 1..4, then overwrites, a put
      * and delete of one key in one transaction, deletes */
-    if (fz_open_db(&d, 0, &db) != KVDB_OK) fs_die("open 1");
+    if (fz_open_db(&d, 0, NULL, &db) != KVDB_OK) fs_die("open 1");
     for (id = 0; id < 110; id++) {
         ids[n] = id;
         vers[n++] = 1;
@@ -120,7 +120,7 @@ static void fs_build(fs_db *m, uint64_t rnd)
     if (kvdb_close(db) != KVDB_OK) fs_die("close 1");
     m->s1 = fs_copy(&d, "fuzz.db.idx", &m->s1len);
     /* phase 2: overwrites (deleted keys come back), deletes, new keys */
-    if (fz_open_db(&d, 0, &db) != KVDB_OK) fs_die("open 2");
+    if (fz_open_db(&d, 0, NULL, &db) != KVDB_OK) fs_die("open 2");
     for (id = 1; id < 110; id += 6) fs_one(db, m, id, 3);
     for (id = 4; id < 110; id += 9) fs_one(db, m, id, 0);
     for (id = 110; id < FS_NW; id += 2) {

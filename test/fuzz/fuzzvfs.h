@@ -163,14 +163,16 @@ static int fz_random(void *ctx, void *buf, size_t n)
 }
 
 /* Open "fuzz.db" (the targets' database, f[0] as fz_init names it) on d
- * under KVDB_SYNC_NORMAL; *db is NULL unless it returns KVDB_OK. */
-static int fz_open_db(fz_disk *d, unsigned flags, kvdb **db)
+ * under KVDB_SYNC_NORMAL, with allocator al (NULL: the default); *db is
+ * NULL unless it returns KVDB_OK. */
+static int fz_open_db(fz_disk *d, unsigned flags, const kvdb_allocator *al, kvdb **db)
 {
     kvdb_options o;
     kvdb_options_init(&o);
     o.flags = flags;
     o.sync = KVDB_SYNC_NORMAL;
     o.vfs = &d->vfs;
+    o.alloc = al;
     *db = NULL;
     return kvdb_open("fuzz.db", &o, db);
 }
