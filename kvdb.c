@@ -1023,12 +1023,17 @@ typedef struct kv_cp kv_cp;
 
 /* A slow system call left to the checkpointer thread: the munmap of a
  * mapping whose last version is gone (its cost grows with the pages it
- * touched) or the close of a replaced file (the file system frees its
- * blocks).  Done in order, so an unmap comes before its file's close. */
+ * touched), the close of a replaced file (the file system frees its
+ * blocks), or the reserving of log space ahead of the writer (allocating
+ * 8 MiB of blocks took up to 0.8 ms).  Done in order, so an unmap comes
+ * before its file's close, and a reserve before the close of its file. */
+enum { KV_JOB_CLOSE, KV_JOB_UNMAP, KV_JOB_RESERVE };
 typedef struct kv_job {
+    int kind;
     kvdb_file *f;
-    const void *base;      /* NULL: close f; else unmap [base, base + len) */
-    uint64_t len;
+    const void *base;      /* UNMAP: [base, base + len) */
+    uint64_t len;          /* RESERVE: the size to make f */
+    uint64_t seq;          /* RESERVE: the writer's number for it (rsv_seq) */
     struct kv_job *next;
 } kv_job;
 /* A whole old index waiting for the last version of its file to go. */
@@ -1059,8 +1064,13 @@ struct kvdb {
     int writer_txn;        /* the writer is a write transaction (else a compaction) */
     kv_thread writer_thread;
     uint64_t end;          /* log bytes written */
-    uint64_t log_cap;      /* the log file's size: end, or more if reserved */
+    uint64_t log_cap;      /* the log file's size: end, or more if reserved
+                              (or more than the size: see kv_log_reserve) */
+    uint64_t rsv_mark;     /* past this end, reserve more (kv_log_reserve) */
     int no_reserve;        /* the file layer's reserve failed: stop trying */
+    kv_log *rsv_log;       /* a reserve on the thread is in flight: for this
+                              log, which it holds a reference on */
+    uint64_t rsv_seq;      /* ...and its number */
     uint64_t gen;          /* last write generation */
     uint64_t seq;          /* last commit sequence */
     kv_map *map;           /* newest mapping, or NULL (pread) */
@@ -1116,6 +1126,8 @@ struct kvdb {
     int srt_want;          /* the thread has log to sort (key order in use) */
     int cp_running;        /* the thread is compacting */
     kv_job *jobs, **jobs_tail; /* for the thread (mu_ck) */
+    uint64_t rsv_done, rsv_done_cap; /* the thread's last reserve: its number, */
+    int rsv_done_rc;       /* ...size and result (mu_ck) */
     kv_thread ck_thread;
     /* the sidecar loaded at open (lives until close) */
     const uint8_t *sc_base;
@@ -1939,11 +1951,24 @@ static kv_log *kv_log_new(kvdb *db, kvdb_file *f)
 
 static void kv_job_run(kvdb *db, const kv_job *j)
 {
-    if (j->base) db->vfs->unmap(db->vfs->ctx, j->f, j->base, j->len);
-    else db->vfs->close(db->vfs->ctx, j->f);
+    if (j->kind == KV_JOB_UNMAP) {
+        db->vfs->unmap(db->vfs->ctx, j->f, j->base, j->len);
+    } else if (j->kind == KV_JOB_CLOSE) {
+        db->vfs->close(db->vfs->ctx, j->f);
+    } else { /* only ever on the thread (kv_log_reserve) */
+        int rc = db->vfs->reserve(db->vfs->ctx, j->f, j->len);
+        kv_lock(&db->mu_ck);
+        db->rsv_done = j->seq;
+        db->rsv_done_cap = j->len;
+        db->rsv_done_rc = rc;
+        kv_unlock(&db->mu_ck);
+    }
 }
 
 static void ck_job(kvdb *db, int big, kvdb_file *f, const void *base, uint64_t len);
+#ifndef KVDB_NO_THREADS
+static void *ck_main(void *arg);
+#endif
 
 static void kv_log_release(kvdb *db, kv_log *lg)
 {
@@ -3332,21 +3357,126 @@ static int txn_apply(kvdb_txn *t, hix_ref base, kv_ver *nv, hix_w *w)
     return KVDB_OK;
 }
 
-/* Reserve log space past end (see kvdb_vfs.reserve): 1/8 of the log,
- * 64 KiB to 8 MiB, so a fillsync-style run of small commits changes the
- * file's size once per reservation instead of once per commit.  Failure
- * is not an error: the appends grow the file as without it. */
-static void kv_log_reserve(kvdb *db, uint64_t end)
+/* Log space reserved past end (see kvdb_vfs.reserve), so that a
+ * fillsync-style run of small commits changes the file's size once per
+ * reservation instead of once per commit.  A reservation is 1/8 of the
+ * log, 64 KiB to 8 MiB.  Allocating 8 MiB of blocks takes 20 us to 0.8 ms,
+ * too long for the commit that crosses the reserved end: once the log is
+ * KV_RSV_BG_MIN long, the thread extends the reservation by half a chunk
+ * whenever the writer is less than half a chunk from its end (one request
+ * in flight, rsv_log; the surplus stays under a chunk + 64 KiB, as
+ * kvdb.h promises), and the writer reserves itself only if it overtakes
+ * the thread.  Failure is not an error: the appends grow the file as
+ * without it, and the handle stops reserving.
+ *
+ * The thread's reserve runs at the same time as the writer's appends
+ * below it.  A failed write cuts the file back to the commit's start; a
+ * reserve in flight may finish before or after that cut, so its size is
+ * taken either way: log_cap may then exceed the file's size (appends grow
+ * the file; close cuts to end when log_cap > end), but it never falls
+ * short of it once the reserve is collected, and close collects it -- so
+ * close leaves no reserved zeros behind.  A compaction swap changes the
+ * file: a reserve of the old one (rsv_log != db->log) is not taken. */
+#define KV_RSV_BG_MIN ((uint64_t)(KVDB_CK_MIN_BYTES) / 8) /* 8 MiB (TSan tests: 8 KiB) */
+
+static uint64_t kv_rsv_chunk(uint64_t end)
 {
-    uint64_t chunk = end / 8, cap;
-    char msg[sizeof kv_errbuf];
-    if (!db->vfs->reserve || db->no_reserve || db->inmem) return;
+    uint64_t chunk = end / 8;
     if (chunk < ((uint64_t)1 << 16)) chunk = (uint64_t)1 << 16;
     if (chunk > ((uint64_t)1 << 23)) chunk = (uint64_t)1 << 23;
-    cap = (end + chunk + 0xFFFF) & ~(uint64_t)0xFFFF;
+    return chunk;
+}
+
+/* The log's file is cap bytes: reserve again once end passes rsv_mark. */
+static void kv_log_cap_set(kvdb *db, uint64_t cap)
+{
+    db->log_cap = cap;
+    if (!db->vfs->reserve || db->no_reserve || db->inmem) db->rsv_mark = UINT64_MAX;
+#ifndef KVDB_NO_THREADS
+    else if (cap >= KV_RSV_BG_MIN) db->rsv_mark = cap - kv_rsv_chunk(cap) / 2;
+#endif
+    else db->rsv_mark = cap;
+}
+
+/* Take the thread's finished reserve, if it has finished (writer). */
+static void kv_rsv_collect(kvdb *db)
+{
+#ifndef KVDB_NO_THREADS
+    int done, rc;
+    uint64_t cap;
+    kv_lock(&db->mu_ck);
+    done = db->rsv_done == db->rsv_seq;
+    rc = db->rsv_done_rc;
+    cap = db->rsv_done_cap;
+    kv_unlock(&db->mu_ck);
+    if (!done) return;
+    if (db->rsv_log == db->log) {
+        if (rc) db->no_reserve = 1;
+        if (rc || cap > db->log_cap) kv_log_cap_set(db, rc ? db->log_cap : cap);
+    }
+    kv_log_release(db, db->rsv_log);
+    db->rsv_log = NULL;
+#else
+    (void)db;
+#endif
+}
+
+/* Hand the reserve of cap bytes to the thread; 0 if there is none. */
+static int kv_rsv_post(kvdb *db, uint64_t cap)
+{
+#ifndef KVDB_NO_THREADS
+    kv_job *j = (kv_job *)kv_malloc(&db->al, sizeof *j);
+    if (!j) return 0;
+    kv_lock(&db->mu_ck);
+    if (!db->ck_stop && !db->ck_started && pthread_create(&db->ck_thread, NULL, ck_main, db) == 0)
+        db->ck_started = 1;
+    if (db->ck_stop || !db->ck_started) {
+        kv_unlock(&db->mu_ck);
+        kv_free(&db->al, j);
+        return 0;
+    }
+    j->kind = KV_JOB_RESERVE;
+    j->f = db->log->f;
+    j->base = NULL;
+    j->len = cap;
+    j->seq = ++db->rsv_seq;
+    j->next = NULL;
+    if (!db->jobs_tail) db->jobs_tail = &db->jobs;
+    *db->jobs_tail = j;
+    db->jobs_tail = &j->next;
+    kv_broadcast(&db->cv_ck);
+    kv_unlock(&db->mu_ck);
+    db->rsv_log = db->log; /* its file stays open until the reserve is done */
+    db->log->refs++;
+    return 1;
+#else
+    (void)db;
+    (void)cap;
+    return 0;
+#endif
+}
+
+/* Writer, before appending up to end, once end > rsv_mark. */
+static void kv_log_reserve(kvdb *db, uint64_t end)
+{
+    uint64_t cap;
+    char msg[sizeof kv_errbuf];
+    if (db->rsv_log) kv_rsv_collect(db);
+    if (db->no_reserve || db->rsv_mark == UINT64_MAX) return;
+    if (end <= db->log_cap) { /* half a chunk left: the thread reserves on */
+        if (db->rsv_log) return;
+        cap = (db->log_cap + kv_rsv_chunk(db->log_cap) / 2 + 0xFFFF) & ~(uint64_t)0xFFFF;
+        if (!kv_rsv_post(db, cap)) db->rsv_mark = db->log_cap; /* no thread: at the end */
+        return;
+    }
+    cap = (end + kv_rsv_chunk(end) + 0xFFFF) & ~(uint64_t)0xFFFF;
     memcpy(msg, kv_errbuf, sizeof msg);
-    if (db->vfs->reserve(db->vfs->ctx, db->file, cap) == KVDB_OK) db->log_cap = cap;
-    else db->no_reserve = 1;
+    if (db->vfs->reserve(db->vfs->ctx, db->file, cap) == KVDB_OK) {
+        kv_log_cap_set(db, cap);
+    } else {
+        db->no_reserve = 1;
+        kv_log_cap_set(db, db->log_cap);
+    }
     memcpy(kv_errbuf, msg, sizeof msg);
 }
 
@@ -3412,15 +3542,15 @@ static int txn_commit_write(kvdb_txn *t)
 
     /* 3. write */
     if (!rc) {
-        if (end > db->log_cap) kv_log_reserve(db, end);
+        if (end > db->rsv_mark) kv_log_reserve(db, end);
         rc = db->vfs->write(db->vfs->ctx, db->file, start, t->wbuf.p, t->wbuf.len);
         if (rc) {
             int trc = db->vfs->truncate(db->vfs->ctx, db->file, start);
             if (trc) kv_set_sticky(db, KVDB_EIO);
             else if (rc != KVDB_EFULL) kv_set_sticky(db, rc);
-            db->log_cap = start;
+            kv_log_cap_set(db, start);
         } else if (end > db->log_cap) {
-            db->log_cap = end;
+            kv_log_cap_set(db, end);
         }
     }
     if (rc) {
@@ -4632,6 +4762,8 @@ static void ck_job(kvdb *db, int big, kvdb_file *f, const void *base, uint64_t l
 {
     kv_job j0;
     (void)big;
+    j0.kind = base ? KV_JOB_UNMAP : KV_JOB_CLOSE;
+    j0.seq = 0;
     j0.f = f;
     j0.base = base;
     j0.len = len;
@@ -4669,6 +4801,7 @@ static void ck_stop(kvdb *db)
     kv_unlock(&db->mu_ck);
     if (started) pthread_join(db->ck_thread, NULL); /* it runs the jobs left first */
     db->ck_started = 0;
+    if (db->rsv_log) kv_rsv_collect(db); /* so close cuts what it reserved */
 #else
     (void)db;
 #endif
@@ -5475,7 +5608,8 @@ static int cp_swap(kvdb *db, kv_cp *cp)
     db->map = cp->map;
     cp->map = NULL;
     db->use_map = cp->use_map;
-    db->end = db->log_cap = new_end;
+    db->end = new_end;
+    kv_log_cap_set(db, new_end);
     db->seq = cp->seq;
     cp_pool_free(db, &cp->pool);
     db->pool.bytes += cp->pool.bytes;
@@ -6872,7 +7006,7 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
         if (rc) goto fail;
     }
     db->end = good;
-    db->log_cap = db->torn_bytes && !db->rdonly ? good : size;
+    kv_log_cap_set(db, db->torn_bytes && !db->rdonly ? good : size);
     db->written = db->synced = good;
     db->log->bytes = good;
     v->index_bytes = db->pool.bytes;

@@ -144,9 +144,10 @@ enum { KVDB_SYNC_FULL = 0, KVDB_SYNC_NORMAL = 1, KVDB_SYNC_OFF = 2 };
  * KVDB_NOTFOUND (open of a missing file without create).  Implementations
  * may call kvdb_errmsg_set() to explain a failure.  Unless built with
  * KVDB_NO_THREADS, a handle's background thread calls it too (checkpoints,
- * automatic compaction, sorting new records for iterators, and the unmap
- * and close of a replaced log once it is 64 MiB or more), at the same time
- * as the threads using the handle.  */
+ * automatic compaction, sorting new records for iterators, the unmap and
+ * close of a replaced log once it is 64 MiB or more, and reserve once the
+ * log is 8 MiB or more), at the same time as the threads using the handle
+ * -- reserve also at the same time as the writer's write to that file. */
 typedef struct kvdb_file kvdb_file;     /* opaque to the engine */
 #define KVDB_VFS_CREATE 0x1u  /* create if missing */
 #define KVDB_VFS_RDONLY 0x2u

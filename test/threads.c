@@ -19,6 +19,10 @@
  *                               the new file.
  *   close_during_auto_swap      close while the background thread's
  *                               compaction swaps: close waits, no KVDB_EBUSY.
+ *   reserve_on_thread           the background thread reserves log space
+ *                               ahead of the writer, also when its reserve
+ *                               fails or a write fails under it: no zeros
+ *                               left after close, every commit there.
  *   stress_all                  committers, long snapshots checking sums by
  *                               gets and scans both ways, compaction and
  *                               checkpoints, all at once; then check and reopen.
@@ -1169,7 +1173,7 @@ static void sx_verify(kvdb *db, sx_arg *w)
 }
 
 /* ------------------------------------------------------------------ */
-/* 6. a commit never waits for a sort
+/* 7. a commit never waits for a sort
  *
  * A sort (the first iterator, the background sorter, a compaction's start)
  * holds mu_srt for as long as it takes -- seconds for a whole log.  Commits
@@ -1303,6 +1307,174 @@ static void test_stress_all(void)
     CHECK_OK(kvdb_close(db));
 }
 
+/* ------------------------------------------------------------------ */
+/* 8. log space reserved by the background thread
+ *
+ * Once the log is KV_RSV_BG_MIN long, the thread reserves ahead of the
+ * writer.  th_rsv wraps the POSIX layer: it counts where reserve is called
+ * from, and can make the thread's reserve fail, or hold it until a write
+ * of the writer has failed (the failed write cuts the file back under the
+ * reserve in flight).  Whatever happens, the file is never longer than
+ * end + a chunk + 64 KiB of zeros while open, close leaves exactly the
+ * committed bytes (no zeros for the next open to cut), and every commit
+ * that returned KVDB_OK is there after reopening. */
+
+static pthread_mutex_t th_rsv_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t th_rsv_cv = PTHREAD_COND_INITIALIZER;
+static struct {          /* under th_rsv_mu */
+    pthread_t writer;
+    int bg_calls, fg_calls;
+    int fail_bg;           /* the thread's reserves fail */
+    int hold_bg, held, let_go; /* hold the thread's next reserve until let_go */
+    int fail_write;        /* the next write fails with KVDB_EFULL */
+} th_rsv;
+
+static int th_rsv_reserve(void *ctx, kvdb_file *f, uint64_t size)
+{
+    int bg, fail;
+    pthread_mutex_lock(&th_rsv_mu);
+    bg = !pthread_equal(pthread_self(), th_rsv.writer);
+    if (bg) th_rsv.bg_calls++;
+    else th_rsv.fg_calls++;
+    fail = bg && th_rsv.fail_bg;
+    if (bg && th_rsv.hold_bg) {
+        th_rsv.hold_bg = 0;
+        th_rsv.held = 1;
+        pthread_cond_broadcast(&th_rsv_cv);
+        while (!th_rsv.let_go) pthread_cond_wait(&th_rsv_cv, &th_rsv_mu);
+    }
+    pthread_mutex_unlock(&th_rsv_mu);
+    if (fail) return KVDB_EFULL;
+    return kvdb_vfs_posix()->reserve(ctx, f, size);
+}
+
+static int th_rsv_write(void *ctx, kvdb_file *f, uint64_t off, const void *buf, size_t n)
+{
+    int fail;
+    pthread_mutex_lock(&th_rsv_mu);
+    fail = th_rsv.fail_write;
+    th_rsv.fail_write = 0;
+    pthread_mutex_unlock(&th_rsv_mu);
+    if (fail) return KVDB_EFULL;
+    return kvdb_vfs_posix()->write(ctx, f, off, buf, n);
+}
+
+/* Put keys [from, to) with 4 KiB values; check the file now and then. */
+static int th_rsv_fill(kvdb *db, const char *path, int from, int to)
+{
+    static char v[4096];
+    char k[32];
+    int i;
+    for (i = from; i < to; i++) {
+        snprintf(k, sizeof k, "key%06d", i);
+        memset(v, 'a' + i % 26, sizeof v);
+        if (kvdb_put(db, k, strlen(k), v, sizeof v) != KVDB_OK) {
+            TH_FAIL("put %d: %s", i, kvdb_errmsg());
+            return 0;
+        }
+        if (i % 1000 == 999) {
+            struct kvdb_stat st;
+            const char *why;
+            CHECK_OK(kvdb_stat(db, &st));
+            why = tu_reserved_ok(path, (unsigned long long)st.file_bytes);
+            if (why) {
+                TH_FAIL("after put %d: %s", i, why);
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+static void th_rsv_check(const char *path, int n, int skip)
+{
+    static char v[4096];
+    struct kvdb_stat st;
+    kvdb *db;
+    char k[32];
+    int i, bad = 0;
+    REQUIRE_OK(th_open(path, 0, KVDB_SYNC_OFF, &db));
+    CHECK_OK(kvdb_stat(db, &st));
+    CHECK(st.torn_bytes == 0 && st.keys == (uint64_t)(n - (skip >= 0)));
+    for (i = 0; i < n && !bad; i++) {
+        size_t vl = 0;
+        int rc;
+        snprintf(k, sizeof k, "key%06d", i);
+        rc = kvdb_get(db, k, strlen(k), v, sizeof v, &vl);
+        if (i == skip) bad = rc != KVDB_NOTFOUND;
+        else bad = rc != KVDB_OK || vl != sizeof v || v[0] != 'a' + i % 26 || v[sizeof v - 1] != v[0];
+        if (bad) TH_FAIL("key %d: rc %d, %zu bytes", i, rc, vl);
+    }
+    CHECK_OK(kvdb_close(db));
+}
+
+static void test_reserve_on_thread(void)
+{
+    const char *path = tu_path("reserve.db");
+    int mode;
+    if (!kvdb_vfs_posix()->reserve) return; /* (a platform without fallocate) */
+    /* 0 as is, 1 the thread's reserves fail, 2 a write fails under one and
+     * close follows (close must take that reserve's size: log_cap is end),
+     * 3 the same and the writer goes on */
+    for (mode = 0; mode < 4; mode++) {
+        int n = 6000;                       /* 24 MiB of log */
+        kvdb_vfs vfs = *kvdb_vfs_posix();
+        kvdb_options o;
+        kvdb *db;
+        int fg, bg, skip = -1;
+        unlink(path);
+        vfs.reserve = th_rsv_reserve;
+        vfs.write = th_rsv_write;
+        pthread_mutex_lock(&th_rsv_mu);
+        th_rsv.writer = pthread_self();
+        th_rsv.bg_calls = th_rsv.fg_calls = 0;
+        th_rsv.fail_bg = mode == 1;
+        th_rsv.hold_bg = mode >= 2;
+        th_rsv.held = th_rsv.let_go = th_rsv.fail_write = 0;
+        pthread_mutex_unlock(&th_rsv_mu);
+        kvdb_options_init(&o);
+        o.flags = KVDB_CREATE;
+        o.sync = KVDB_SYNC_OFF;
+        o.vfs = &vfs;
+        REQUIRE_OK(kvdb_open(path, &o, &db));
+        if (mode < 2) {
+            th_rsv_fill(db, path, 0, n);
+        } else {
+            int i = 0, rc;
+            char k[32];
+            for (; i < n && !db->rsv_log; i++) /* until the writer hands a reserve to the thread */
+                if (!th_rsv_fill(db, path, i, i + 1)) break;
+            REQUIRE(db->rsv_log);
+            pthread_mutex_lock(&th_rsv_mu); /* which is now held inside it */
+            while (!th_rsv.held) pthread_cond_wait(&th_rsv_cv, &th_rsv_mu);
+            pthread_mutex_unlock(&th_rsv_mu);
+            pthread_mutex_lock(&th_rsv_mu);
+            th_rsv.fail_write = 1;
+            pthread_mutex_unlock(&th_rsv_mu);
+            skip = i;
+            snprintf(k, sizeof k, "key%06d", i);
+            rc = kvdb_put(db, k, strlen(k), "x", 1);
+            CHECK_RC(rc, KVDB_EFULL);
+            pthread_mutex_lock(&th_rsv_mu);
+            th_rsv.let_go = 1;
+            pthread_cond_broadcast(&th_rsv_cv);
+            pthread_mutex_unlock(&th_rsv_mu);
+            if (mode == 3) th_rsv_fill(db, path, i + 1, n);
+            else n = i + 1;
+        }
+        CHECK_OK(kvdb_close(db));
+        pthread_mutex_lock(&th_rsv_mu);
+        fg = th_rsv.fg_calls;
+        bg = th_rsv.bg_calls;
+        pthread_mutex_unlock(&th_rsv_mu);
+        CHECK(fg >= 1);            /* the writer itself, below KV_RSV_BG_MIN */
+        if (mode == 1) CHECK(bg == 1); /* one failure stops the reserving */
+        else CHECK(bg >= (mode == 2 ? 1 : 2)); /* the thread reserved (on) */
+        th_rsv_check(path, n, skip);
+        if (th_failed()) break;
+    }
+}
+
 static void th_reset(void)
 {
     pthread_mutex_lock(&th_fail_mu);
@@ -1323,6 +1495,7 @@ int main(void)
     TH_RUN(test_checkpoint_overtaken);
     TH_RUN(test_close_during_auto_swap);
     TH_RUN(test_commit_not_behind_sort);
+    TH_RUN(test_reserve_on_thread);
     TH_RUN(test_stress_all);
     tu_rmrf();
     TEST_MAIN_END();
