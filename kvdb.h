@@ -176,12 +176,15 @@ typedef struct kvdb_vfs {
     int (*sync_dir)(void *ctx, const char *path); /* fsync path's directory */
     int (*random)(void *ctx, void *buf, size_t n); /* seeds and ids */
     /* Optional (NULL: never called): make the file at least size bytes
-     * long, the new bytes reading as zeros, its space allocated where the
-     * system can.  The writer keeps the log's file this far ahead of its
-     * end, so that a commit's append does not change the file's size and
-     * its sync has no size to record; close cuts the surplus off, and after
+     * long, the new bytes reading as zeros (the POSIX layer extends it
+     * sparse; allocating the space is allowed, but slower on ext4).  The
+     * writer keeps the log's file this far ahead of its end, so that a
+     * commit's append does not change the file's size and its sync has no
+     * size to record; close cuts the surplus off, and after
      * a crash the next writable open cuts the zeros off as a torn tail.
-     * An error only stops the reserving (the handle goes on without). */
+     * An error only stops the reserving (the handle goes on without).
+     * The background thread calls it while the writer may be writing to
+     * the same file, also past size: it must never shorten the file. */
     int (*reserve)(void *ctx, kvdb_file *f, uint64_t size);
 } kvdb_vfs;
 

@@ -23,6 +23,9 @@
  *                               ahead of the writer, also when its reserve
  *                               fails or a write fails under it: no zeros
  *                               left after close, every commit there.
+ *   posix_reserve_vs_write      the POSIX layer's reserve and write take the
+ *                               file's size lock (reserve must not cut a
+ *                               write landing between its look and extend).
  *   stress_all                  committers, long snapshots checking sums by
  *                               gets and scans both ways, compaction and
  *                               checkpoints, all at once; then check and reopen.
@@ -1475,6 +1478,61 @@ static void test_reserve_on_thread(void)
     }
 }
 
+/* The POSIX layer's reserve looks at the size and then extends the file:
+ * a write past the new size landing in between would be cut off.  Both
+ * go under the file's mu_size -- held here, neither gets through. */
+static struct {
+    const kvdb_vfs *vfs;
+    kvdb_file *f;
+    int which;              /* 0 reserve, 1 write */
+    int rc;
+} th_px;
+
+static void *th_px_call(void *arg)
+{
+    (void)arg;
+    if (th_px.which == 0) th_px.rc = th_px.vfs->reserve(th_px.vfs->ctx, th_px.f, 1 << 20);
+    else th_px.rc = th_px.vfs->write(th_px.vfs->ctx, th_px.f, 2 << 20, "x", 1); /* past the end */
+    return NULL;
+}
+
+static void test_posix_reserve_vs_write(void)
+{
+    const char *path = tu_path("pxsize.bin");
+    const kvdb_vfs *vfs = kvdb_vfs_posix();
+    struct stat sb;
+    pthread_t th;
+    kvdb_file *f;
+    px_file *pf;
+    if (!vfs->reserve) return;
+    unlink(path);
+    REQUIRE_OK(vfs->open(vfs->ctx, path, KVDB_VFS_CREATE, &f));
+    pf = (px_file *)f;
+    th_px.vfs = vfs;
+    th_px.f = f;
+    for (th_px.which = 0; th_px.which < 2; th_px.which++) {
+        off_t before;
+        REQUIRE(stat(path, &sb) == 0);
+        before = sb.st_size;
+        th_px.rc = -100;
+        kv_lock(&pf->mu_size);
+        REQUIRE(pthread_create(&th, NULL, th_px_call, NULL) == 0);
+        th_sleep_us(50000);
+        REQUIRE(stat(path, &sb) == 0);
+        CHECK(sb.st_size == before); /* waiting for the lock */
+        kv_unlock(&pf->mu_size);
+        pthread_join(th, NULL);
+        CHECK_OK(th_px.rc);
+        REQUIRE(stat(path, &sb) == 0);
+        CHECK(sb.st_size == (th_px.which == 0 ? 1 << 20 : (2 << 20) + 1));
+    }
+    CHECK_OK(vfs->reserve(vfs->ctx, f, 100)); /* never shortens */
+    REQUIRE(stat(path, &sb) == 0);
+    CHECK(sb.st_size == (2 << 20) + 1);
+    CHECK_OK(vfs->close(vfs->ctx, f));
+    unlink(path);
+}
+
 static void th_reset(void)
 {
     pthread_mutex_lock(&th_fail_mu);
@@ -1496,6 +1554,7 @@ int main(void)
     TH_RUN(test_close_during_auto_swap);
     TH_RUN(test_commit_not_behind_sort);
     TH_RUN(test_reserve_on_thread);
+    TH_RUN(test_posix_reserve_vs_write);
     TH_RUN(test_stress_all);
     tu_rmrf();
     TEST_MAIN_END();
