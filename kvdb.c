@@ -1995,6 +1995,30 @@ static void kv_job_run(kvdb *db, const kv_job *j)
 static void ck_job(kvdb *db, int big, int kind, kvdb_file *f, const void *base, uint64_t len);
 #ifndef KVDB_NO_THREADS
 static void *ck_main(void *arg);
+
+/* Queue a copy of *j0 for the thread, starting it if need be: 0 if that
+ * cannot be (out of memory, no thread, or close has stopped it). */
+static int ck_enqueue(kvdb *db, const kv_job *j0)
+{
+    kv_job *j = (kv_job *)kv_malloc(&db->al, sizeof *j);
+    if (!j) return 0;
+    kv_lock(&db->mu_ck);
+    if (!db->ck_stop && !db->ck_started && pthread_create(&db->ck_thread, NULL, ck_main, db) == 0)
+        db->ck_started = 1;
+    if (db->ck_stop || !db->ck_started) {
+        kv_unlock(&db->mu_ck);
+        kv_free(&db->al, j);
+        return 0;
+    }
+    *j = *j0;
+    j->next = NULL;
+    if (!db->jobs_tail) db->jobs_tail = &db->jobs;
+    *db->jobs_tail = j;
+    db->jobs_tail = &j->next;
+    kv_broadcast(&db->cv_ck);
+    kv_unlock(&db->mu_ck);
+    return 1;
+}
 #endif
 
 static void kv_log_release(kvdb *db, kv_log *lg)
@@ -3445,8 +3469,12 @@ static void kv_rsv_collect(kvdb *db)
     kv_unlock(&db->mu_ck);
     if (!done) return;
     if (db->rsv_log == db->log) {
-        if (rc) db->no_reserve = 1;
-        if (rc || cap > db->log_cap) kv_log_cap_set(db, rc ? db->log_cap : cap);
+        if (rc) {
+            db->no_reserve = 1;
+            kv_log_cap_set(db, db->log_cap); /* no rsv_mark: stop */
+        } else if (cap > db->log_cap) {
+            kv_log_cap_set(db, cap);
+        }
     }
     kv_log_release(db, db->rsv_log);
     db->rsv_log = NULL;
@@ -3459,27 +3487,14 @@ static void kv_rsv_collect(kvdb *db)
 static int kv_rsv_post(kvdb *db, uint64_t cap)
 {
 #ifndef KVDB_NO_THREADS
-    kv_job *j = (kv_job *)kv_malloc(&db->al, sizeof *j);
-    if (!j) return 0;
-    kv_lock(&db->mu_ck);
-    if (!db->ck_stop && !db->ck_started && pthread_create(&db->ck_thread, NULL, ck_main, db) == 0)
-        db->ck_started = 1;
-    if (db->ck_stop || !db->ck_started) {
-        kv_unlock(&db->mu_ck);
-        kv_free(&db->al, j);
-        return 0;
-    }
-    j->kind = KV_JOB_RESERVE;
-    j->f = db->log->f;
-    j->base = NULL;
-    j->len = cap;
-    j->seq = ++db->rsv_seq;
-    j->next = NULL;
-    if (!db->jobs_tail) db->jobs_tail = &db->jobs;
-    *db->jobs_tail = j;
-    db->jobs_tail = &j->next;
-    kv_broadcast(&db->cv_ck);
-    kv_unlock(&db->mu_ck);
+    kv_job j;
+    j.kind = KV_JOB_RESERVE;
+    j.f = db->log->f;
+    j.base = NULL;
+    j.len = cap;
+    j.seq = db->rsv_seq + 1;
+    if (!ck_enqueue(db, &j)) return 0;
+    db->rsv_seq = j.seq;
     db->rsv_log = db->log; /* its file stays open until the reserve is done */
     db->log->refs++;
     return 1;
@@ -4803,23 +4818,7 @@ static void ck_job(kvdb *db, int big, int kind, kvdb_file *f, const void *base, 
     j0.len = len;
     j0.next = NULL;
 #ifndef KVDB_NO_THREADS
-    if (big && (!db->inmem || kind == KV_JOB_FREE)) {
-        kv_job *j = (kv_job *)kv_malloc(&db->al, sizeof *j);
-        kv_lock(&db->mu_ck);
-        if (j && !db->ck_stop && !db->ck_started && pthread_create(&db->ck_thread, NULL, ck_main, db) == 0)
-            db->ck_started = 1;
-        if (j && !db->ck_stop && db->ck_started) {
-            *j = j0;
-            if (!db->jobs_tail) db->jobs_tail = &db->jobs;
-            *db->jobs_tail = j;
-            db->jobs_tail = &j->next;
-            kv_broadcast(&db->cv_ck);
-            kv_unlock(&db->mu_ck);
-            return;
-        }
-        kv_unlock(&db->mu_ck);
-        kv_free(&db->al, j);
-    }
+    if (big && (!db->inmem || kind == KV_JOB_FREE) && ck_enqueue(db, &j0)) return;
 #endif
     kv_job_run(db, &j0);
 }

@@ -1415,7 +1415,7 @@ static void test_reserve_on_thread(void)
 {
     const char *path = tu_path("reserve.db");
     int mode;
-    if (!kvdb_vfs_posix()->reserve) return; /* (a platform without fallocate) */
+    if (!kvdb_vfs_posix()->reserve) return; /* (built with KVDB_NO_PREALLOC) */
     /* 0 as is, 1 the thread's reserves fail, 2 a write fails under one and
      * close follows (close must take that reserve's size: log_cap is end),
      * 3 the same and the writer goes on */

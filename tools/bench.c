@@ -750,6 +750,8 @@ static void print_table(const struct result *r, int nr, const char *dir, double 
     row_f("full ordered scan, sorted     M keys/s", r, nr, offsetof(struct result, scan_kps), 2);
     row_f("100-key range scans from random keys /s", r, nr, offsetof(struct result, seek_sps), 0);
     row_f("sorted index heap bytes per key", r, nr, offsetof(struct result, sorted_bpk), 1);
+/* the offset of field[s] of struct result, a uint64_t[2] per growth */
+#define GROW_FIELD(field) (offsetof(struct result, field) + (size_t)s * sizeof(uint64_t))
     for (s = 0; s < 2; s++) {
         printf("%s\n", s ? "auto-commit kvdb_put, 0 -> N keys, read snapshot held open:"
                          : "auto-commit kvdb_put, 0 -> N keys, no snapshot:");
@@ -757,28 +759,17 @@ static void print_table(const struct result *r, int nr, const char *dir, double 
         for (c = 0; c < nr; c++)
             printf("%*.0f", COL_W, r[c].grow_mean[s]);
         printf("\n");
-        row_u("  p50                                 ns", r, nr,
-              offsetof(struct result, p50) + (size_t)s * sizeof(uint64_t));
-        row_u("  p99                                 ns", r, nr,
-              offsetof(struct result, p99) + (size_t)s * sizeof(uint64_t));
-        row_u("  p99.9                               ns", r, nr,
-              offsetof(struct result, p999) + (size_t)s * sizeof(uint64_t));
-        row_u("  p99.9, fastest of the runs          ns", r, nr,
-              offsetof(struct result, fast_p999) + (size_t)s * sizeof(uint64_t));
-        row_us("  longest put, fastest of the runs   us", r, nr,
-              offsetof(struct result, fast_max) + (size_t)s * sizeof(uint64_t));
-        row_u("  ... at key number", r, nr,
-              offsetof(struct result, fast_max_at) + (size_t)s * sizeof(uint64_t));
-        row_u("  runs (same keys, same work)", r, nr,
-              offsetof(struct result, replays) + (size_t)s * sizeof(uint64_t));
-        row_us("  longest put of a run: best run      us", r, nr,
-              offsetof(struct result, run_max_lo) + (size_t)s * sizeof(uint64_t));
-        row_us("  longest put of a run: worst run     us", r, nr,
-              offsetof(struct result, run_max_hi) + (size_t)s * sizeof(uint64_t));
-        row_u("  ... at key number", r, nr,
-              offsetof(struct result, max_at) + (size_t)s * sizeof(uint64_t));
-        row_u("  puts over 1 ms, all runs", r, nr,
-              offsetof(struct result, over_1ms) + (size_t)s * sizeof(uint64_t));
+        row_u("  p50                                 ns", r, nr, GROW_FIELD(p50));
+        row_u("  p99                                 ns", r, nr, GROW_FIELD(p99));
+        row_u("  p99.9                               ns", r, nr, GROW_FIELD(p999));
+        row_u("  p99.9, fastest of the runs          ns", r, nr, GROW_FIELD(fast_p999));
+        row_us("  longest put, fastest of the runs   us", r, nr, GROW_FIELD(fast_max));
+        row_u("  ... at key number", r, nr, GROW_FIELD(fast_max_at));
+        row_u("  runs (same keys, same work)", r, nr, GROW_FIELD(replays));
+        row_us("  longest put of a run: best run      us", r, nr, GROW_FIELD(run_max_lo));
+        row_us("  longest put of a run: worst run     us", r, nr, GROW_FIELD(run_max_hi));
+        row_u("  ... at key number", r, nr, GROW_FIELD(max_at));
+        row_u("  puts over 1 ms, all runs", r, nr, GROW_FIELD(over_1ms));
         printf("%-*s", LABEL_W, "  wall time of a growth (mean)          s");
         for (c = 0; c < nr; c++)
             printf("%*.2f", COL_W, r[c].grow_wall_s[s]);
