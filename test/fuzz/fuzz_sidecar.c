@@ -96,7 +96,7 @@ static void fs_setup(void)
     if (done) return;
     done = 1;
     fs_build(&fs_d, 1);
-    fs_build(&fs_f, 2);
+    fs_build_foreign(&fs_f, &fs_d);
     FZ_ASSERT(fs_d.s2len == fs_f.s2len && fs_d.seed != fs_f.seed);
     FZ_ASSERT(fs_d.s1len >= SC_HDR && fs_d.s2len + 100 < FS_XCAP);
     fs_p1 = kv_ld64(fs_d.s1 + 48);

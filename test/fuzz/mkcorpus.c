@@ -111,7 +111,7 @@ static void mk_sidecar(const char *dir)
     size_t slot;
     unsigned char b[4];
     fs_build(&d, 1);
-    fs_build(&f, 2);
+    fs_build_foreign(&f, &d);
     eoff = kv_ld64(d.s2 + 72);
     loff = kv_ld64(d.s2 + 88);
     /* raw bytes: the three valid sidecars, none */
