@@ -5747,11 +5747,22 @@ static int cp_step(kvdb *db, uint64_t budget)
     {
         kv_ver *v = ver_acquire(db);
         kv_rd r;
-        uint64_t behind = v->end - cp->from;
+        uint64_t behind = v->end - cp->from, end = v->end;
         int more = behind > CP_NEAR && cp->rounds < CP_ROUNDS;
         rd_init(&r, db, v);
-        rc = more ? cp_catchup(db, cp, &r, v->end, budget) : 0;
-        ver_release(db, v);
+        /* S, pinned for the whole compaction, has the same file and, unless
+         * the log was remapped since, the same mapping: read through those
+         * and let v go at once.  A version held for the whole slice (35 ms
+         * for 4 MiB at 10M keys) keeps every index node the writer replaces
+         * meanwhile that it can see, and the commit that finds it released
+         * sorts them one by one (2.3-3.7 ms for 9-13K nodes: 40-50 puts over
+         * 2 ms in each automatic compaction of 10M keys). */
+        if (v->map == cp->snap->map && v->log == cp->snap->log) {
+            ver_release(db, v);
+            v = NULL;
+        }
+        rc = more ? cp_catchup(db, cp, &r, end, budget) : 0;
+        if (v) ver_release(db, v);
         if (rc < 0) goto fail;
         if (more) {
             cp->rounds++;
