@@ -36,7 +36,13 @@
  *                        and bulk loads.
  *  3. Readers never block writers and writers never block readers.  A read
  *     transaction is a snapshot: O(1) to begin, and it sees one consistent
- *     state for its whole life whatever is committed meanwhile.
+ *     state for its whole life whatever is committed meanwhile.  While it
+ *     lives it keeps the index nodes replaced since that it can still see
+ *     (up to a copy of the whole hash index); when it ends, later commits
+ *     sort and free them in bounded slices, so no single commit pays for a
+ *     long snapshot (at 1M keys, the first put after the end of a snapshot
+ *     held across a rewrite of every key while an older one lives on:
+ *     0.11 ms, where sorting them at once took 9.8 ms).
  *  4. One write transaction at a time per database.  kvdb_begin() for writing
  *     waits for the current writer, or returns KVDB_EBUSY with
  *     KVDB_TXN_NOWAIT.

@@ -943,6 +943,62 @@ static void test_txn_many_entries(void)
     CHECK_OK(kvdb_close(db));
 }
 
+/* The end of a snapshot held while an older one survives: its replaced
+ * index nodes are sorted out a slice per commit (invariant 3 of the
+ * versions), not all by the next commit; the older snapshot still reads
+ * what it saw, and everything is freed once both are gone. */
+static void test_snapshot_end_is_paced(void)
+{
+    const char *p = t_path("pace.db");
+    kvdb_txn *old, *mid, *t;
+    char k[32], v[32];
+    int i, r, commits = 0;
+    size_t base_bytes;
+    kvdb *db = OPEN(p, KVDB_CREATE, KVDB_SYNC_OFF);
+    REQUIRE(db);
+    /* version 0 of 20000 keys; old; version 1 of 200 of them; mid; then
+     * versions 2 and 3 of all: mid's list holds nodes old sees (born
+     * before it, most of them) and nodes it does not (born between) */
+    for (r = 0; r < 4; r++) {
+        REQUIRE_OK(kvdb_begin(db, 0, &t));
+        for (i = 0; i < (r == 1 ? 200 : 20000); i++) {
+            snprintf(k, sizeof k, "key%05d", i);
+            snprintf(v, sizeof v, "v%d-%d", r, i);
+            REQUIRE_OK(kvdb_txn_put(t, k, strlen(k), v, strlen(v)));
+        }
+        REQUIRE_OK(kvdb_commit(t));
+        if (r == 0) REQUIRE_OK(kvdb_begin(db, KVDB_TXN_RDONLY, &old));
+        if (r == 1) REQUIRE_OK(kvdb_begin(db, KVDB_TXN_RDONLY, &mid));
+    }
+    base_bytes = db->pool.bytes;
+    kvdb_abort(mid);
+    CHECK_OK(kvdb_put(db, K("x"), K("1")));
+#ifndef KVDB_TEST_HASH_BITS /* 4-bit hashes: a few huge leaves, sorted at once */
+    CHECK(db->draining != NULL);        /* not sorted by that one commit */
+#endif
+    while (db->draining && commits < 10000) {
+        CHECK_OK(kvdb_put(db, K("x"), K("1")));
+        commits++;
+    }
+    CHECK(db->draining == NULL);
+#ifndef KVDB_TEST_HASH_BITS
+    CHECK(commits > 1);                 /* it took several */
+#endif
+    for (i = 0; i < 20000; i += 7) {    /* old still reads what it saw */
+        const void *got;
+        size_t n;
+        snprintf(k, sizeof k, "key%05d", i);
+        snprintf(v, sizeof v, "v0-%d", i);
+        CHECK_OK(kvdb_txn_get(old, k, strlen(k), &got, &n));
+        CHECK(n == strlen(v) && memcmp(got, v, n) == 0);
+    }
+    kvdb_abort(old);
+    for (i = 0; i < 200; i++) CHECK_OK(kvdb_put(db, K("x"), K("1")));
+    CHECK(db->draining == NULL && db->zombies == NULL);
+    CHECK(db->pool.bytes < base_bytes); /* what the snapshots kept is freed */
+    CHECK_OK(kvdb_close(db));
+}
+
 static void test_snapshot_isolation(void)
 {
     const char *p = t_path("snap.db");
@@ -2011,6 +2067,7 @@ int main(void)
     RUN(test_txn_read_only);
     RUN(test_txn_many_entries);
     RUN(test_snapshot_isolation);
+    RUN(test_snapshot_end_is_paced);
     RUN(test_writer_same_thread);
 #ifndef KVDB_NO_THREADS /* one thread only in that build */
     RUN(test_writer_nowait_other_thread);
