@@ -5797,9 +5797,9 @@ static int cp_step(kvdb *db, uint64_t budget)
          * the log was remapped since, the same mapping: read through those
          * and let v go at once.  A version held for the whole slice (35 ms
          * for 4 MiB at 10M keys) keeps every index node the writer replaces
-         * meanwhile that it can see, and the commit that finds it released
-         * sorts them one by one (2.3-3.7 ms for 9-13K nodes: 40-50 puts over
-         * 2 ms in each automatic compaction of 10M keys). */
+         * meanwhile that it can see, 9-13K of them, to be sorted out when it
+         * goes (which one commit did in 2.3-3.7 ms before ver_drain paced
+         * it: 40-50 puts over 2 ms in each automatic compaction of 10M). */
         if (v->map == cp->snap->map && v->log == cp->snap->log) {
             ver_release(db, v);
             v = NULL;
