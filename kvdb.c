@@ -2149,6 +2149,15 @@ static void ver_free_retired(kvdb *db, hix_node *n)
     }
 }
 
+/* All of v's retired nodes to the zombies, at once: nobody sees them. */
+static void ver_zombify(kvdb *db, kv_ver *v)
+{
+    v->retired_tail->link = db->zombies;
+    db->zombies = v->retired;
+    db->nzombies += v->nretired;
+    v->retired = NULL;
+}
+
 /* Free dead versions (writer only; see invariant 3). */
 static void ver_reclaim(kvdb *db)
 {
@@ -2171,12 +2180,7 @@ static void ver_reclaim(kvdb *db)
         kv_ver *heir = dead->heir;
         v = dead;
         dead = dead->next;
-        if (v->retired && (!heir || heir->gen < v->retired_min)) { /* the heir sees none: all at once */
-            v->retired_tail->link = db->zombies;
-            db->zombies = v->retired;
-            db->nzombies += v->nretired;
-            v->retired = NULL;
-        }
+        if (v->retired && (!heir || heir->gen < v->retired_min)) ver_zombify(db, v); /* the heir sees none */
         kv_map_release(db, v->map);
         kv_log_release(db, v->log);
         if (v->retired) { /* the heir may see some: sorted a slice at a time (ver_drain) */
@@ -2202,12 +2206,7 @@ static void ver_drain(kvdb *db, uint64_t max)
         kv_ver *d = db->draining, *heir = NULL, *v;
         /* (writer only: the list's links and gens are the writer's) */
         for (v = db->oldest; v && v->gen < d->gen; v = v->next) heir = v;
-        if (!heir || heir->gen < d->retired_min) { /* it sees none of them */
-            d->retired_tail->link = db->zombies;
-            db->zombies = d->retired;
-            db->nzombies += d->nretired;
-            d->retired = NULL;
-        }
+        if (!heir || heir->gen < d->retired_min) ver_zombify(db, d); /* it sees none of them */
         while (max && d->retired) {
             hix_node *n = d->retired;
             d->retired = n->link;

@@ -309,9 +309,9 @@ static void test_compact_steps(void)
 }
 
 /* The catch-up pins no version of its own while it copies: one held for
- * a whole slice keeps every index node the writer replaces meanwhile, and
- * the commit after its release sorts them one by one (at 10M keys, 2-4 ms
- * puts in every slice of an automatic compaction).  The allocator looks
+ * a whole slice keeps every index node the writer replaces meanwhile, to be
+ * sorted out when it goes (at 10M keys, 2-4 ms puts after every slice of an
+ * automatic compaction, before ver_drain paced that).  The allocator looks
  * at the version list whenever the compactor allocates during a slice. */
 static kvdb *pin_db;
 static int pin_watch, pin_seen, pin_allocs;
