@@ -4914,7 +4914,8 @@ static void ck_stop(kvdb *db)
  *             append each live record to the new file, verified on the way,
  *             in batches closed by COMMIT records, collecting the new
  *             file's sorted base run (already in order) and its keys'
- *             hashes.
+ *             hashes.  Under kvdb_compact a thread of its own writes one
+ *             buffer while the copy fills the next (the copy's writer).
  *   index     (no lock) build the new hash index from the compactor's own
  *             node pool, inserting in hash order (consecutive inserts share
  *             a leaf; in key order each would miss the cache).
@@ -5009,6 +5010,9 @@ struct kv_cp {
     uint64_t from;         /* old log copied up to here */
     unsigned rounds;       /* catch-up slices so far */
     kv_deadtree *dt;       /* allocated ahead for the swap */
+    int async;             /* kvdb_compact: the copy may write on a thread */
+    struct cp_wr *wr;      /* that thread, while the copy runs */
+    kv_buf spare;          /* the buffer it is writing (or has written) */
 };
 
 static uint64_t kv_now_ns(void)
@@ -5023,6 +5027,7 @@ static uint64_t kv_now_ns(void)
 /* The new file's reader, current with the buffer. */
 static const kv_rd *cp_rd(kv_cp *cp)
 {
+    assert(!cp->wr); /* invariant 2 of the copy's writer */
     cp->nrd.base = cp->map ? cp->map->base : NULL;
     cp->nrd.end = cp->buf_off;
     cp->nrd.wb = cp->buf.p;
@@ -5031,12 +5036,157 @@ static const kv_rd *cp_rd(kv_cp *cp)
     return &cp->nrd;
 }
 
+/* The copy's writer.  Appending a new file costs CPU in the kernel
+ * (pwrite copying into fresh page cache: 20-40% of kvdb_compact at 10M
+ * keys on the 2-CPU test VM), so kvdb_compact hands each full buffer to a
+ * thread of its own and fills the other meanwhile: the copy of 10M keys
+ * 3.7-4.1 s -> 3.2-3.3 s.  Only the copy phase does this, and only for a
+ * snapshot of KVDB_CP_ASYNC_MIN live bytes or more in a file (a thread
+ * does not pay for less; an in-memory write is a memcpy); automatic
+ * compaction and kvdb_compact_step write in their own thread, which
+ * leaves the application's other CPU alone.
+ *   1. At most one write is in flight; the next flush waits for it, so the
+ *      file layer sees the writes in order, one at a time, and the mapping
+ *      is never extended beside a write.
+ *   2. The offsets below cp->buf_off are handed over but maybe not
+ *      written: nothing reads the new file while the thread exists
+ *      (cp_rd asserts it); the copy's end stops it, and so does cp_abort
+ *      before it closes and removes the file.
+ *   3. A failed write is reported, with the file layer's message, by the
+ *      next flush or the stop, and abandons the compaction like any other.
+ *   4. The thread calls nothing but the file layer's write: not the
+ *      allocator, not the engine's locks. */
+#ifndef KVDB_CP_ASYNC_MIN
+#define KVDB_CP_ASYNC_MIN ((uint64_t)16 << 20)
+#endif
+
+#ifndef KVDB_NO_THREADS
+typedef struct cp_wr {
+    kv_mutex mu;
+    kv_cond cv;
+    kv_thread th;
+    const kvdb_vfs *vfs;
+    kvdb_file *f;
+    int busy, stop;        /* a write handed over; the thread is to end */
+    const uint8_t *p;      /* the write */
+    size_t n;
+    uint64_t off;
+    int rc;                /* how the last write ended... */
+    char msg[sizeof kv_errbuf]; /* ...and what the file layer said */
+} cp_wr;
+
+static void *cp_wr_main(void *arg)
+{
+    cp_wr *w = (cp_wr *)arg;
+    kv_lock(&w->mu);
+    for (;;) {
+        int rc;
+        while (!w->busy && !w->stop) kv_wait(&w->cv, &w->mu);
+        if (!w->busy) break;
+        kv_unlock(&w->mu);
+        kv_clearerr();
+        rc = w->vfs->write(w->vfs->ctx, w->f, w->off, w->p, w->n);
+        kv_lock(&w->mu);
+        if (rc) {
+            w->rc = rc;
+            memcpy(w->msg, kv_errbuf, sizeof w->msg);
+        }
+        w->busy = 0;
+        kv_broadcast(&w->cv);
+    }
+    kv_unlock(&w->mu);
+    return NULL;
+}
+
+/* Wait for the write in flight; its result. */
+static int cp_wr_wait(kvdb *db, kv_cp *cp)
+{
+    cp_wr *w = cp->wr;
+    int rc;
+    if (!w) return KVDB_OK;
+    kv_lock(&w->mu);
+    while (w->busy) kv_wait(&w->cv, &w->mu);
+    rc = w->rc;
+    kv_unlock(&w->mu);
+    if (!rc) return KVDB_OK;
+    return w->msg[0] ? kv_err(rc, "%s", w->msg) : kv_err(rc, "%s: compaction: writing the new file failed", db->path);
+}
+
+/* The thread, if the copy should have one and can.  Caller: the copy. */
+static void cp_wr_start(kvdb *db, kv_cp *cp)
+{
+    cp_wr *w;
+    if (!cp->async || cp->wr || cp->phase != CP_COPY || db->inmem || cp->snap->live < KVDB_CP_ASYNC_MIN) return;
+    cp->async = 0; /* one try */
+    w = (cp_wr *)kv_malloc(&db->al, sizeof *w);
+    if (!w) return; /* then the copy writes itself */
+    memset(w, 0, sizeof *w);
+    w->vfs = db->vfs;
+    w->f = cp->log->f;
+    kv_mutex_init(&w->mu);
+    kv_cond_init(&w->cv);
+    if (pthread_create(&w->th, NULL, cp_wr_main, w) != 0) {
+        kv_cond_free(&w->cv);
+        kv_mutex_free(&w->mu);
+        kv_free(&db->al, w);
+        return;
+    }
+    cp->wr = w;
+}
+
+/* Wait for the last write and end the thread; that write's result. */
+static int cp_wr_stop(kvdb *db, kv_cp *cp)
+{
+    cp_wr *w = cp->wr;
+    int rc;
+    if (!w) return KVDB_OK;
+    rc = cp_wr_wait(db, cp);
+    kv_lock(&w->mu);
+    w->stop = 1;
+    kv_broadcast(&w->cv);
+    kv_unlock(&w->mu);
+    pthread_join(w->th, NULL);
+    kv_cond_free(&w->cv);
+    kv_mutex_free(&w->mu);
+    kv_free(&db->al, w);
+    cp->wr = NULL;
+    return rc;
+}
+#else
+#define cp_wr_wait(db, cp) ((void)(db), (void)(cp), KVDB_OK)
+#define cp_wr_start(db, cp) ((void)(db), (void)(cp))
+#define cp_wr_stop(db, cp) ((void)(db), (void)(cp), KVDB_OK)
+#endif
+
+/* Write the buffer: by the copy's thread if there is one (then swap in the
+ * other buffer), else here. */
 static int cp_flush(kvdb *db, kv_cp *cp)
 {
     int rc;
     if (!cp->buf.len) return KVDB_OK;
-    rc = kv_map_cover(db, cp->log, &cp->map, &cp->use_map, cp->buf_off + cp->buf.len);
-    if (!rc) rc = db->vfs->write(db->vfs->ctx, cp->log->f, cp->buf_off, cp->buf.p, cp->buf.len);
+    rc = cp_wr_wait(db, cp); /* invariant 1 */
+    if (!rc) rc = kv_map_cover(db, cp->log, &cp->map, &cp->use_map, cp->buf_off + cp->buf.len);
+    if (rc) return rc;
+#ifndef KVDB_NO_THREADS
+    if (cp->wr) {
+        cp_wr *w = cp->wr;
+        kv_buf t = cp->spare;
+        cp->spare = cp->buf;
+        cp->buf = t;
+        cp->buf.len = 0;
+        kv_lock(&w->mu);
+        w->p = cp->spare.p;
+        w->n = cp->spare.len;
+        w->off = cp->buf_off;
+        w->busy = 1;
+        kv_broadcast(&w->cv);
+        kv_unlock(&w->mu);
+        cp->buf_off += cp->spare.len;
+        cp->log->bytes = cp->buf_off;
+        return KVDB_OK;
+    }
+#endif
+    rc = db->vfs->write(db->vfs->ctx, cp->log->f, cp->buf_off, cp->buf.p, cp->buf.len);
     if (rc) return rc;
     cp->buf_off += cp->buf.len;
     cp->buf.len = 0;
@@ -5053,6 +5203,7 @@ static int cp_emit(kvdb *db, kv_cp *cp, uint8_t type, const uint8_t *key, uint32
     uint8_t *q;
     int rc;
     if (cp->buf.len >= CP_FLUSH) {
+        cp_wr_start(db, cp);
         rc = cp_flush(db, cp);
         if (rc) return rc;
     }
@@ -5146,6 +5297,12 @@ static void cp_abort(kvdb *db)
     kv_cp *cp = db->cp;
     if (!cp) return;
     db->cp = NULL;
+    if (cp->wr) { /* before the file goes (invariant 2 of the writer); the first error is the one to tell */
+        char msg[sizeof kv_errbuf];
+        memcpy(msg, kv_errbuf, sizeof msg);
+        (void)cp_wr_stop(db, cp);
+        memcpy(kv_errbuf, msg, sizeof msg);
+    }
     kv_lock(&db->mu_ver);
     db->cp_active = 0;
     kv_unlock(&db->mu_ver);
@@ -5164,6 +5321,7 @@ static void cp_abort(kvdb *db)
     kv_free(&db->al, cp->cx.kb.p);
     kv_free(&db->al, cp->rbuf.p);
     kv_free(&db->al, cp->buf.p);
+    kv_free(&db->al, cp->spare.p);
     kv_free(&db->al, cp->hs);
     kv_free(&db->al, cp->bulk);
     if (cp->snap) ver_release(db, cp->snap);
@@ -5526,6 +5684,7 @@ static int cp_copy(kvdb *db, kv_cp *cp, uint64_t budget)
     }
     {
         int rc = cp_commit(db, cp);
+        if (!rc) rc = cp_wr_stop(db, cp);
         if (rc) return rc;
     }
     if (cp->keys != cp->snap->keys)
@@ -7259,8 +7418,12 @@ int kvdb_compact(kvdb *db)
     rc = cp_check(db, "kvdb_compact");
     if (rc) return rc;
     kv_lock(&db->mu_cp);
-    do rc = cp_step(db, (uint64_t)64 << 20);
-    while (rc == KVDB_OK);
+    rc = db->cp ? KVDB_OK : cp_start(db);
+    if (!rc) {
+        db->cp->async = 1; /* the copy may write on a thread of its own */
+        do rc = cp_step(db, (uint64_t)64 << 20);
+        while (rc == KVDB_OK);
+    }
     kv_unlock(&db->mu_cp);
     if (rc != KVDB_DONE) return rc;
     if (db->inmem) return KVDB_OK;

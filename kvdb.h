@@ -153,7 +153,9 @@ enum { KVDB_SYNC_FULL = 0, KVDB_SYNC_NORMAL = 1, KVDB_SYNC_OFF = 2 };
  * automatic compaction, sorting new records for iterators, the unmap and
  * close of a replaced log once it is 64 MiB or more, and reserve once the
  * log is 8 MiB or more), at the same time as the threads using the handle
- * -- reserve also at the same time as the writer's write to that file. */
+ * -- reserve also at the same time as the writer's write to that file --
+ * and so does kvdb_compact's writer thread (write, to the new file only,
+ * one write at a time, never beside another call on that file). */
 typedef struct kvdb_file kvdb_file;     /* opaque to the engine */
 #define KVDB_VFS_CREATE 0x1u  /* create if missing */
 #define KVDB_VFS_RDONLY 0x2u
@@ -296,7 +298,10 @@ int kvdb_checkpoint(kvdb *db);
  *   a second hash index and a sorted run for the new file (about 35 bytes
  *   per key), and between the copy and the building of that index 16
  *   bytes per key more (32 for a moment).  The sidecar is written for the
- *   new file when it is done.
+ *   new file when it is done.  With 16 MiB or more of live data, and
+ *   unless built with KVDB_NO_THREADS, a second thread writes the copy
+ *   (1 MiB at a time, while the calling thread prepares the next): two
+ *   CPUs for the copy; kvdb_compact_step and automatic compaction use one.
  * Returns KVDB_OK, or an error and the database is as it was.  KVDB_EBUSY
  * if the calling thread holds the write transaction.  In-memory databases
  * compact too.  Read-only handles: KVDB_EREADONLY. */

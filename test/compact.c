@@ -526,6 +526,8 @@ typedef struct fl_file {
 
 static fl_ctx fl;
 static pthread_mutex_t fl_mu = PTHREAD_MUTEX_INITIALIZER; /* the checkpointer thread writes too */
+static pthread_t fl_main;         /* the test's thread */
+static long fl_compact_writes, fl_thread_writes; /* to .compact files: all, and by other threads */
 
 static void fl_set(int fail_rc, long budget, int fail_sync, int fail_rename)
 {
@@ -542,6 +544,10 @@ static int fl_fails(int what)
 {
     int rc = 0;
     pthread_mutex_lock(&fl_mu);
+    if (what == 0) {
+        fl_compact_writes++;
+        if (!pthread_equal(pthread_self(), fl_main)) fl_thread_writes++;
+    }
     if (what == 0 && fl.budget >= 0 && fl.budget-- == 0) rc = fl.fail_rc;
     if (what == 1 && fl.fail_sync) rc = KVDB_EIO;
     if (what == 2 && fl.fail_rename) rc = KVDB_EIO;
@@ -583,7 +589,7 @@ static int fl_write(void *ctx, kvdb_file *f, uint64_t off, const void *buf, size
     (void)ctx;
     if (ff->compact) {
         int rc = fl_fails(0);
-        if (rc) return rc;
+        if (rc) return kv_err(rc, "injected failure of a write to the new file at %llu", (unsigned long long)off);
     }
     return fl.base->write(fl.base->ctx, ff->f, off, buf, n);
 }
@@ -657,6 +663,117 @@ static void test_compact_io_errors(void)
     db = open_at(p, 0);
     REQUIRE(db);
     CHECK(same_as(db, NULL, &m) == 0);
+    kvdb_close(db);
+}
+
+/* kvdb_compact of KVDB_CP_ASYNC_MIN live bytes or more writes the copy on
+ * a thread of its own while it encodes the next buffer.  A write failing
+ * there (the first, one in the middle, the last of the copy) abandons the
+ * compaction with that write's code and message, leaves no new file and a
+ * database that works; the compaction that succeeds writes every record. */
+#define BIGV 5000
+static size_t big_val(int i, int ver, char *v)
+{
+    size_t n = BIGV - (size_t)((i * 31 + ver) % 200), j;
+    for (j = 0; j < n; j++) v[j] = (char)('a' + (i + ver + j / 64) % 26);
+    return n;
+}
+
+static int big_same(kvdb *db, int ver)
+{
+    static char v[BIGV], got[BIGV];
+    int i;
+    for (i = 0; i < NK; i++) {
+        char k[16];
+        size_t vn, n;
+        key_of(i, k);
+        n = big_val(i, ver, v);
+        if (kvdb_get(db, k, strlen(k), got, sizeof got, &vn) != KVDB_OK || vn != n || memcmp(got, v, n) != 0) {
+            fprintf(stderr, "key %d: not version %d\n", i, ver);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void big_fill(kvdb *db, int ver)
+{
+    static char v[BIGV];
+    kvdb_txn *t;
+    int i;
+    REQUIRE_OK(kvdb_begin(db, 0, &t));
+    for (i = 0; i < NK; i++) {
+        char k[16];
+        key_of(i, k);
+        REQUIRE_OK(kvdb_txn_put(t, k, strlen(k), v, big_val(i, ver, v)));
+    }
+    REQUIRE_OK(kvdb_commit(t));
+}
+
+static void test_compact_writer_thread(void)
+{
+    static kvdb_vfs v = { NULL, fl_open, fl_close, fl_read, fl_write, fl_sync, fl_size, fl_trunc, fl_lock,
+                          fl_map, fl_unmap, fl_remove, fl_rename, fl_syncdir, fl_random, fl_reserve };
+    const char *p = keep(tu_path("wthread.db"));
+    struct kvdb_stat st;
+    kvdb_options o;
+    kvdb *db = NULL;
+    long writes, fails[3];
+    int round;
+    fl.base = kvdb_vfs_posix();
+    fl_main = pthread_self();
+    fl_set(0, -1, 0, 0);
+    if (!fl.base->map) v.map = NULL, v.unmap = NULL; /* built without mmap */
+    kvdb_options_init(&o);
+    o.flags = KVDB_CREATE;
+    o.sync = KVDB_SYNC_NORMAL;
+    o.vfs = &v;
+    REQUIRE_OK(kvdb_open(p, &o, &db));
+    big_fill(db, 0);
+    big_fill(db, 1);
+    REQUIRE_OK(kvdb_stat(db, &st));
+    REQUIRE(st.live_bytes >= KVDB_CP_ASYNC_MIN);
+    /* how many writes a whole compaction makes (the header, the copy in
+     * 1 MiB buffers, the catch-up and the seal) */
+    pthread_mutex_lock(&fl_mu);
+    fl_compact_writes = fl_thread_writes = 0;
+    pthread_mutex_unlock(&fl_mu);
+    REQUIRE_OK(kvdb_compact(db));
+    pthread_mutex_lock(&fl_mu);
+    writes = fl_compact_writes;
+#ifdef KVDB_NO_THREADS
+    CHECK(fl_thread_writes == 0);
+#else
+    CHECK(fl_thread_writes >= (long)(KVDB_CP_ASYNC_MIN >> 20) - 1); /* the copy's buffers, but for the first */
+#endif
+    pthread_mutex_unlock(&fl_mu);
+    CHECK(big_same(db, 1) == 0);
+    REQUIRE(writes > 4);
+    fails[0] = 1;              /* the first write of records */
+    fails[1] = writes / 2;     /* one in the middle of the copy */
+    fails[2] = writes - 3;     /* the copy's last buffer, written when the copy ends */
+    for (round = 0; round < 6; round++) {
+        int want = round & 1 ? KVDB_EFULL : KVDB_EIO;
+        char msg[320];
+        big_fill(db, 2 + round); /* half the file dead again */
+        fl_set(want, fails[round / 2], 0, 0);
+        CHECK_RC(kvdb_compact(db), want);
+        snprintf(msg, sizeof msg, "%s", kvdb_errmsg());
+        fl_set(0, -1, 0, 0);
+        CHECK(strstr(msg, "injected failure of a write to the new file") != NULL);
+        if (tu_cur_failed) fprintf(stderr, "round %d (write %ld of %ld): %s\n", round, fails[round / 2], writes, msg);
+        CHECK(!exists(tu_path("wthread.db.compact")));
+        REQUIRE_OK(kvdb_stat(db, &st));
+        CHECK(st.compactions == 1 && !st.compacting);
+        CHECK(big_same(db, 2 + round) == 0);
+    }
+    big_fill(db, 9); /* still writable */
+    REQUIRE_OK(kvdb_compact(db));
+    CHECK(big_same(db, 9) == 0);
+    REQUIRE_OK(kvdb_close(db));
+    db = open_at(p, 0);
+    REQUIRE(db);
+    CHECK(big_same(db, 9) == 0);
     kvdb_close(db);
 }
 
@@ -1114,6 +1231,7 @@ int main(void)
     RUN(test_compact_abandon_early);
     RUN(test_compact_bad_calls);
     RUN(test_compact_io_errors);
+    RUN(test_compact_writer_thread);
     RUN(test_compact_damaged_record);
     RUN(test_compact_auto);
     RUN(test_compact_kill9);
