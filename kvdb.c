@@ -1181,7 +1181,10 @@ struct kvdb {
  * rd_match() is the one place a record found through the index is checked:
  * bounds, type, full key, and checksum.  Every probe whose tag matches goes
  * through it, so a damaged record is reported as KVDB_ECORRUPT whether or
- * not its key happens to be the one asked for.
+ * not its key happens to be the one asked for -- except that a write
+ * replacing or deleting the record of its own key does not hash the value
+ * it discards (deleterandom at 1M keys +17%, deleting a 1 MiB value 116 us
+ * -> 1.7 us; a key whose value is damaged can be overwritten or deleted).
  * ====================================================================== */
 typedef struct kv_rd {
     kvdb *db;
@@ -1252,7 +1255,13 @@ static int rd_keycmp_pread(const kv_rd *r, uint64_t off, const uint8_t *key, siz
 }
 
 /* Is the record at off a PUT of key?  1 yes (hit filled), 0 no, or an
- * error.  Log records are verified in full either way. */
+ * error.  A record the answer rests on is verified in full: every one
+ * whose key is not the one asked for, and, when the caller wants the value
+ * (hit), the one whose key is.  A caller without hit -- a write that
+ * replaces or deletes the record, or asks only whether it is there -- gets
+ * 1 for a record whose header and key are sane and equal to key without
+ * its value being hashed (its value is not used, and deleting a 1 GiB
+ * value then does not hash 1 GiB twice). */
 static int rd_match(const kv_rd *r, uint64_t off, const void *key, size_t klen, kv_hit *hit)
 {
     kvdb *db = r->db;
@@ -1280,10 +1289,11 @@ static int rd_match(const kv_rd *r, uint64_t off, const void *key, size_t klen, 
         return kv_err(KVDB_ECORRUPT, "%s: index points outside the log (offset %llu)", db->path, (unsigned long long)off);
     if (r->base) {
         p = r->base + off;
-        if (lg_parse(p, off, r->end - off, &rec) != KVDB_OK || rec.type != LG_PUT ||
-            kv_ld64(p) != lg_checksum(db->seed, off, p, rec.size))
-            return kv_err(KVDB_ECORRUPT, "%s: record at offset %llu is damaged", db->path, (unsigned long long)off);
+        if (lg_parse(p, off, r->end - off, &rec) != KVDB_OK || rec.type != LG_PUT)
+            goto damaged;
         eq = rec.klen == klen && memcmp(p + LG_REC, key, klen) == 0;
+        if ((!eq || hit) && kv_ld64(p) != lg_checksum(db->seed, off, p, rec.size))
+            goto damaged;
         if (eq && hit) {
             hit->val = p + LG_REC + rec.klen;
             hit->voff = off + LG_REC + rec.klen;
@@ -1295,11 +1305,13 @@ static int rd_match(const kv_rd *r, uint64_t off, const void *key, size_t klen, 
     rc = db->vfs->read(db->vfs->ctx, r->file, off, hdr, r->end - off < LG_REC ? (size_t)(r->end - off) : LG_REC);
     if (rc) return rc;
     if (lg_parse(hdr, off, r->end - off, &rec) != KVDB_OK || rec.type != LG_PUT)
-        return kv_err(KVDB_ECORRUPT, "%s: record at offset %llu is damaged", db->path, (unsigned long long)off);
-    rc = rd_verify_pread(r, &rec, hdr);
-    if (rc) return rc;
+        goto damaged;
     eq = rec.klen == klen ? rd_keycmp_pread(r, off, (const uint8_t *)key, klen) : 0;
     if (eq < 0) return eq;
+    if (!eq || hit) {
+        rc = rd_verify_pread(r, &rec, hdr);
+        if (rc) return rc;
+    }
     if (eq && hit) {
         hit->val = NULL;
         hit->voff = off + LG_REC + rec.klen;
@@ -1307,6 +1319,8 @@ static int rd_match(const kv_rd *r, uint64_t off, const void *key, size_t klen, 
         hit->size = rec.size;
     }
     return eq;
+damaged:
+    return kv_err(KVDB_ECORRUPT, "%s: record at offset %llu is damaged", db->path, (unsigned long long)off);
 }
 
 /* Prefetch the record at off of a mapped log: its first three cache lines

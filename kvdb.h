@@ -58,6 +58,11 @@
  *     last complete commit that were never reported durable -- is cut off at
  *     open (see kvdb_stat.torn_bytes); damage followed by committed data is
  *     KVDB_ECORRUPT and the file is left untouched.
+ *  8. Every value a read returns was verified against its record's checksum
+ *     on the way (KVDB_ECORRUPT if it is damaged), and so was every record a
+ *     lookup passed over.  A put or delete that replaces the record of its
+ *     own key compares the key but does not hash the value it throws away:
+ *     a key whose value is damaged can still be overwritten or deleted.
  *
  * LIMITS
  *   keys        1 .. 65535 bytes, any bytes (NUL included)
