@@ -199,6 +199,7 @@ const struct kvb_engine kvb_memhash = {
     mh_nop, mh_put, mh_del, mh_nop,
     mh_nop, mh_get, mh_nop,
     NULL,
+    NULL,
     NULL
 };
 
@@ -293,6 +294,7 @@ const struct kvb_engine kvb_append = {
     ap_open, ap_close, NULL, NULL,
     ap_wbegin, ap_put, ap_del, ap_wcommit,
     NULL, NULL, NULL,
+    NULL,
     NULL,
     NULL
 };

@@ -118,5 +118,6 @@ const struct kvb_engine kvb_gdbm = {
     gd_nop, gd_put, gd_del, gd_commit,
     gd_nop, gd_get, gd_rend,
     NULL,
+    NULL,
     NULL
 };

@@ -143,6 +143,12 @@ static void kv_open_info(void *db, char *buf, size_t cap)
                  (double)st.replayed_bytes / 1048576.0);
 }
 
+static int kv_compact(void *db)
+{
+    int rc = kvdb_compact(((struct kv_db *)db)->db);
+    return rc == KVDB_OK ? 0 : kv_fail("kvdb_compact", rc);
+}
+
 const struct kvb_engine kvb_kvdb = {
     "kvdb",
     "kvdb " KVDB_VERSION_STRING " (this project): append-only log, in-memory hash index, lazily sorted runs",
@@ -157,7 +163,8 @@ const struct kvb_engine kvb_kvdb = {
     "  key order is built lazily: the first iterator after a load sorts what was written since\n"
     "  (no sidecar in KVDB_SYNC_OFF: the whole log), and readseq's time includes that\n"
     "reopen: kvdb_close writes the sidecar (index checkpoint); in KVDB_SYNC_OFF it covers only\n"
-    "  the synced log, so kvdb_open replays the rest (the reopen note says how much)",
+    "  the synced log, so kvdb_open replays the rest (the reopen note says how much)\n"
+    "compaction (readseqc, seekscanc): kvdb_compact (live records rewritten in key order)",
     KVB_READS | KVB_SNAPSHOT | KVB_THREADS | KVB_DURABLE | KVB_PERSIST | KVB_SAMECTX,
     NULL,
     NULL,
@@ -165,5 +172,6 @@ const struct kvb_engine kvb_kvdb = {
     kv_wbegin, kv_put, kv_del, kv_wcommit,
     kv_rbegin, kv_get, kv_rend,
     kv_scan,
-    kv_open_info
+    kv_open_info,
+    kv_compact
 };

@@ -185,6 +185,7 @@ const struct kvb_engine kvb_kc_hash = {
     kc_wbegin, kc_put, kc_del, kc_wcommit,
     kc_nop, kc_get, kc_rend,
     NULL,
+    NULL,
     NULL
 };
 
@@ -194,7 +195,8 @@ const struct kvb_engine kvb_kc_tree = {
     "#bnum = N / 10, #pccap = 256 MiB page cache, #msiz = whole file; KCOWRITER | KCOCREATE\n"
     "no-sync mode: plain kcdbset per put, a batch is 1000 of them (not atomic), no sync;\n"
     "synced mode: kcdbbegintran(hard) + kcdbset + kcdbendtran per put (WAL + fsync)\n"
-    "reads: kcdbget (malloc'd copy); scans: cursor jumpkey + kccurget(step) (copies)",
+    "reads: kcdbget (malloc'd copy); scans: cursor jumpkey + kccurget(step) (copies)\n"
+    "compaction: none in the C API (readseqc, seekscanc run as loaded)",
     KVB_READS | KVB_THREADS | KVB_DURABLE | KVB_PERSIST,
     NULL,
     NULL,
@@ -202,5 +204,6 @@ const struct kvb_engine kvb_kc_tree = {
     kc_wbegin, kc_put, kc_del, kc_wcommit,
     kc_nop, kc_get, kc_rend,
     kc_scan,
+    NULL,
     NULL
 };

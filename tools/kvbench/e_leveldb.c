@@ -178,6 +178,12 @@ static int ld_scan(void *cv, const void *start, size_t sl, uint64_t max, kvb_sca
     return err ? ld_fail("leveldb iterator", err) : 0;
 }
 
+static int ld_compact(void *db)
+{
+    leveldb_compact_range(((struct ld_db *)db)->db, NULL, 0, NULL, 0);
+    return 0;
+}
+
 const struct kvb_engine kvb_leveldb = {
     "leveldb",
     "LevelDB: LSM tree (C API)",
@@ -186,7 +192,8 @@ const struct kvb_engine kvb_leveldb = {
     "write_buffer_size 64 MiB, max_file_size 8 MiB, max_open_files 10000, compression off\n"
     "  (values are incompressible), block cache 256 MiB LRU, bloom filter 10 bits/key;\n"
     "batches: one WriteBatch per 1000 puts; reads: a snapshot per 1000 gets, leveldb_get\n"
-    "  (returns a malloc'd copy); deletes are blind; scans: iterator Seek + Next",
+    "  (returns a malloc'd copy); deletes are blind; scans: iterator Seek + Next\n"
+    "compaction (readseqc, seekscanc): leveldb_compact_range over all keys",
     KVB_READS | KVB_SNAPSHOT | KVB_THREADS | KVB_DURABLE | KVB_PERSIST | KVB_SAMECTX,
     NULL,
     NULL,
@@ -194,5 +201,6 @@ const struct kvb_engine kvb_leveldb = {
     ld_wbegin, ld_put, ld_del, ld_wcommit,
     ld_rbegin, ld_get, ld_rend,
     ld_scan,
-    NULL
+    NULL,
+    ld_compact
 };

@@ -195,7 +195,8 @@ const struct kvb_engine kvb_lmdb = {
     "synced mode: default flags (fdatasync per commit; one writer at a time, no group commit)\n"
     "MDB_NOTLS, map size N x (4 x record + 8 KiB) + 1 GiB (at most 16 GiB; sparse), batches: one write txn per 1000 puts;\n"
     "reads: one read txn per 1000 gets (mdb_txn_reset/renew), mdb_get zero-copy;\n"
-    "scans: mdb_cursor MDB_SET_RANGE + MDB_NEXT; no MDB_APPEND for fillseq",
+    "scans: mdb_cursor MDB_SET_RANGE + MDB_NEXT; no MDB_APPEND for fillseq\n"
+    "compaction: none (the B+tree is updated in place; readseqc, seekscanc run as loaded)",
     KVB_READS | KVB_SNAPSHOT | KVB_THREADS | KVB_DURABLE | KVB_PERSIST | KVB_SAMECTX,
     NULL,
     NULL,
@@ -203,5 +204,6 @@ const struct kvb_engine kvb_lmdb = {
     lm_wbegin, lm_put, lm_del, lm_wcommit,
     lm_rbegin, lm_get, lm_rend,
     lm_scan,
+    NULL,
     NULL
 };

@@ -189,6 +189,12 @@ static int rk_scan(void *cv, const void *start, size_t sl, uint64_t max, kvb_sca
     return err ? rk_fail("rocksdb iterator", err) : 0;
 }
 
+static int rk_compact(void *db)
+{
+    rocksdb_compact_range(((struct rk_db *)db)->db, NULL, 0, NULL, 0);
+    return 0;
+}
+
 const struct kvb_engine kvb_rocksdb = {
     "rocksdb",
 #ifdef RK_VERSION
@@ -201,7 +207,8 @@ const struct kvb_engine kvb_rocksdb = {
     "IncreaseParallelism(2), max_background_jobs 2, write_buffer_size 64 MiB, compression off\n"
     "  (values are incompressible), block cache 256 MiB LRU, full bloom filter 10 bits/key;\n"
     "batches: one WriteBatch per 1000 puts; reads: a snapshot per 1000 gets, rocksdb_get_pinned\n"
-    "  (no copy); deletes are blind; scans: iterator Seek + Next",
+    "  (no copy); deletes are blind; scans: iterator Seek + Next\n"
+    "compaction (readseqc, seekscanc): rocksdb_compact_range over all keys",
     KVB_READS | KVB_SNAPSHOT | KVB_THREADS | KVB_DURABLE | KVB_PERSIST | KVB_SAMECTX,
     NULL,
     NULL,
@@ -209,5 +216,6 @@ const struct kvb_engine kvb_rocksdb = {
     rk_wbegin, rk_put, rk_del, rk_wcommit,
     rk_rbegin, rk_get, rk_rend,
     rk_scan,
-    NULL
+    NULL,
+    rk_compact
 };

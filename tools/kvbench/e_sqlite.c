@@ -219,6 +219,16 @@ static int sq_scan(void *cv, const void *start, size_t sl, uint64_t max, kvb_sca
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sq_fail(c->c, "SELECT (scan)");
 }
 
+static int sq_compact(void *db)
+{
+    struct sq_db *d = db;
+    int rc;
+    pthread_mutex_lock(&d->wmu);
+    rc = sqlite3_exec(d->main, "VACUUM", NULL, NULL, NULL);
+    pthread_mutex_unlock(&d->wmu);
+    return rc == SQLITE_OK ? 0 : sq_fail(d->main, "VACUUM");
+}
+
 const struct kvb_engine kvb_sqlite = {
     "sqlite",
     "SQLite " SQLITE_VERSION ": B-tree, WITHOUT ROWID table, WAL",
@@ -228,7 +238,8 @@ const struct kvb_engine kvb_sqlite = {
     "cache_size 64 MiB and mmap_size 1 GiB per connection, temp_store=MEMORY; one connection\n"
     "  per thread (SQLITE_OPEN_NOMUTEX), a process mutex around write transactions instead of\n"
     "  busy-waiting; batches: BEGIN IMMEDIATE + 1000 INSERT OR REPLACE + COMMIT; reads: BEGIN\n"
-    "  + 1000 SELECTs + COMMIT, value read in place (sqlite3_column_blob)",
+    "  + 1000 SELECTs + COMMIT, value read in place (sqlite3_column_blob)\n"
+    "compaction (readseqc, seekscanc): VACUUM",
     KVB_READS | KVB_SNAPSHOT | KVB_THREADS | KVB_DURABLE | KVB_PERSIST | KVB_SAMECTX,
     NULL,
     NULL,
@@ -236,5 +247,6 @@ const struct kvb_engine kvb_sqlite = {
     sq_wbegin, sq_put, sq_del, sq_wcommit,
     sq_rbegin, sq_get, sq_rend,
     sq_scan,
-    NULL
+    NULL,
+    sq_compact
 };

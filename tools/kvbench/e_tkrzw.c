@@ -170,6 +170,11 @@ static int tk_scan(void *cv, const void *start, size_t sl, uint64_t max, kvb_sca
     return rc;
 }
 
+static int tk_compact(void *db)
+{
+    return tkrzw_dbm_rebuild(((struct tk_db *)db)->dbm, "") ? 0 : tk_fail("tkrzw_dbm_rebuild");
+}
+
 const struct kvb_engine kvb_tkrzw_hash = {
     "tkrzw-hash",
     "tkrzw HashDBM: on-disk hash table, memory-mapped",
@@ -184,6 +189,7 @@ const struct kvb_engine kvb_tkrzw_hash = {
     tk_nop, tk_put, tk_del, tk_wcommit,
     tk_nop, tk_get, tk_rend,
     NULL,
+    NULL,
     NULL
 };
 
@@ -194,7 +200,8 @@ const struct kvb_engine kvb_tkrzw_tree = {
     "  max_cached_pages 100000 (about 400 MiB of page cache)\n"
     "no transactions: a batch is 1000 tkrzw_dbm_set calls (not atomic), nothing synced;\n"
     "synced mode: tkrzw_dbm_set + tkrzw_dbm_synchronize(hard) per put\n"
-    "reads: tkrzw_dbm_get (malloc'd copy); scans: iterator jump + get + next (copies)",
+    "reads: tkrzw_dbm_get (malloc'd copy); scans: iterator jump + get + next (copies)\n"
+    "compaction (readseqc, seekscanc): tkrzw_dbm_rebuild",
     KVB_READS | KVB_THREADS | KVB_DURABLE | KVB_PERSIST,
     NULL,
     NULL,
@@ -202,5 +209,6 @@ const struct kvb_engine kvb_tkrzw_tree = {
     tk_nop, tk_put, tk_del, tk_wcommit,
     tk_nop, tk_get, tk_rend,
     tk_scan,
-    NULL
+    NULL,
+    tk_compact
 };

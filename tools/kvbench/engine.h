@@ -23,7 +23,8 @@
  * storage before wcommit returns.
  *
  * Ordered iteration is one optional function: an engine with scan == NULL
- * gets "n/a (<noscan>)" in readseq and seekscan.
+ * gets "n/a (<noscan>)" in readseq and seekscan (and readseqc, seekscanc:
+ * the same after the engine's own compaction, another optional function).
  */
 #ifndef KVB_ENGINE_H
 #define KVB_ENGINE_H
@@ -76,6 +77,13 @@ struct kvb_engine {
 
     /* Optional: a short remark on what the last open did (shown by reopen). */
     void (*open_info)(void *db, char *buf, size_t cap);
+
+    /* Optional: the engine's own compaction of the whole database, as an
+     * application would run it after heavy updates (kvdb_compact, LevelDB
+     * and RocksDB CompactRange over all keys, SQLite VACUUM, tkrzw Rebuild).
+     * NULL: the engine has none (LMDB and Kyoto Cabinet's trees update in
+     * place). readseqc and seekscanc run after it. */
+    int (*compact)(void *db);
 };
 
 /* The adapters (each is compiled only when its library's header exists). */
