@@ -20,7 +20,9 @@
  *      clock-only loop run just before shows how long the machine itself
  *      stalls the process (a virtual CPU the host takes away), alone and
  *      while another thread writes and syncs 3 GiB (the kernel's writeback
- *      and the disk's interrupts at work, as during a compaction).
+ *      and the disk's interrupts at work, as during a compaction), and the
+ *      steal time of the automatic compaction's run (CPU time the
+ *      hypervisor took from the virtual CPUs; Linux's /proc/stat).
  * Every value read is checked; a mismatch makes the exit status 1.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -218,6 +220,20 @@ static void *write_load(void *arg)
     return NULL;
 }
 
+/* CPU time the hypervisor took from this machine's virtual CPUs (steal,
+ * /proc/stat, all CPUs), in ms; -1 where there is no such file. */
+static double steal_ms(void)
+{
+    unsigned long long f[8];
+    long hz = sysconf(_SC_CLK_TCK);
+    FILE *fp = fopen("/proc/stat", "r");
+    int n;
+    if (!fp) return -1;
+    n = fscanf(fp, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7]);
+    fclose(fp);
+    return n == 8 && hz > 0 ? (double)f[7] * 1000.0 / (double)hz : -1;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -267,6 +283,7 @@ static void run(uint64_t n, const char *dir)
         unsigned char k[KLEN], v[VLEN];
         struct kvdb_stat st;
         uint64_t tstart = 0, tend = 0;
+        double st0 = -1, st1 = -1;
         int running = 0;
         gaps idle, busy = { 0, 0, 0, 0 };
         pthread_t wt;
@@ -291,9 +308,10 @@ static void run(uint64_t n, const char *dir)
             w = now_ns() - w0;
             if (i % 64 == 0 || running) {
                 kvdb_stat(db, &st);
-                if (st.compacting && !running) { running = 1; tstart = now_ns(); }
+                if (st.compacting && !running) { running = 1; tstart = now_ns(); st0 = steal_ms(); }
                 if (st.compactions > start_c) { /* this put may have waited for the swap */
                     tend = now_ns();
+                    st1 = steal_ms();
                     if (running) {
                         lat[np++] = w;
                         if (w > maxw) maxw = w;
@@ -316,10 +334,14 @@ static void run(uint64_t n, const char *dir)
             printf("  its swap held writers for %.3f ms, %.3f ms of it in the syncs of the new file and its directory: "
                    "%.3f ms without them\n", st.compact_pause_ns / 1e6, st.compact_pause_sync_ns / 1e6,
                    (st.compact_pause_ns - st.compact_pause_sync_ns) / 1e6);
+            if (st0 >= 0 && st1 >= 0)
+                printf("  meanwhile the hypervisor took %.0f ms of CPU time from this machine (steal, /proc/stat)\n",
+                       st1 - st0);
             printf("  machine: a clock-only loop of 3 s just before stalled %llu times over 1 ms (%llu over 2 ms), "
                    "%.2f ms at most;\n", (unsigned long long)idle.over1, (unsigned long long)idle.over2, idle.max / 1e6);
-            printf("           while another thread wrote and synced 3 GiB (%.1f s), %llu times over 2 ms, %.2f ms at "
-                   "most\n", busy.ns / 1e9, (unsigned long long)busy.over2, busy.max / 1e6);
+            printf("           while another thread wrote and synced 3 GiB (%.1f s: %.0f MB/s), %llu times over 2 ms, "
+                   "%.2f ms at most\n", busy.ns / 1e9, busy.ns ? 3221.225472 / (busy.ns / 1e9) : 0.0,
+                   (unsigned long long)busy.over2, busy.max / 1e6);
         } else {
             printf("  automatic compaction: did not start within %llu puts\n", (unsigned long long)cap);
         }
