@@ -620,23 +620,30 @@ static int fl_reserve(void *ctx, kvdb_file *f, uint64_t s)
     return fl.base->reserve ? fl.base->reserve(fl.base->ctx, ((fl_file *)f)->f, s) : KVDB_OK;
 }
 
-static void test_compact_io_errors(void)
+/* The wrapper file layer over the POSIX one (without its map when built
+ * without mmap). */
+static kvdb_vfs *fl_vfs(void)
 {
     static kvdb_vfs v = { NULL, fl_open, fl_close, fl_read, fl_write, fl_sync, fl_size, fl_trunc, fl_lock,
                           fl_map, fl_unmap, fl_remove, fl_rename, fl_syncdir, fl_random, fl_reserve };
+    fl.base = kvdb_vfs_posix();
+    if (!fl.base->map) v.map = NULL, v.unmap = NULL;
+    return &v;
+}
+
+static void test_compact_io_errors(void)
+{
     const char *p = keep(tu_path("io.db"));
     static model m;
     uint64_t seed = 5;
     kvdb_options o;
     kvdb *db = NULL;
     int round;
-    fl.base = kvdb_vfs_posix();
     fl.budget = -1;
-    if (!fl.base->map) v.map = NULL, v.unmap = NULL; /* built without mmap */
     kvdb_options_init(&o);
     o.flags = KVDB_CREATE;
     o.sync = KVDB_SYNC_NORMAL;
-    o.vfs = &v;
+    o.vfs = fl_vfs();
     REQUIRE_OK(kvdb_open(p, &o, &db));
     fill(db, &m, 2);
     for (round = 0; round < 5; round++) {
@@ -712,22 +719,18 @@ static void big_fill(kvdb *db, int ver)
 
 static void test_compact_writer_thread(void)
 {
-    static kvdb_vfs v = { NULL, fl_open, fl_close, fl_read, fl_write, fl_sync, fl_size, fl_trunc, fl_lock,
-                          fl_map, fl_unmap, fl_remove, fl_rename, fl_syncdir, fl_random, fl_reserve };
     const char *p = keep(tu_path("wthread.db"));
     struct kvdb_stat st;
     kvdb_options o;
     kvdb *db = NULL;
     long writes, fails[3];
     int round;
-    fl.base = kvdb_vfs_posix();
     fl_main = pthread_self();
     fl_set(0, -1, 0, 0);
-    if (!fl.base->map) v.map = NULL, v.unmap = NULL; /* built without mmap */
     kvdb_options_init(&o);
     o.flags = KVDB_CREATE;
     o.sync = KVDB_SYNC_NORMAL;
-    o.vfs = &v;
+    o.vfs = fl_vfs();
     REQUIRE_OK(kvdb_open(p, &o, &db));
     big_fill(db, 0);
     big_fill(db, 1);
@@ -799,18 +802,14 @@ static void test_compact_abandon_early(void)
 {
     const char *p = keep(tu_path("early.db"));
     static const kvdb_allocator dirty = { NULL, dirty_malloc, dirty_realloc, dirty_free };
-    static kvdb_vfs v = { NULL, fl_open, fl_close, fl_read, fl_write, fl_sync, fl_size, fl_trunc, fl_lock,
-                          fl_map, fl_unmap, fl_remove, fl_rename, fl_syncdir, fl_random, fl_reserve };
     kvdb_options o;
     kvdb *db = NULL;
     int i;
-    fl.base = kvdb_vfs_posix();
     fl_set(0, -1, 0, 0);
-    if (!fl.base->map) v.map = NULL, v.unmap = NULL; /* built without mmap */
     kvdb_options_init(&o);
     o.flags = KVDB_CREATE;
     o.alloc = &dirty;
-    o.vfs = &v;
+    o.vfs = fl_vfs();
     REQUIRE_OK(kvdb_open(p, &o, &db));
     for (i = 0; i < 20; i++) {
         char k[16];
