@@ -49,19 +49,38 @@
  *   verify; it is then applied in record order (a later record for the same
  *   key wins).
  *
+ * SEALS.  A seal is a COMMIT of no records whose durable field is its own
+ * offset, written after a sync of everything before it.  kvdb_close,
+ * kvdb_sync and kvdb_checkpoint append one when anything was committed
+ * since the last (40 bytes; nothing otherwise); close and checkpoint sync it
+ * too, and a compacted file ends with one, so a database at rest has no
+ * ambiguous tail.  A seal needs no sync of its own to be true: lost, it
+ * takes only its evidence with it.  To every reader of the format a seal is
+ * an ordinary empty transaction, so files with seals open in versions that
+ * predate them.
+ *
+ * THE DURABLE HORIZON H is how much of the log the files prove was once on
+ * stable storage: the largest durable field of an intact COMMIT (a seal's
+ * covers all before it), or the P of a sidecar whose header verifies for
+ * this very log (a sidecar covers only synced log), whichever is larger.
+ *
  * RECOVERY reads forward from the header, verifying every record.  At the
- * first record that is incomplete or fails to verify, at offset X, it looks
- * further on for an intact COMMIT whose durable field exceeds X.  If there
- * is one, X had been synced before that commit was written, so the damage
- * is to data once known durable: KVDB_ECORRUPT, and the file is not touched.
- * If there is none, everything from the end of the last complete
- * transaction on is a torn tail -- writes that never reached the disk as a
- * whole before a crash -- and is cut off (on a writable open; a read-only
- * open just ignores it).  The durable field is what tells a torn group
- * commit, whose pending writes may land in any order, from damage to old
- * data.  While a writer has the file open, the file may run on past the
- * last commit with zeros: space reserved ahead (kvdb_vfs.reserve), cut
- * off at close; after a crash they are part of the torn tail.
+ * first record that is incomplete or fails to verify, at offset X, it asks
+ * whether X is below the horizon: below the sidecar's P, or below the
+ * durable field of an intact COMMIT further on.  If so, the damage is to
+ * data once known durable: KVDB_ECORRUPT, and the file is not touched; so
+ * is a file shorter than its sidecar's P (cut short).  If not, everything
+ * from the end of the last complete transaction on is a torn tail --
+ * writes that never reached the disk as a whole before a crash -- and is
+ * cut off (on a writable open; a read-only open just ignores it).  The
+ * durable field is what tells a torn group commit, whose pending writes may
+ * land in any order, from damage to old data.  What a crash may leave
+ * ambiguous is therefore only what nothing later vouches for: under
+ * KVDB_SYNC_FULL the last group commit, under SYNC_NORMAL and SYNC_OFF the
+ * commits after the last synced length that a COMMIT or seal recorded.
+ * While a writer has the file open, the file may run on past the last
+ * commit with zeros: space reserved ahead (kvdb_vfs.reserve), cut off at
+ * close; after a crash they are part of the torn tail.
  *
  * ==========================================================================
  * THE ENGINE IN MEMORY
@@ -884,6 +903,7 @@ static const kvdb_vfs kv_mem_vfs_proto = {
 #define LG_HDR 64
 #define LG_REC 16          /* record header */
 #define LG_COMMIT_LEN 24   /* COMMIT payload */
+#define LG_SEAL (LG_REC + LG_COMMIT_LEN) /* a whole COMMIT record, such as a seal */
 enum { LG_PUT = 1, LG_DEL = 2, LG_COMMIT = 3 };
 
 typedef struct lg_rec {
@@ -1035,6 +1055,7 @@ struct kvdb_txn {
     uint64_t gen;          /* write generation (write txn) */
     kv_buf wbuf;           /* encoded records (write txn) */
     uint32_t nrec;
+    int seal;              /* commit a seal (txn_seal) */
     kv_ws ws;
     kv_arena_blk *arena;   /* pread-mode value copies */
     struct kvdb_iter *iters; /* open iterators, closed when the txn ends */
@@ -1113,6 +1134,12 @@ struct kvdb {
     kv_ver *oldest, *pub, *cur;
     unsigned nreaders;
     uint64_t commits;
+    /* the durable horizon (SEALS at the top): changed under the writer role
+     * and mu_ver, read under either */
+    uint64_t hz_log;       /* the largest durable field of a COMMIT in the log */
+    int hz_seal;           /* ...and that COMMIT is a seal */
+    uint64_t hz_sc;        /* the log position a verified sidecar header of the
+                              file vouched for at open (0: none) */
 
     /* durability: under mu_sync */
     kv_mutex mu_sync;
@@ -3244,10 +3271,14 @@ static int rcv_scan(kvdb *db, kv_ver *v, uint64_t start, uint64_t size, uint64_t
             npend++;
             pend.len += sizeof *e;
         } else {
-            uint64_t seq = kv_ld64(p + LG_REC);
+            uint64_t seq = kv_ld64(p + LG_REC), durable = kv_ld64(p + LG_REC + 8);
             if (kv_ld32(p + LG_REC + 16) != npend || seq <= last_seq || kv_ld32(p + LG_REC + 20) != 0) break;
             rc = rcv_apply(db, &w, v, &r, (rcv_pend *)(void *)pend.p, npend, &kbuf);
             if (rc) goto out;
+            if (durable >= db->hz_log) {
+                db->hz_log = durable;
+                db->hz_seal = npend == 0 && durable == off;
+            }
             last_seq = seq;
             npend = 0;
             pend.len = 0;
@@ -3257,10 +3288,16 @@ static int rcv_scan(kvdb *db, kv_ver *v, uint64_t start, uint64_t size, uint64_t
         off += rec.size;
     }
     if (off < size) { /* damage at off: torn tail, or corruption? */
+        if (off < db->hz_sc) {
+            rc = kv_err(KVDB_ECORRUPT, "%s: damaged record at offset %llu, below the %llu bytes its sidecar says "
+                        "were synced; nothing was changed", db->path, (unsigned long long)off,
+                        (unsigned long long)db->hz_sc);
+            goto out;
+        }
         rc = rcv_evidence(db, &r, off, size, &buf);
         if (rc > 0)
-            rc = kv_err(KVDB_ECORRUPT, "%s: damaged record at offset %llu is followed by committed data; "
-                        "nothing was changed", db->path, (unsigned long long)off);
+            rc = kv_err(KVDB_ECORRUPT, "%s: damaged record at offset %llu is followed by committed data that "
+                        "says it was synced; nothing was changed", db->path, (unsigned long long)off);
     }
     db->seq = last_seq;
     v->seq = last_seq;
@@ -3400,6 +3437,7 @@ static void kv_writer_drop(kvdb *db)
 static void txn_release_writer(kvdb *db)
 {
     kvdb_txn *t = &db->wtxn;
+    t->seal = 0;
     t->wbuf.len = 0;
     if (t->wbuf.cap > ((size_t)16 << 20)) { /* don't hold on to a huge buffer */
         kv_free(&db->al, t->wbuf.p);
@@ -3628,7 +3666,7 @@ static int txn_commit_write(kvdb_txn *t)
     uint8_t *p;
     int rc;
 
-    if (t->nrec == 0) {
+    if (t->nrec == 0 && !t->seal) {
         txn_release_writer(db);
         return KVDB_OK;
     }
@@ -3720,7 +3758,7 @@ static int txn_commit_write(kvdb_txn *t)
     kv_lock(&db->mu_sync);
     db->written = end;
     epoch = db->epoch;
-    if (db->sync_mode == KVDB_SYNC_OFF) publish = 1;
+    if (db->sync_mode == KVDB_SYNC_OFF || t->seal) publish = 1; /* a seal has no data to wait for */
     else if (db->sync_mode == KVDB_SYNC_NORMAL) publish = end - db->synced < db->sync_bytes;
     else publish = 0;
     kv_unlock(&db->mu_sync);
@@ -3728,7 +3766,11 @@ static int txn_commit_write(kvdb_txn *t)
     db->cur->next = nv;
     db->cur = nv;
     if (publish) db->pub = nv;
-    db->commits++;
+    if (!t->seal) db->commits++;
+    if (durable > db->hz_log) {
+        db->hz_log = durable;
+        db->hz_seal = t->seal;
+    }
     kv_unlock(&db->mu_ver);
     ver_reclaim(db);
     ver_drain(db, 256 + 2 * nretired);
@@ -3744,6 +3786,36 @@ static int txn_commit_write(kvdb_txn *t)
 fail:
     txn_release_writer(db);
     return rc;
+}
+
+/* Seal the log (SEALS at the top): sync it, then append a seal, unless
+ * the log's horizon already covers all but a trailing seal.  The seal is
+ * handed to the file layer, not synced: lost to a power cut it takes only
+ * its evidence with it (kvdb_close syncs it).  nowait: if a write
+ * transaction is open, just sync (its COMMIT will record the synced
+ * length).  Cost: one sync, and a 40-byte write when anything was committed
+ * since the last seal. */
+static int txn_seal(kvdb *db, int nowait)
+{
+    kvdb_txn *t;
+    uint64_t w, ep;
+    int rc;
+    if (db->rdonly || db->inmem) return KVDB_OK;
+    rc = txn_begin_write(db, nowait ? KVDB_TXN_NOWAIT : 0, &t);
+    if (rc == KVDB_EBUSY && nowait) { /* its COMMIT will cover what is synced now */
+        kv_clearerr();
+        w = kv_written(db, &ep);
+        return kv_sync_to(db, w, ep);
+    }
+    if (rc) return rc;
+    w = kv_written(db, &ep);
+    rc = kv_sync_to(db, w, ep);
+    if (rc || db->end - db->hz_log <= LG_SEAL) {
+        txn_release_writer(db);
+        return rc;
+    }
+    t->seal = 1;
+    return txn_commit_write(t);
 }
 
 static void *txn_arena_alloc(kvdb_txn *t, size_t n)
@@ -4565,9 +4637,25 @@ static int sc_ent_ok(kvdb *db, uint64_t P, const uint8_t *pfx, size_t cpl, const
     return ok;
 }
 
+/* Does sidecar header b (SC_HDR bytes) verify, and belong to the log whose
+ * 64-byte header is lh (the same id, seed and header, so a sidecar of an
+ * earlier generation never does)?  NULL if so, else why not.  A sidecar
+ * covers only synced log (sc_write), so the P of one that does is durable
+ * evidence: the log held P bytes on stable storage once. */
+static const char *sc_hdr_check(const uint8_t *b, const uint8_t *lh)
+{
+    if (memcmp(b, SC_MAGIC, 8) || kv_ld32(b + 12) != sc_layout()) return "foreign or damaged";
+    if (kv_ld32(b + 8) != SC_VERSION) return "of another version";
+    if (kv_ld64(b + 120) != XXH3_64bits(b, 120) || memcmp(b + 16, lh + 24, 16) || kv_ld64(b + 32) != kv_ld64(lh + 16) ||
+        kv_ld64(b + 40) != XXH3_64bits(lh, LG_HDR))
+        return "foreign or damaged";
+    return NULL;
+}
+
 /* Try to load the sidecar into v (whose tree is empty).  1: loaded, replay
  * the log from *start; 0: not usable (why in db->sc_why), full replay;
- * < 0: an error that fails the open (out of memory). */
+ * < 0: an error that fails the open (out of memory).  Sets db->hz_sc when
+ * the header verifies, and db->hz_log from the COMMIT that ends at P. */
 static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
 {
     kvdb_file *f = NULL;
@@ -4608,16 +4696,10 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
     }
     {
         const uint8_t *b = m ? m : heap;
-        why = "foreign or damaged";
-        if (memcmp(b, SC_MAGIC, 8) || kv_ld32(b + 12) != sc_layout()) goto out;
-        why = "of another version";
-        if (kv_ld32(b + 8) != SC_VERSION) goto out;
-        why = "foreign or damaged";
-        if (kv_ld64(b + 120) != XXH3_64bits(b, 120)) goto out;
-        if (memcmp(b + 16, db->id, 16) || kv_ld64(b + 32) != db->seed) goto out;
         if ((db->sc_rc = db->vfs->read(db->vfs->ctx, db->file, 0, lh, LG_HDR)) != 0) { why = "unreadable"; goto out; }
-        if (kv_ld64(b + 40) != XXH3_64bits(lh, LG_HDR)) goto out;
+        if ((why = sc_hdr_check(b, lh)) != NULL) goto out;
         P = kv_ld64(b + 48);
+        db->hz_sc = P; /* evidence even if the rest fails (kvdb_open, rcv_scan) */
         nent = kv_ld64(b + 64);
         eoff = kv_ld64(b + 72);
         nleaves = kv_ld64(b + 80);
@@ -4644,6 +4726,8 @@ static int sc_load(kvdb *db, kv_ver *v, uint64_t logsize, uint64_t *start)
             if (lg_parse(c, P - sizeof c, sizeof c, &rec) || rec.type != LG_COMMIT ||
                 kv_ld64(c) != lg_checksum(db->seed, P - sizeof c, c, sizeof c) || kv_ld64(c + LG_REC) != kv_ld64(b + 56))
                 goto out;
+            db->hz_log = kv_ld64(c + LG_REC + 8); /* the horizon of the log it covers */
+            db->hz_seal = kv_ld32(c + LG_REC + 16) == 0 && db->hz_log == P - sizeof c;
         } else if (nent || kv_ld64(b + 56)) {
             goto out;
         }
@@ -5847,6 +5931,9 @@ static int cp_swap(kvdb *db, kv_cp *cp)
     rd_init(&r, db, db->cur);
     rc = cp_catchup(db, cp, &r, db->cur->end, UINT64_MAX);
     if (rc < 0) return rc;
+    /* The seal vouches for everything before it: the file becomes the
+     * database only by the rename below, after the sync that covers it. */
+    cp->synced = cp->buf_off + cp->buf.len;
     rc = cp_emit(db, cp, LG_COMMIT, NULL, 0, NULL, LG_COMMIT_LEN, NULL); /* count 0: the seal */
     if (!rc) rc = cp_flush(db, cp);
     if (!rc) {
@@ -5892,6 +5979,11 @@ static int cp_swap(kvdb *db, kv_cp *cp)
     cp->map = NULL;
     db->use_map = cp->use_map;
     db->end = new_end;
+    kv_lock(&db->mu_ver);
+    db->hz_log = new_end - LG_SEAL;
+    db->hz_seal = 1;
+    db->hz_sc = 0;
+    kv_unlock(&db->mu_ver);
     kv_log_cap_set(db, new_end);
     db->seq = cp->seq;
     cp_pool_free(db, &cp->pool);
@@ -6100,6 +6192,7 @@ typedef struct chk {
     uint64_t good;         /* end of the last complete transaction before the tail */
     uint64_t last_seq;
     uint64_t tail_txns;    /* intact transactions found inside the torn tail */
+    uint64_t hz_sc;        /* what a verified sidecar header vouches for (sc_hdr_check) */
     kvdb *dst;             /* repair: the new database and its open batch */
     kvdb_txn *dt;
     uint64_t batch_recs, batch_bytes;
@@ -6276,6 +6369,10 @@ static int chk_classify(chk *c, uint64_t x, int *problem)
     int found, rc;
     *problem = 0;
     if (c->in_tail) return KVDB_OK;
+    if (x < c->hz_sc) {
+        *problem = 1;
+        return KVDB_OK;
+    }
     rc = chk_evidence(c, x, &found, &where);
     if (rc) return rc;
     if (found) {
@@ -6290,8 +6387,9 @@ static int chk_classify(chk *c, uint64_t x, int *problem)
 }
 
 /* Repair: copy one verified transaction (its records at offs) into the
- * new database's open batch. */
-static int chk_apply(chk *c, const uint64_t *offs, size_t n)
+ * new database's open batch; whole = 0 for the intact part of an
+ * incomplete one (KVDB_REPAIR_PARTIAL). */
+static int chk_apply(chk *c, const uint64_t *offs, size_t n, int whole)
 {
     size_t i;
     int rc;
@@ -6318,7 +6416,7 @@ static int chk_apply(chk *c, const uint64_t *offs, size_t n)
     }
     c->batch_recs += n;
     c->st->salvaged_records += n;
-    c->st->salvaged_txns++;
+    c->st->salvaged_txns += whole != 0;
     if (c->batch_recs >= CHK_BATCH_RECS || c->batch_bytes >= CHK_BATCH_BYTES) {
         rc = kvdb_commit(c->dt);
         c->dt = NULL;
@@ -6336,13 +6434,25 @@ static uint64_t chk_recsize(chk *c, uint64_t off)
     return (uint64_t)LG_REC + kv_ld16(p + 10) + kv_ld32(p + 12);
 }
 
-/* Records of a transaction that will never be complete. */
-static void chk_lost_txn(chk *c, int problem, uint64_t start, size_t n, uint64_t bytes, const char *why)
+/* An incomplete transaction: its n intact records at offs (n may be 0),
+ * bytes in all.  Repair with KVDB_REPAIR_PARTIAL copies those records (each
+ * verified; what failed its checksum is not among them). */
+static int chk_lost_txn(chk *c, int problem, uint64_t start, const uint64_t *offs, size_t n, uint64_t bytes,
+                        const char *why)
 {
+    int partial = c->repair && (c->o->flags & KVDB_REPAIR_PARTIAL) && n;
+    uint64_t saved = 0;
+    size_t i;
     c->st->lost_txns++;
-    c->st->lost_bytes += bytes;
+    c->st->lost_records += n;
+    for (i = 0; partial && i < n; i++) saved += chk_recsize(c, offs[i]);
+    c->st->lost_bytes += bytes - saved;
     chk_say(c, problem, start, "incomplete transaction: %zu record(s), %llu bytes from offset %llu, %s%s", n,
-            (unsigned long long)bytes, (unsigned long long)start, why, c->repair ? "; not saved" : "");
+            (unsigned long long)bytes, (unsigned long long)start, why,
+            !c->repair ? "" : partial ? "; its intact records saved (partial)" : "; not saved");
+    if (!partial) return KVDB_OK;
+    c->st->partial_records += n;
+    return chk_apply(c, offs, n, 0);
 }
 
 /* Walk the whole log (see the section comment). */
@@ -6370,7 +6480,7 @@ static int chk_scan(chk *c)
             if (rc) goto out;
             chk_say(c, problem, off, "damaged: %s; bytes %llu..%llu (%llu bytes) hold no record that verifies%s%s", w,
                     (unsigned long long)off, (unsigned long long)y, (unsigned long long)(y - off),
-                    problem ? ", and data committed after it says it was durable" : "", c->repair ? "; skipped" : "");
+                    problem ? ", and it had been synced (it lies below the durable horizon)" : "", c->repair ? "; skipped" : "");
             c->st->lost_bytes += y - off;
             broken = 1;
             after = npend;
@@ -6403,9 +6513,10 @@ static int chk_scan(chk *c)
                 }
                 problem = !c->in_tail;
                 for (i = 0; i < npend; i++) lost += chk_recsize(c, po[i]);
-                chk_lost_txn(c, problem, npend ? po[0] : off, npend, lost + rec.size,
-                             zero ? "its COMMIT has a nonzero reserved field"
-                                  : broken ? "broken by the damage above" : "its COMMIT counts more records");
+                rc = chk_lost_txn(c, problem, npend ? po[0] : off, po, npend, lost + rec.size,
+                                  zero ? "its COMMIT has a nonzero reserved field"
+                                       : broken ? "broken by the damage above" : "its COMMIT counts more records");
+                if (rc) goto out;
                 if (zero || !broken)
                     chk_say(c, problem, off, "COMMIT (sequence %llu) counts %lu record(s); %zu intact one(s) "
                             "precede it since the last complete transaction", (unsigned long long)seq,
@@ -6418,8 +6529,9 @@ static int chk_scan(chk *c)
                         if (rc) goto out;
                     }
                     for (i = 0; i < orphans; i++) lost += chk_recsize(c, po[i]);
-                    chk_lost_txn(c, !c->in_tail, po[0], orphans, lost,
-                                 broken ? "broken by the damage above" : "no COMMIT of their own follows them");
+                    rc = chk_lost_txn(c, !c->in_tail, po[0], po, orphans, lost,
+                                      broken ? "broken by the damage above" : "no COMMIT of their own follows them");
+                    if (rc) goto out;
                 }
                 if (seq <= c->last_seq) {
                     rc = chk_classify(c, off, &problem);
@@ -6427,11 +6539,15 @@ static int chk_scan(chk *c)
                     chk_say(c, problem, off, "COMMIT sequence %llu does not follow the previous %llu",
                             (unsigned long long)seq, (unsigned long long)c->last_seq);
                 }
-                c->st->txns++;
-                if (c->in_tail) c->tail_txns++;
+                if (cnt) c->st->txns++; /* a seal is no transaction to report */
+                if (c->in_tail) c->tail_txns += cnt != 0;
                 else c->good = off + rec.size;
-                if (c->repair) {
-                    rc = chk_apply(c, po + orphans, cnt);
+                if (kv_ld64(p + LG_REC + 8) >= c->st->horizon && !c->in_tail) {
+                    c->st->horizon = kv_ld64(p + LG_REC + 8);
+                    c->st->horizon_from = cnt == 0 && c->st->horizon == off ? "seal" : "commit";
+                }
+                if (c->repair && cnt) {
+                    rc = chk_apply(c, po + orphans, cnt, 1);
                     if (rc) goto out;
                 }
                 if (seq > c->last_seq) c->last_seq = seq;
@@ -6452,8 +6568,19 @@ static int chk_scan(chk *c)
             if (rc) goto out;
         }
         for (i = 0; i < npend; i++) lost += chk_recsize(c, po[i]);
-        if (npend) chk_lost_txn(c, !c->in_tail, po[0], npend, lost, "no COMMIT follows");
+        if (npend) {
+            rc = chk_lost_txn(c, !c->in_tail, po[0], po, npend, lost, "no COMMIT follows");
+            if (rc) goto out;
+        }
     }
+    if (c->hz_sc > c->st->horizon) {
+        c->st->horizon = c->hz_sc;
+        c->st->horizon_from = "sidecar";
+    }
+    if (c->hz_sc > c->size)
+        chk_say(c, 1, c->size, "the file ends at %llu bytes, but its sidecar says %llu bytes of it were synced: "
+                "it was cut short (or is an older copy than its sidecar)", (unsigned long long)c->size,
+                (unsigned long long)c->hz_sc);
     if (c->in_tail) {
         c->st->torn_bytes = c->size - c->good;
         if (c->tail_txns)
@@ -6763,6 +6890,29 @@ out:
     return rc;
 }
 
+/* The sidecar's evidence (sc_hdr_check): c->hz_sc, or 0 if there is no
+ * sidecar of this log.  Only a failure to allocate is an error. */
+static int chk_sidecar(chk *c, const uint8_t *lh)
+{
+    size_t n = strlen(c->path);
+    char *name = (char *)kv_malloc(&c->al, n + 5);
+    kvdb_file *f = NULL;
+    uint8_t b[SC_HDR];
+    uint64_t size;
+    if (!name) return kv_err(KVDB_ENOMEM, "out of memory");
+    memcpy(name, c->path, n);
+    memcpy(name + n, ".idx", 5);
+    if (c->vfs->open(c->vfs->ctx, name, KVDB_VFS_RDONLY, &f) == KVDB_OK) {
+        if (c->vfs->size(c->vfs->ctx, f, &size) == KVDB_OK && size >= SC_HDR &&
+            c->vfs->read(c->vfs->ctx, f, 0, b, SC_HDR) == KVDB_OK && !sc_hdr_check(b, lh))
+            c->hz_sc = kv_ld64(b + 48);
+        c->vfs->close(c->vfs->ctx, f);
+    }
+    kv_free(&c->al, name);
+    kv_clearerr();
+    return KVDB_OK;
+}
+
 /* Open path for reading under a shared lock, read and check its header. */
 static int chk_open(chk *c, const char *path, const kvdb_check_opts *o, kvdb_check_stat *st, int repair)
 {
@@ -6807,6 +6957,10 @@ static int chk_open(chk *c, const char *path, const kvdb_check_opts *o, kvdb_che
     }
     c->seed = kv_ld64(h + 16);
     st->bytes_verified = LG_HDR;
+    st->horizon = LG_HDR;
+    st->horizon_from = "none";
+    rc = chk_sidecar(c, h);
+    if (rc) return rc;
     if (c->vfs->map && c->vfs->unmap) {
         const void *m = NULL;
         if (c->vfs->map(c->vfs->ctx, c->f, c->size, &m) == KVDB_OK) c->map = (const uint8_t *)m;
@@ -6827,7 +6981,7 @@ static void chk_close(chk *c)
     memcpy(kv_errbuf, msg, sizeof msg);
 }
 
-static const kvdb_check_opts chk_noopts = { NULL, NULL, NULL, NULL, NULL };
+static const kvdb_check_opts chk_noopts = { NULL, NULL, NULL, NULL, NULL, 0 };
 
 int kvdb_check(const char *path, const kvdb_check_opts *o, kvdb_check_stat *st)
 {
@@ -6943,13 +7097,13 @@ void kvdb_options_init(kvdb_options *o)
 }
 
 /* Give a new database its header.  In memory: written in place.  On disk
- * the file at db->path exists (we created it empty, or found it empty or
- * holding a torn creation) and we hold its lock; the header is written to
- * "<path>.new", synced, and renamed over it, then the directory is synced
- * and the new file opened and locked in place of the old one.  A crash at
- * any point leaves either the old (empty or torn) file, which the next
- * KVDB_CREATE open takes again, or a complete header: never a half-written
- * header that no open would accept. */
+ * the file at db->path exists (we created it empty, or found it empty) and
+ * we hold its lock; the header is written to "<path>.new", synced, and
+ * renamed over it, then the directory is synced and the new file opened and
+ * locked in place of the old one.  A crash at any point leaves either the
+ * empty file, which the next KVDB_CREATE open takes again, or a complete
+ * header: never a part of one, so an open never recreates a file that holds
+ * anything (a short or damaged header is KVDB_ECORRUPT or KVDB_ENOTDB). */
 static int kv_write_header(kvdb *db)
 {
     uint8_t h[LG_HDR];
@@ -7097,17 +7251,6 @@ static void kv_teardown(kvdb *db)
     }
 }
 
-/* Is the 64-byte file all zeros (a creation whose header was lost)? */
-static int kv_all_zero_header(kvdb *db)
-{
-    uint8_t h[LG_HDR];
-    unsigned i;
-    if (db->vfs->read(db->vfs->ctx, db->file, 0, h, LG_HDR)) return 0;
-    for (i = 0; i < LG_HDR; i++)
-        if (h[i]) return 0;
-    return 1;
-}
-
 static int kv_open_file(kvdb *db, int *created)
 {
     unsigned vf = db->rdonly ? KVDB_VFS_RDONLY : 0;
@@ -7202,29 +7345,14 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     if (rc) goto fail;
     rc = db->vfs->size(db->vfs->ctx, db->file, &size);
     if (rc) goto fail;
-    if (size < LG_HDR || (size == LG_HDR && kv_all_zero_header(db))) {
-        /* Empty, or a header cut short or lost while the file was created:
-         * a new database if we may create one, and only if what is there is
-         * the start of our own header or zeros. */
-        uint8_t h[LG_HDR];
-        int ours = 1;
-        if (size) { /* the start of our magic, or zeros (the header never reached the disk) */
-            uint64_t i;
-            int zeros = 1;
-            rc = db->vfs->read(db->vfs->ctx, db->file, 0, h, (size_t)size);
-            if (rc) goto fail;
-            for (i = 0; i < size; i++) zeros &= h[i] == 0;
-            ours = zeros || memcmp(h, LG_MAGIC, size < 8 ? (size_t)size : 8) == 0;
-        }
-        if (!ours) {
-            rc = kv_err(KVDB_ENOTDB, "%s: not a kvdb database (bad magic); nothing was changed", db->path);
-            goto fail;
-        }
+    if (size == 0) {
+        /* Empty: a new database if we may create one.  Creation writes the
+         * header to "<path>.new" and renames it over (kv_write_header), so
+         * a crash while creating leaves this empty file or a whole header,
+         * never a part of one: a file holding anything is never recreated. */
         if (db->rdonly || !(db->flags & KVDB_CREATE)) {
-            rc = size ? kv_err(KVDB_ECORRUPT, "%s: incomplete header (%llu bytes); nothing was changed", db->path,
-                               (unsigned long long)size)
-                      : kv_err(KVDB_ENOTDB, "%s: empty file, not a kvdb database (open with KVDB_CREATE to "
-                               "make it one); nothing was changed", db->path);
+            rc = kv_err(KVDB_ENOTDB, "%s: empty file, not a kvdb database (open it for writing with the create "
+                        "flag to make it one); nothing was changed", db->path);
             goto fail;
         }
         rc = kv_write_header(db);
@@ -7285,9 +7413,18 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     v->end = size;
     {
         uint64_t start;
-        int sl = sc_load(db, v, size, &start);
+        int sl;
+        db->hz_log = LG_HDR; /* the header was synced when the file was made */
+        sl = sc_load(db, v, size, &start);
         if (sl < 0) { rc = sl; goto fail; }
         db->sc_loaded = sl;
+        if (db->hz_sc > size) {
+            rc = kv_err(KVDB_ECORRUPT, "%s: the file is %llu bytes long, but its sidecar says %llu bytes of it were "
+                        "synced: it was cut short, or is an older copy than its sidecar (a restored backup: "
+                        "remove the .idx beside it); nothing was changed", db->path, (unsigned long long)size,
+                        (unsigned long long)db->hz_sc);
+            goto fail;
+        }
         rc = rcv_scan(db, v, start, size, &good);
         if (rc) goto fail;
         db->replayed_bytes = good - start;
@@ -7349,17 +7486,22 @@ int kvdb_close(kvdb *db)
     kv_lock(&db->mu_cp);
     cp_abort(db); /* a compaction not finished: the database stays as it is */
     kv_unlock(&db->mu_cp);
-    /* In every sync mode: what was committed becomes durable, so that the
-     * sidecar may cover all of it (a sidecar never covers unsynced log). */
+    /* In every sync mode: what was committed becomes durable and sealed,
+     * so that the file at rest has no ambiguous tail (SEALS at the top) and
+     * the sidecar may cover all of it (a sidecar never covers unsynced log). */
     if (!db->rdonly && !db->inmem) {
-        uint64_t ep, w = kv_written(db, &ep);
         if (db->log_cap > db->end && !kv_sticky(db)) { /* the reserved zeros (a failure: the next open cuts them) */
             char msg[sizeof kv_errbuf];
             memcpy(msg, kv_errbuf, sizeof msg);
             if (db->vfs->truncate(db->vfs->ctx, db->file, db->end) == KVDB_OK) db->log_cap = db->end;
             memcpy(kv_errbuf, msg, sizeof msg);
         }
-        rc = kv_sync_to(db, w, ep);
+        db->rsv_mark = UINT64_MAX; /* no more reserving: the file ends with the seal */
+        rc = txn_seal(db, 0);
+        if (!rc) {
+            uint64_t ep, w = kv_written(db, &ep);
+            rc = kv_sync_to(db, w, ep); /* the seal too: at rest, nothing is ambiguous */
+        }
     }
     /* Checkpoint the indexes so the next open need not replay the log.
      * The sidecar is a cache: if this fails, the next open replays more. */
@@ -7379,8 +7521,11 @@ int kvdb_sync(kvdb *db)
     kv_clearerr();
     if (!db) return kv_err(KVDB_EINVAL, "kvdb_sync: NULL handle");
     if (db->rdonly) return KVDB_OK;
-    w = kv_written(db, &ep);
-    return kv_sync_to(db, w, ep);
+    if (db->inmem) {
+        w = kv_written(db, &ep);
+        return kv_sync_to(db, w, ep);
+    }
+    return txn_seal(db, 1);
 }
 
 int kvdb_checkpoint(kvdb *db)
@@ -7391,8 +7536,8 @@ int kvdb_checkpoint(kvdb *db)
     if (!db) return kv_err(KVDB_EINVAL, "kvdb_checkpoint: NULL handle");
     if (db->rdonly) return kv_err(KVDB_EREADONLY, "%s: opened read-only", db->path);
     if (db->inmem) return KVDB_OK;
-    rc = kv_sticky(db);
-    if (rc) return kv_sticky_err(db, rc);
+    rc = txn_seal(db, 1);
+    if (rc) return rc;
     v = ver_acquire(db); /* the published state: durable under SYNC_FULL */
     kv_lock(&db->mu_ckpt);
     rc = sc_write(db, v, 1);
@@ -7728,6 +7873,12 @@ int kvdb_stat(kvdb *db, struct kvdb_stat *st)
     st->dead_bytes = v->end - LG_HDR - v->live;
     st->index_bytes = v->index_bytes;
     st->commits = db->commits;
+    st->horizon = db->hz_log;
+    st->horizon_from = db->hz_log <= LG_HDR ? "none" : db->hz_seal ? "seal" : "commit";
+    if (db->hz_sc > st->horizon) {
+        st->horizon = db->hz_sc;
+        st->horizon_from = "sidecar";
+    }
     kv_unlock(&db->mu_ver);
     kv_lock(&db->mu_sync);
     st->syncs = db->nsyncs;

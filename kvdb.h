@@ -34,6 +34,7 @@
  *                        the sidecar it writes covers the whole log and the
  *                        next open need not replay it.)  For scratch data
  *                        and bulk loads.
+ *     What a crash can leave ambiguous in each mode: promise 7.
  *  3. Readers never block writers and writers never block readers.  A read
  *     transaction is a snapshot: O(1) to begin, and it sees one consistent
  *     state for its whole life whatever is committed meanwhile.  While it
@@ -53,11 +54,28 @@
  *     cleared only by reopening; KVDB_EFULL from a write that could be undone
  *     is not sticky); reads keep working.  A commit that returned an error may
  *     or may not be found after reopening, but never half of it.
- *  7. Opening a file that is not a kvdb database changes nothing in it
- *     (KVDB_ENOTDB).  A torn tail -- incomplete or damaged records after the
- *     last complete commit that were never reported durable -- is cut off at
- *     open (see kvdb_stat.torn_bytes); damage followed by committed data is
- *     KVDB_ECORRUPT and the file is left untouched.
+ *  7. Data once synced is never cut.  Opening a file that is not a kvdb
+ *     database changes nothing in it (KVDB_ENOTDB), and a file that holds
+ *     anything is never recreated: a short or damaged header is
+ *     KVDB_ECORRUPT.  The durable horizon (kvdb_stat.horizon) is how much of
+ *     the log the files prove was synced: a seal (an empty commit that
+ *     kvdb_close, kvdb_sync and kvdb_checkpoint append after syncing, when
+ *     anything was committed since the last one), a later commit's record of
+ *     what was synced when it was written, or the sidecar.  Damage below the
+ *     horizon, or a file shorter than it, is KVDB_ECORRUPT from every open
+ *     and from kvdb_check, and the file is left untouched (kvdb_repair saves
+ *     what is intact); an open that loads the sidecar does not re-read the
+ *     log it covers, so damage there is found by the read that reaches it.
+ *     Only a torn tail -- incomplete or damaged records past the horizon,
+ *     after the last complete commit -- is cut off at a writable open
+ *     (kvdb_stat.torn_bytes).  What a crash can leave past the horizon:
+ *     under SYNC_FULL the last group commit only (it was synced, but only
+ *     the next commit or seal records that); under SYNC_NORMAL and SYNC_OFF
+ *     the commits since the last sync the log records.  A database closed
+ *     by kvdb_close has nothing past it.  Limit: a truncation takes its
+ *     evidence with it; without the sidecar (FILE.idx), a file cut short
+ *     opens as the older database it then looks like, minus any incomplete
+ *     transaction at the cut.
  *  8. Every value a read returns was verified against its record's checksum
  *     on the way (KVDB_ECORRUPT if it is damaged), and so was every record a
  *     lookup passed over.  A put or delete that replaces the record of its
@@ -237,7 +255,8 @@ void kvdb_options_init(kvdb_options *o);
  * the defaults plus KVDB_CREATE.  On error *out is NULL and kvdb_errmsg()
  * says why. */
 int kvdb_open(const char *path, const kvdb_options *o, kvdb **out);
-/* Sync (in every sync mode), write the sidecar, and close.  KVDB_EBUSY,
+/* Sync (in every sync mode), seal the log and sync the seal (promise 7),
+ * write the sidecar, and close.  KVDB_EBUSY,
  * and nothing is closed, while transactions are open.  An error from the
  * sync is returned (the handle is closed all the same).  NULL is a no-op
  * returning KVDB_OK. */
@@ -266,13 +285,18 @@ int kvdb_txn_del(kvdb_txn *t, const void *key, size_t klen);
 int kvdb_commit(kvdb_txn *t);
 void kvdb_abort(kvdb_txn *t);
 
-/* Make everything committed so far durable (in every sync mode). */
+/* Make everything committed so far durable (in every sync mode), and seal
+ * the log (promise 7): when anything was committed since the last seal, a
+ * 40-byte write after the sync (the next sync covers it).  While a write
+ * transaction is open the seal is left to its commit, which records the
+ * synced length itself. */
 int kvdb_sync(kvdb *db);
 
 /* Write the sidecar ("<path>.idx"): the indexes as of the last published
  * commit, so that the next open replays only the log written after it.
  * The log is synced up to that commit first (a sidecar never covers log
- * that is not durable).  kvdb_close does this too, and a background thread
+ * that is not durable) and sealed, as by kvdb_sync.  kvdb_close does this
+ * too, and a background thread
  * does it as the log grows (see README).  The sidecar is derived data: if
  * it is missing, stale, damaged or from another database, open ignores it
  * and replays the log.  Runs beside readers and writers; costs a write of
@@ -395,6 +419,12 @@ struct kvdb_stat {
                                        role (commits wait for it), syncs included */
     uint64_t compact_pause_sync_ns; /* ...of which in the syncs of the new file and its
                                        directory that make the swap durable */
+    uint64_t horizon;       /* the durable horizon: log bytes the file proves were
+                               once on stable storage (promise 7); after a crash
+                               only bytes past it may be cut as a torn tail */
+    const char *horizon_from; /* the evidence: "seal" (the log ends with one),
+                               "commit" (a COMMIT's durable field), "sidecar"
+                               (what the sidecar covered at open), "none" (static) */
 };
 int kvdb_stat(kvdb *db, struct kvdb_stat *out);
 
@@ -426,7 +456,9 @@ int kvdb_stat(kvdb *db, struct kvdb_stat *out);
  * stopped the check: KVDB_NOTFOUND (no file), KVDB_ENOTDB, KVDB_EVERSION,
  * KVDB_ELOCKED, KVDB_EIO, KVDB_ENOMEM.  A torn tail -- the end of a write a
  * crash interrupted, which the next writable open cuts off -- is a note,
- * not a problem (st->torn_bytes); so is the sidecar's state.
+ * not a problem (st->torn_bytes); so is the sidecar's state.  Damage below
+ * the durable horizon (promise 7; st->horizon), or a file shorter than its
+ * sidecar says was synced, is always a problem.
  *
  * kvdb_repair copies every intact committed transaction of path, in log
  * order, into a database it creates at out_path (which must not exist: it
@@ -440,6 +472,10 @@ int kvdb_stat(kvdb *db, struct kvdb_stat *out);
  * lost_bytes, lost_txns); on an error the new file is removed again.
  * Keys deleted by a salvaged transaction but written by a lost one are
  * simply absent.  Sequence numbers and the database identity are new.
+ * With KVDB_REPAIR_PARTIAL in opts->flags, the intact records of each
+ * incomplete transaction are copied too (st->partial_records), in log
+ * order; st->lost_records counts the intact records such transactions
+ * held, saved or not.
  *
  * Cost: one pass over the log (check: three -- the log, the hash index
  * against the log, the ordered iterator), plus a scan of the rest of the
@@ -461,23 +497,34 @@ typedef struct kvdb_check_opts {
      * every MiB and once at the end of each pass.  May be NULL. */
     void (*progress)(void *ctx, uint64_t done, uint64_t total);
     void *ctx;
+    unsigned flags;               /* KVDB_REPAIR_* */
 } kvdb_check_opts;
+/* repair: also copy the intact records of incomplete transactions (whose
+ * other records or COMMIT are damaged or missing), each such transaction in
+ * log order; a record that fails its checksum is never copied.  What such a
+ * transaction wrote is then there in part: for a disaster, not by default. */
+#define KVDB_REPAIR_PARTIAL 0x1u
 
 typedef struct kvdb_check_stat {
     uint64_t file_bytes;       /* size of the file */
     uint64_t records;          /* records that verified (PUT, DEL, COMMIT) */
-    uint64_t txns;             /* complete transactions */
+    uint64_t txns;             /* complete transactions (seals, the empty ones, not counted) */
     uint64_t bytes_verified;   /* header and records that verified */
     uint64_t problems;         /* problems found (0: clean) */
     uint64_t torn_bytes;       /* torn tail: bytes from the end of the last complete
                                   transaction before it */
     uint64_t lost_bytes;       /* damaged ranges plus records of incomplete transactions */
     uint64_t lost_txns;        /* incomplete transactions */
+    uint64_t lost_records;     /* their intact PUT/DEL records */
+    uint64_t partial_records;  /* repair with KVDB_REPAIR_PARTIAL: of those, the ones copied */
     uint64_t keys;             /* check: live keys per the log (if index_checked);
                                   repair: keys in the new database */
     uint64_t salvaged_txns;    /* repair: transactions copied */
     uint64_t salvaged_records; /* repair: PUT and DEL records copied */
     int index_checked;         /* check: the indexes were compared with the log */
+    uint64_t horizon;          /* the durable horizon (kvdb_stat.horizon): damage or an end
+                                  of file below it is a problem, never a torn tail */
+    const char *horizon_from;  /* its evidence, as kvdb_stat.horizon_from (static) */
 } kvdb_check_stat;
 
 /* opts and st may be NULL. */

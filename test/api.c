@@ -1464,6 +1464,47 @@ static void test_header_bad_checksum(void)
     free(b);
 }
 
+/* The durable horizon as kvdb_stat reports it: a SYNC_OFF commit records
+ * nothing synced; kvdb_sync seals (the horizon is the seal's offset, and a
+ * second kvdb_sync with nothing new appends nothing); a commit after it
+ * records the synced length; close seals again; the sidecar vouches for
+ * all of it at the next open. */
+static void test_horizon_stat(void)
+{
+    const char *p = t_path("horizon.db");
+    struct kvdb_stat st;
+    long long sz;
+    kvdb *db = OPEN(p, KVDB_CREATE, KVDB_SYNC_OFF);
+    REQUIRE(db);
+    CHECK_OK(t_stat(db, &st));
+    CHECK(strcmp(st.horizon_from, "none") == 0);
+    CHECK_OK(kvdb_put(db, K("a"), K("1")));
+    CHECK_OK(t_stat(db, &st));
+    CHECK(st.horizon == 64 && strcmp(st.horizon_from, "none") == 0);
+    CHECK_OK(kvdb_sync(db));
+    CHECK_OK(t_stat(db, &st));
+    CHECK(st.horizon == st.file_bytes - 40 && strcmp(st.horizon_from, "seal") == 0);
+    sz = (long long)st.file_bytes;
+    CHECK_OK(kvdb_sync(db));
+    CHECK_OK(t_stat(db, &st));
+    CHECK((long long)st.file_bytes == sz);
+    CHECK_OK(kvdb_put(db, K("b"), K("2")));
+    CHECK_OK(t_stat(db, &st));
+    CHECK(st.horizon == (uint64_t)sz && strcmp(st.horizon_from, "commit") == 0);
+    CHECK_OK(kvdb_close(db));
+    db = OPEN(p, KVDB_RDONLY, KVDB_SYNC_FULL);
+    REQUIRE(db);
+    CHECK_OK(t_stat(db, &st));
+    CHECK(st.sidecar_loaded && st.horizon == st.file_bytes && strcmp(st.horizon_from, "sidecar") == 0);
+    CHECK_OK(kvdb_close(db));
+    CHECK(unlink(t_path("horizon.db.idx")) == 0);
+    db = OPEN(p, KVDB_RDONLY, KVDB_SYNC_FULL);
+    REQUIRE(db);
+    CHECK_OK(t_stat(db, &st));
+    CHECK(!st.sidecar_loaded && st.horizon == st.file_bytes - 40 && strcmp(st.horizon_from, "seal") == 0);
+    CHECK_OK(kvdb_close(db));
+}
+
 /* the on-disk layout: header and records as documented */
 static void test_file_format(void)
 {
@@ -1479,9 +1520,9 @@ static void test_file_format(void)
     CHECK_OK(kvdb_close(db));
     b = t_slurp(p, &n);
     REQUIRE(b);
-    /* header + PUT(16+1+1) + COMMIT(16+24) + DEL(16+1) + COMMIT(16+24) */
-    CHECK(n == 64 + 18 + 40 + 17 + 40);
-    if (n < 64 + 18 + 40 + 17 + 40) { free(b); return; }
+    /* header + PUT(16+1+1) + COMMIT(16+24) + DEL(16+1) + COMMIT(16+24) + the seal COMMIT(16+24) */
+    CHECK(n == 64 + 18 + 40 + 17 + 40 + 40);
+    if (n < 64 + 18 + 40 + 17 + 40 + 40) { free(b); return; }
     CHECK(memcmp(b, T_MAGIC, 8) == 0);
     CHECK(t_rd32(b + 8) == KVDB_FORMAT_VERSION);
     CHECK(t_rd32(b + 12) == 64);
@@ -1516,9 +1557,21 @@ static void test_file_format(void)
         CHECK(t_rd16(b + off + 10) == 0 && t_rd32(b + off + 12) == 24);
         CHECK(t_rd32(b + off + 16 + 16) == 1);
         CHECK(t_rd64(b + off + 16) > seq1);
+        CHECK(t_rd64(b + off + 16 + 8) == 64 + 18 + 40); /* SYNC_FULL: the commit before it was synced */
+        CHECK(t_rd64(b + off) == (uint64_t)XXH3_64bits_withSeed(b + off + 8, 8 + 24, seed ^ off));
+        seq1 = t_rd64(b + off + 16);
+        off += 40; /* the seal: no records, and everything before it synced */
+        CHECK(b[off + 8] == 3 && t_rd32(b + off + 12) == 24);
+        CHECK(t_rd64(b + off + 16) == seq1 + 1 && t_rd64(b + off + 16 + 8) == off);
+        CHECK(t_rd32(b + off + 16 + 16) == 0 && t_rd32(b + off + 16 + 20) == 0);
         CHECK(t_rd64(b + off) == (uint64_t)XXH3_64bits_withSeed(b + off + 8, 8 + 24, seed ^ off));
     }
     free(b);
+    /* a close with nothing committed since the seal appends nothing */
+    db = OPEN(p, 0, KVDB_SYNC_FULL);
+    REQUIRE(db);
+    CHECK_OK(kvdb_close(db));
+    CHECK(t_file_size(p) == (long long)n);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1721,7 +1774,7 @@ static void test_log_reserve(void)
     unlink(cidx);
     copied = t_file_size(c);
     CHECK_OK(kvdb_close(db));
-    CHECK(t_file_size(p) == (long long)st.file_bytes);
+    CHECK(t_file_size(p) == (long long)st.file_bytes + 40); /* the zeros cut, the seal appended */
     db = OPEN(p, 0, KVDB_SYNC_FULL);
     REQUIRE(db);
     CHECK_OK(t_stat(db, &st2));
@@ -2082,6 +2135,7 @@ int main(void)
     RUN(test_version_patched);
     RUN(test_header_bad_checksum);
     RUN(test_file_format);
+    RUN(test_horizon_stat);
     RUN(test_inmemory);
     RUN(test_sync_modes);
     RUN(test_stat);

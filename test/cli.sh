@@ -352,6 +352,78 @@ printf 'half a record' >>"$T/torn.db"
 run "$T/torn.db" check
 if [ "$rc" -eq 0 ] && grep -q 'note: offset [0-9]*: torn tail' "$OUT"; then ok check_torn_tail; else fail check_torn_tail "rc $rc: $(cat "$OUT")"; fi
 
+# -- data once synced is never cut (kvdb.h promise 7): the three ways a
+#    user lost a database -- one flipped byte in a file loaded in one
+#    transaction and closed, without its sidecar; a file cut to half with its
+#    sidecar; a file cut inside its header -- are refused with exit status
+#    3 by check and by a writable command, and the file is left as it was
+awk 'BEGIN { print "VERSION=3"; print "format=print"; print "type=btree"; print "HEADER=END";
+             for (i = 0; i < 3000; i++) { printf " key%06d\n value-%06d-of-some-length-to-fill-the-log\n", i, i }
+             print "DATA=END" }' >"$T/big.dump"
+rm -f "$T/big.db" "$T/big.db.idx"
+run "$T/big.db" load -q <"$T/big.dump"
+if want_rc durable_setup 0; then
+    size=$(wc -c <"$T/big.db")
+    cp "$T/big.db" "$T/flip.db"
+    # one byte in the middle, XORed with 1 (no sidecar beside the copy)
+    off=$((size / 2))
+    b=$(od -An -tu1 -j $off -N 1 "$T/flip.db" | tr -d ' ')
+    printf "$(printf '\\%03o' $((b ^ 1)))" | dd of="$T/flip.db" bs=1 seek=$off conv=notrunc 2>/dev/null
+    cp "$T/flip.db" "$T/flip.orig"
+    run "$T/flip.db" check
+    c1=$rc
+    run "$T/flip.db" put x y
+    if [ "$c1" -eq 3 ] && [ "$rc" -eq 3 ] && cmp -s "$T/flip.db" "$T/flip.orig" && grep -q 'repair --out' "$ERR"; then
+        ok durable_flip_refused
+    else
+        fail durable_flip_refused "check $c1, put $rc, $(wc -c <"$T/flip.db") of $size bytes: $(cat "$ERR")"
+    fi
+    run "$T/flip.db" repair --out "$T/flip-whole.db"
+    c1=$rc
+    n1=$("$KVDB" "$T/flip-whole.db" count 2>/dev/null)
+    grep -q -- '--partial saves them' "$ERR"
+    said=$?
+    run "$T/flip.db" repair --out "$T/flip-part.db" --partial
+    n2=$("$KVDB" "$T/flip-part.db" count 2>/dev/null)
+    if [ "$c1" -eq 3 ] && [ "$said" -eq 0 ] && [ "$n1" = 0 ] && [ "$rc" -eq 3 ] && [ "$n2" = 2999 ] &&
+       "$KVDB" "$T/flip-part.db" check -q >/dev/null 2>&1; then
+        ok repair_partial
+    else
+        fail repair_partial "without --partial: $c1, $n1 keys, hint $said; with: $rc, $n2 keys: $(cat "$OUT" "$ERR")"
+    fi
+    # cut to half, the sidecar kept
+    cp "$T/big.db" "$T/half.db"
+    cp "$T/big.db.idx" "$T/half.db.idx"
+    dd if="$T/big.db" of="$T/half.db" bs=$((size / 2)) count=1 2>/dev/null
+    cp "$T/half.db" "$T/half.orig"
+    run "$T/half.db" check
+    c1=$rc
+    run "$T/half.db" put new v
+    if [ "$c1" -eq 3 ] && [ "$rc" -eq 3 ] && cmp -s "$T/half.db" "$T/half.orig" && grep -q sidecar "$ERR"; then
+        ok durable_cut_refused
+    else
+        fail durable_cut_refused "check $c1, put $rc, $(wc -c <"$T/half.db") bytes: $(cat "$ERR")"
+    fi
+    # cut inside the header
+    dd if="$T/big.db" of="$T/hdr.db" bs=30 count=1 2>/dev/null
+    run "$T/hdr.db" check
+    c1=$rc
+    run "$T/hdr.db" put x y
+    if [ "$c1" -eq 3 ] && [ "$rc" -eq 3 ] && [ "$(wc -c <"$T/hdr.db")" -eq 30 ]; then
+        ok durable_header_refused
+    else
+        fail durable_header_refused "check $c1, put $rc, $(wc -c <"$T/hdr.db") bytes: $(cat "$ERR")"
+    fi
+    # stat and check say where the horizon is, and why
+    run "$T/big.db" stat
+    if grep -q '^horizon: [1-9]' "$OUT" && grep -q '^horizon_from: sidecar' "$OUT"; then
+        run "$T/big.db" check
+        if grep -q 'durable horizon [1-9][0-9]* (sidecar)' "$OUT"; then ok horizon_reported; else fail horizon_reported "check: $(cat "$OUT")"; fi
+    else
+        fail horizon_reported "stat: $(cat "$OUT")"
+    fi
+fi
+
 # -- a database another process has open for writing
 if command -v flock >/dev/null 2>&1; then
     L=$T/locked.db

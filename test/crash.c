@@ -75,14 +75,19 @@ static unsigned char *cr_slurp(const char *path, size_t *len)
     return b;
 }
 
-/* write a + b (either may be empty) as the whole file.  A fresh file each
- * time: rewriting one through O_TRUNC makes ext4 flush it on close. */
+/* write a + b (either may be empty) as the whole file, and remove its
+ * sidecar (a stale one from an earlier case would vouch for more log than
+ * there is).  A fresh file each time: rewriting one through O_TRUNC makes
+ * ext4 flush it on close. */
 static int cr_spit2(const char *path, const void *a, size_t alen, const void *b, size_t blen)
 {
     FILE *f;
+    char idx[700];
+    int ok;
+    snprintf(idx, sizeof idx, "%s.idx", path);
+    unlink(idx);
     unlink(path);
     f = fopen(path, "wb");
-    int ok;
     if (!f) return -1;
     ok = (alen == 0 || fwrite(a, 1, alen, f) == alen) && (blen == 0 || fwrite(b, 1, blen, f) == blen);
     if (fclose(f) != 0) ok = 0;
@@ -338,9 +343,10 @@ static int cr_random_txn(kvdb *db, cr_model *m, uint64_t *rng, size_t maxv)
 static int cr_build_sync_at;   /* cr_build: kvdb_sync() after this commit (0: never) */
 
 /* A database at path made of ntx random transactions.  reopen: closed and
- * reopened after each commit (ends from the file size); otherwise one session
- * (ends from kvdb_stat file_bytes).  models[j] / ends[j] = the state and log
- * size after commit j (j = 0: freshly created, empty).  Returns 0 on success. */
+ * reopened after each commit; otherwise one session.  models[j] / ends[j] =
+ * the state and log size after commit j (j = 0: freshly created, empty),
+ * from kvdb_stat file_bytes: the end of commit j, before the seal that a
+ * close (or kvdb_sync) may append after it.  Returns 0 on success. */
 static int cr_build(const char *path, uint64_t seed, int ntx, int sync, size_t maxv, int reopen,
                     cr_model *models, uint64_t *ends)
 {
@@ -363,6 +369,9 @@ static int cr_build(const char *path, uint64_t seed, int ntx, int sync, size_t m
         }
         models[j] = models[j - 1];
         if (cr_random_txn(db, &models[j], &rng, maxv) != 0) { kvdb_close(db); return -1; }
+        rc = kvdb_stat(db, &st);
+        if (rc != KVDB_OK) { tu_fail(__FILE__, __LINE__, "stat = %d", rc); kvdb_close(db); return -1; }
+        ends[j] = st.file_bytes;
         if (j == cr_build_sync_at && (rc = kvdb_sync(db)) != KVDB_OK) {
             tu_fail(__FILE__, __LINE__, "kvdb_sync = %d", rc);
             kvdb_close(db);
@@ -372,23 +381,36 @@ static int cr_build(const char *path, uint64_t seed, int ntx, int sync, size_t m
             rc = kvdb_close(db);
             db = NULL;
             if (rc != KVDB_OK) { tu_fail(__FILE__, __LINE__, "close = %d", rc); return -1; }
-            ends[j] = (uint64_t)cr_fsize(path);
-        } else {
-            rc = kvdb_stat(db, &st);
-            if (rc != KVDB_OK) { tu_fail(__FILE__, __LINE__, "stat = %d", rc); kvdb_close(db); return -1; }
-            ends[j] = st.file_bytes;
         }
         if (ends[j] < ends[j - 1]) { tu_fail(__FILE__, __LINE__, "log shrank: %llu -> %llu", (unsigned long long)ends[j - 1], (unsigned long long)ends[j]); if (db) kvdb_close(db); return -1; }
     }
     if (db) {
         rc = kvdb_close(db);
         if (rc != KVDB_OK) { tu_fail(__FILE__, __LINE__, "close = %d", rc); return -1; }
-        if (cr_fsize(path) != (long long)ends[ntx]) {
-            tu_fail(__FILE__, __LINE__, "file is %lld bytes after close, stat file_bytes said %llu", cr_fsize(path), (unsigned long long)ends[ntx]);
+        if (cr_fsize(path) != (long long)ends[ntx] + 40) { /* and its seal */
+            tu_fail(__FILE__, __LINE__, "file is %lld bytes after close, stat file_bytes said %llu (+ a seal of 40)", cr_fsize(path), (unsigned long long)ends[ntx]);
             return -1;
         }
     }
     return 0;
+}
+
+/* Is the file at path buf[0, good) followed by nothing, or by one seal
+ * (a COMMIT of no records whose durable field is its own offset)? */
+static int cr_kept(const char *path, const unsigned char *buf, uint64_t good)
+{
+    size_t n;
+    unsigned char *b = cr_slurp(path, &n);
+    int ok = b && (n == good || n == good + 40) && memcmp(b, buf, (size_t)good) == 0;
+    if (ok && n == good + 40) {
+        cr_log lg;
+        cr_parse(b, n, &lg);
+        ok = lg.stop == n && lg.n && lg.r[lg.n - 1].off == good && lg.r[lg.n - 1].type == CR_COMMIT &&
+             lg.r[lg.n - 1].count == 0 && lg.r[lg.n - 1].durable == good;
+        cr_log_free(&lg);
+    }
+    free(b);
+    return ok;
 }
 
 /* the last commit j with ends[j] <= L */
@@ -612,11 +634,12 @@ static void test_cut_every_byte(void)
     unsigned char *src = NULL;
     size_t len, L;
     int fails = 0;
+    uint64_t good;
     if (!models || !ends) { tu_fail(__FILE__, __LINE__, "oom"); goto out; }
     if (cr_build(path, cr_seed ^ 0x2222, ntx, KVDB_SYNC_NORMAL, 80, 1, models, ends) != 0) goto out;
     src = cr_slurp(path, &len);
     if (!src) { tu_fail(__FILE__, __LINE__, "read"); goto out; }
-    CHECK(len == ends[ntx]);
+    CHECK(cr_kept(path, src, ends[ntx])); /* the last commit, and the seal of the last close */
     CHECK(len >= 2000);
     for (L = 0; L <= len && fails < 3; L++) {
         int j = cr_prefix(ends, ntx, L), rc;
@@ -660,15 +683,21 @@ static void test_cut_every_byte(void)
         }
         fails += cr_check_model(db, &models[j], "cut at", (long)L) != 0;
         CHECK_OK(kvdb_stat(db, &st));
-        if (st.torn_bytes != L - ends[j]) {
+        {
+            cr_log lg;
+            cr_parse(src, L, &lg); /* commit j, or the seal after it */
+            good = lg.last_commit_end;
+            cr_log_free(&lg);
+        }
+        if (good < ends[j] || good > ends[j] + 40 || st.torn_bytes != L - good) {
             tu_fail(__FILE__, __LINE__, "cut at %zu: torn_bytes %llu, want %llu (last commit ends at %llu)", L,
-                    (unsigned long long)st.torn_bytes, (unsigned long long)(L - ends[j]), (unsigned long long)ends[j]);
+                    (unsigned long long)st.torn_bytes, (unsigned long long)(L - good), (unsigned long long)good);
             fails++;
         }
         CHECK_OK(kvdb_close(db));
-        if (!cr_same(cut, src, (size_t)ends[j])) {
-            tu_fail(__FILE__, __LINE__, "cut at %zu: after a writable open the file is %lld bytes, want the first %llu bytes of the original",
-                    L, cr_fsize(cut), (unsigned long long)ends[j]);
+        if (!cr_kept(cut, src, good)) {
+            tu_fail(__FILE__, __LINE__, "cut at %zu: after a writable open the file is %lld bytes, want the first %llu bytes of the original (and a seal)",
+                    L, cr_fsize(cut), (unsigned long long)good);
             fails++;
         }
     }
@@ -743,7 +772,7 @@ static void test_cut_large(void)
     unsigned char *k = malloc(KVDB_MAX_KEY), *v = malloc(100000), *got = malloc(100016), *src = NULL;
     cr_bigstate st[8];
     uint64_t ends[8], rng = cr_seed ^ 0xb16;
-    uint64_t cuts[200];
+    uint64_t cuts[200], good;
     size_t len, ncut = 0, c;
     kvdb *db;
     int i, j, rc, fails = 0;
@@ -772,7 +801,7 @@ static void test_cut_large(void)
     }
     CHECK_OK(kvdb_close(db));
     src = cr_slurp(path, &len);
-    if (!src || len != ends[ntx]) { tu_fail(__FILE__, __LINE__, "file %zu bytes, want %llu", len, (unsigned long long)ends[ntx]); goto out; }
+    if (!src || len != ends[ntx] + 40) { tu_fail(__FILE__, __LINE__, "file %zu bytes, want %llu and a seal", len, (unsigned long long)ends[ntx]); goto out; }
     /* cut points: around every commit end, inside the long key, at page
      * boundaries, and at random */
     for (j = 0; j <= ntx; j++) {
@@ -791,9 +820,15 @@ static void test_cut_large(void)
         if (rc != KVDB_OK) { tu_fail(__FILE__, __LINE__, "cut at %llu: open = %d [%s]", (unsigned long long)L, rc, kvdb_errmsg()); fails++; continue; }
         fails += cr_check_big(db, &st[j], k, v, got, (long)L) != 0;
         CHECK_OK(kvdb_stat(db, &sb));
-        if (sb.torn_bytes != L - ends[j]) {
+        {
+            cr_log lg;
+            cr_parse(src, (size_t)L, &lg); /* commit j, or the seal after the last */
+            good = lg.last_commit_end;
+            cr_log_free(&lg);
+        }
+        if (good < ends[j] || good > ends[j] + 40 || sb.torn_bytes != L - good) {
             tu_fail(__FILE__, __LINE__, "cut at %llu: torn %llu, want %llu", (unsigned long long)L,
-                    (unsigned long long)sb.torn_bytes, (unsigned long long)(L - ends[j]));
+                    (unsigned long long)sb.torn_bytes, (unsigned long long)(L - good));
             fails++;
         }
         /* and it takes the next big transaction right there */
@@ -993,7 +1028,7 @@ static void test_handcrafted_txn(void)
         CHECK_OK(kvdb_get(db, "brand-new", 9, buf, sizeof buf, &vl));
         CHECK(vl == 0);
         CHECK_OK(kvdb_close(db));
-        CHECK(cr_fsize(path) == (long long)(len + n));
+        CHECK(cr_fsize(path) == (long long)(len + n + 40)); /* and the seal close appends */
     }
     cr_log_free(&lg);
     free(src);
@@ -1034,6 +1069,7 @@ static void cr_bit_flips(int sync, int sync_at)
         const cr_rec *c = &lg.r[p];
         int j;
         if (c->type != CR_COMMIT) continue;
+        if (c->count == 0 && c->durable == c->off) continue; /* a seal (kvdb_sync, close) */
         for (j = 1; j <= ntx && ends[j] != c->end; j++) {}
         if (j > ntx) { tu_fail(__FILE__, __LINE__, "commit record at %llu ends where no commit ended", (unsigned long long)c->off); continue; }
         if (c->durable > c->off)
@@ -1044,7 +1080,7 @@ static void cr_bit_flips(int sync, int sync_at)
         if (sync == KVDB_SYNC_NORMAL && j <= sync_at && c->durable > ends[0])
             tu_fail(__FILE__, __LINE__, "SYNC_NORMAL commit %d before any sync: durable %llu > %llu",
                     j, (unsigned long long)c->durable, (unsigned long long)ends[0]);
-        if (sync == KVDB_SYNC_NORMAL && j > sync_at && c->durable != ends[sync_at])
+        if (sync == KVDB_SYNC_NORMAL && j > sync_at && c->durable != ends[sync_at]) /* (the seal after it is not synced) */
             tu_fail(__FILE__, __LINE__, "SYNC_NORMAL commit %d after kvdb_sync at %llu: durable %llu",
                     j, (unsigned long long)ends[sync_at], (unsigned long long)c->durable);
     }
@@ -1115,8 +1151,8 @@ static void cr_bit_flips(int sync, int sync_at)
                         fails++;
                     }
                     CHECK_OK(kvdb_close(db));
-                    if (cr_fsize(fp) != (long long)ends[j]) {
-                        tu_fail(__FILE__, __LINE__, "byte %zu flipped: file %lld bytes after open, want %llu", p,
+                    if (!cr_kept(fp, src, ends[j])) {
+                        tu_fail(__FILE__, __LINE__, "byte %zu flipped: file %lld bytes after open, want %llu (and a seal)", p,
                                 cr_fsize(fp), (unsigned long long)ends[j]);
                         fails++;
                     }
@@ -1312,19 +1348,23 @@ static void test_cut_then_write(void)
         cr_model m;
         cr_log lg;
         size_t n2;
+        uint64_t good;
         unsigned char *after;
         if (c == 0) L = ends[ntx] - 1;
         else if (c == 1) L = ends[ntx - 1];
         else if (c == 2) L = ends[ntx];
         else L = ends[0] + tu_rand(&rng) % (ends[ntx] - ends[0]);
         j = cr_prefix(ends, ntx, L);
+        cr_parse(src, (size_t)L, &lg); /* the kept prefix ends with commit j or the seal after it */
+        good = lg.last_commit_end;
+        cr_log_free(&lg);
         REQUIRE(cr_spit2(p, src, (size_t)L, junk, glen) == 0);
         rc = cr_open(p, 0, KVDB_SYNC_FULL, &db);
         if (rc != KVDB_OK) { tu_fail(__FILE__, __LINE__, "cut %llu: open = %d [%s]", (unsigned long long)L, rc, kvdb_errmsg()); return; }
         CHECK_OK(kvdb_stat(db, &st));
-        if (st.torn_bytes != L + glen - ends[j]) {
+        if (good < ends[j] || good > ends[j] + 40 || st.torn_bytes != L + glen - good) {
             tu_fail(__FILE__, __LINE__, "cut %llu + %zu junk: torn %llu, want %llu", (unsigned long long)L, glen,
-                    (unsigned long long)st.torn_bytes, (unsigned long long)(L + glen - ends[j]));
+                    (unsigned long long)st.torn_bytes, (unsigned long long)(L + glen - good));
             fails++;
         }
         m = models[j];
@@ -1360,6 +1400,310 @@ static void test_cut_then_write(void)
     free(src);
 }
 
+/* ------------------------------------------------------------------ */
+/* A file that holds anything is never recreated: every prefix of a real
+ * database's header, zeros of every length up to a header and one past it,
+ * and a header cut inside a longer file, each opened for writing with
+ * KVDB_CREATE, fail with KVDB_ECORRUPT or KVDB_ENOTDB and change nothing. */
+static void test_short_file_not_recreated(void)
+{
+    const char *src_path = tu_path("hdr-src.db"), *p = tu_path("hdr.db");
+    unsigned char *src, zeros[LG_HDR + 1], junk[LG_HDR];
+    size_t len, L;
+    kvdb *db;
+    int rc, fails = 0, k;
+    REQUIRE_OK(cr_open(src_path, KVDB_CREATE, KVDB_SYNC_OFF, &db));
+    REQUIRE_OK(kvdb_put(db, "k", 1, "v", 1));
+    REQUIRE_OK(kvdb_close(db));
+    src = cr_slurp(src_path, &len);
+    REQUIRE(src && len > LG_HDR);
+    memset(zeros, 0, sizeof zeros);
+    memcpy(junk, src, LG_HDR);
+    junk[20] ^= 1; /* a whole header that fails its checksum */
+    for (k = 0; k < 4 && fails < 3; k++) {
+        size_t maxl = k == 1 ? sizeof zeros : LG_HDR;
+        for (L = 1; L <= maxl && fails < 3; L++) {
+            const unsigned char *b = k == 0 ? src : k == 1 ? zeros : junk;
+            if (k == 0 && L == LG_HDR) continue; /* a whole header: a database */
+            if (k >= 2 && L != LG_HDR) continue;
+            if (k == 3) { /* the damaged header in front of the real records */
+                if (cr_spit2(p, junk, LG_HDR, src + LG_HDR, len - LG_HDR) != 0) { fails++; break; }
+            } else if (cr_spit(p, b, L) != 0) {
+                fails++;
+                break;
+            }
+            rc = cr_open(p, KVDB_CREATE, KVDB_SYNC_FULL, &db);
+            if (rc == KVDB_OK) {
+                tu_fail(__FILE__, __LINE__, "case %d, %zu bytes: opened (recreated?)", k, L);
+                kvdb_close(db);
+                fails++;
+            } else if (rc != KVDB_ECORRUPT && rc != KVDB_ENOTDB) {
+                tu_fail(__FILE__, __LINE__, "case %d, %zu bytes: open = %d (%s)", k, L, rc, kvdb_errmsg());
+                fails++;
+            }
+            if (k == 3) {
+                unsigned char *now = cr_slurp(p, &L);
+                if (!now || L != len || memcmp(now, junk, LG_HDR) || memcmp(now + LG_HDR, src + LG_HDR, len - LG_HDR)) {
+                    tu_fail(__FILE__, __LINE__, "case 3: the file changed");
+                    fails++;
+                }
+                free(now);
+                L = LG_HDR;
+            } else if (!cr_same(p, b, L)) {
+                tu_fail(__FILE__, __LINE__, "case %d, %zu bytes: the file changed", k, L);
+                fails++;
+            }
+        }
+    }
+    /* an empty file is the one that may become a database */
+    REQUIRE(cr_spit(p, "", 0) == 0);
+    CHECK_OK(cr_open(p, KVDB_CREATE, KVDB_SYNC_FULL, &db));
+    if (db) CHECK_OK(kvdb_close(db));
+    free(src);
+}
+
+/* ------------------------------------------------------------------ */
+/* Data once synced is never cut (kvdb.h promise 7).  Two databases of
+ * SYNC_FULL transactions, the last one putting every key: one closed
+ * cleanly (it ends with a seal), one "killed" after its last acknowledged
+ * commit (the file copied while the handle is still open: what kill -9
+ * leaves), with a checkpoint half-way so that it has a sidecar too.  Each
+ * mutation -- one byte flipped in every record of the last transaction, in
+ * a sample of the others and in the seal, or the file cut at a sample of
+ * offsets -- with and without the sidecar, is opened writable and
+ * read-only and checked.  The horizon H is computed here from the format:
+ * the largest durable field of an intact COMMIT, or the sidecar's P.
+ * Damage below H, or a file shorter than P: KVDB_ECORRUPT from all three
+ * and the file unchanged.  Otherwise (the seal; after the kill, the last
+ * transaction; a cut past every piece of evidence): the open cuts back to
+ * the last complete transaction before the damage and nothing before it. */
+typedef struct {
+    const char *name;
+    unsigned char *log, *idx;
+    size_t len, idxlen;
+    cr_log lg;
+    cr_model models[40];
+    uint64_t ends[40];
+    int ntx;
+} cr_hzdb;
+
+static int cr_hz_build(cr_hzdb *h, const char *path, int killed, uint64_t seed)
+{
+    kvdb *db;
+    struct kvdb_stat st;
+    uint64_t rng = seed | 1;
+    char idxp[700];
+    int j, i;
+    kvdb_txn *t;
+    unlink(path);
+    snprintf(idxp, sizeof idxp, "%s.idx", path);
+    unlink(idxp);
+    h->ntx = 30;
+    memset(&h->models[0], 0, sizeof h->models[0]);
+    h->ends[0] = CR_HDR;
+    if (cr_open(path, KVDB_CREATE, KVDB_SYNC_FULL, &db) != KVDB_OK) { tu_fail(__FILE__, __LINE__, "create: %s", kvdb_errmsg()); return -1; }
+    for (j = 1; j <= h->ntx; j++) {
+        h->models[j] = h->models[j - 1];
+        if (j < h->ntx) {
+            if (cr_random_txn(db, &h->models[j], &rng, 100) != 0) { kvdb_close(db); return -1; }
+        } else { /* the last: a put of every key */
+            if (kvdb_begin(db, 0, &t) != KVDB_OK) { kvdb_close(db); return -1; }
+            for (i = 0; i < CR_NK; i++) {
+                unsigned char k[80];
+                size_t kl = cr_key(i, k), vl = 20 + (size_t)(tu_rand(&rng) % 120), n;
+                for (n = 0; n < vl; n++) h->models[j].val[i][n] = (unsigned char)tu_rand(&rng);
+                h->models[j].present[i] = 1;
+                h->models[j].vlen[i] = (uint16_t)vl;
+                if (kvdb_txn_put(t, k, kl, h->models[j].val[i], vl) != KVDB_OK) { kvdb_abort(t); kvdb_close(db); return -1; }
+            }
+            if (kvdb_commit(t) != KVDB_OK) { kvdb_close(db); return -1; }
+        }
+        if (killed && j == h->ntx / 2 && kvdb_checkpoint(db) != KVDB_OK) { tu_fail(__FILE__, __LINE__, "checkpoint: %s", kvdb_errmsg()); kvdb_close(db); return -1; }
+        if (kvdb_stat(db, &st) != KVDB_OK) { kvdb_close(db); return -1; }
+        h->ends[j] = st.file_bytes;
+    }
+    if (killed) { /* what kill -9 leaves: the file as it is now */
+        h->log = cr_slurp(path, &h->len);
+        h->idx = cr_slurp(idxp, &h->idxlen);
+        if (kvdb_close(db) != KVDB_OK) return -1;
+        if (h->log && h->len > h->ends[h->ntx]) { /* space reserved ahead: zeros, left out here */
+            size_t z;
+            for (z = (size_t)h->ends[h->ntx]; z < h->len; z++)
+                if (h->log[z]) { tu_fail(__FILE__, __LINE__, "killed: byte %zu past the last commit is not zero", z); return -1; }
+            h->len = (size_t)h->ends[h->ntx];
+        }
+    } else {
+        if (kvdb_close(db) != KVDB_OK) return -1;
+        h->log = cr_slurp(path, &h->len);
+        h->idx = cr_slurp(idxp, &h->idxlen);
+    }
+    if (!h->log || !h->idx || h->idxlen < 128) { tu_fail(__FILE__, __LINE__, "%s: no log or sidecar", h->name); return -1; }
+    cr_parse(h->log, h->len, &h->lg);
+    if (h->lg.stop != h->len) { tu_fail(__FILE__, __LINE__, "%s: the log does not parse", h->name); return -1; }
+    /* the format as documented: a clean close ends with a seal covering
+     * all before it; a killed SYNC_FULL log's last commit covers all
+     * before the last transaction */
+    {
+        const cr_rec *last = &h->lg.r[h->lg.n - 1];
+        if (last->type != CR_COMMIT) { tu_fail(__FILE__, __LINE__, "%s: the log does not end with a COMMIT", h->name); return -1; }
+        if (!killed && (last->count != 0 || last->durable != last->off || last->off != h->ends[h->ntx])) {
+            tu_fail(__FILE__, __LINE__, "clean: the log does not end with a seal (count %u, durable %llu at %llu)",
+                    last->count, (unsigned long long)last->durable, (unsigned long long)last->off);
+            return -1;
+        }
+        if (killed && (h->len != h->ends[h->ntx] || last->durable != h->ends[h->ntx - 1])) {
+            tu_fail(__FILE__, __LINE__, "killed: the last commit's durable field is %llu, not %llu",
+                    (unsigned long long)last->durable, (unsigned long long)h->ends[h->ntx - 1]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int cr_hz_nbad, cr_hz_ngood; /* cases below / past the horizon */
+
+/* One mutation of h: m (ml bytes) as the log, the sidecar beside it or
+ * not; flip = the offset of the flipped byte, or -1 for a cut.  Returns
+ * the number of failures. */
+static int cr_hz_case(const cr_hzdb *h, const char *path, const unsigned char *m, size_t ml, long flip, int with_idx)
+{
+    char idxp[700];
+    uint64_t H = 0, P = with_idx ? cr_le64(h->idx + 48) : 0, r = ml, T = CR_HDR;
+    size_t i;
+    int corrupt, rc, j, fails = 0;
+    kvdb *db;
+    kvdb_check_stat cs;
+    unsigned char *after;
+    size_t al;
+    const char *what = flip >= 0 ? "flip" : "cut";
+    long where = flip >= 0 ? flip : (long)ml;
+    /* the evidence left in m, and the first record that does not verify */
+    for (i = 0; i < h->lg.n; i++) {
+        const cr_rec *e = &h->lg.r[i];
+        int intact = e->end <= ml && !(flip >= 0 && (uint64_t)flip >= e->off && (uint64_t)flip < e->end);
+        if (intact && e->type == CR_COMMIT && e->durable > H) H = e->durable;
+        if (!intact && e->off < r) r = e->off;
+        if (intact && e->off < r && e->type == CR_COMMIT) T = e->end;
+    }
+    if (P > H) H = P;
+    corrupt = (r < ml && r < H) || ml < P;
+    if (corrupt) cr_hz_nbad++;
+    else cr_hz_ngood++;
+    snprintf(idxp, sizeof idxp, "%s.idx", path);
+    if (cr_spit(path, m, ml) != 0) return 1; /* (removes the sidecar) */
+    if (with_idx && cr_spit(idxp, h->idx, h->idxlen) != 0) return 1;
+    /* kvdb_check */
+    rc = kvdb_check(path, NULL, &cs);
+    if (corrupt ? rc != KVDB_ECORRUPT : rc != KVDB_OK) {
+        tu_fail(__FILE__, __LINE__, "%s %s at %ld (%s sidecar, H %llu): check = %d, want %d [%s]", h->name, what, where,
+                with_idx ? "with" : "no", (unsigned long long)H, rc, corrupt ? KVDB_ECORRUPT : KVDB_OK, kvdb_errmsg());
+        fails++;
+    }
+    /* read-only, then writable */
+    for (j = 0; j < 2; j++) {
+        rc = cr_open(path, j ? 0 : KVDB_RDONLY, KVDB_SYNC_FULL, &db);
+        if (corrupt && rc == KVDB_OK && with_idx && ml >= P && r < P) {
+            /* An open that loads the sidecar reads none of the log it
+             * covers: the damage is for the read that reaches it (and for
+             * check).  Nothing is cut; a writable close may append a seal. */
+            if (kvdb_close(db) != KVDB_OK) fails++;
+            after = cr_slurp(path, &al);
+            if (!after || al < ml || al > ml + 40 || memcmp(after, m, ml) != 0) {
+                tu_fail(__FILE__, __LINE__, "%s %s at %ld: an open that loaded the sidecar changed the file (%zu bytes, was %zu)",
+                        h->name, what, where, al, ml);
+                fails++;
+            }
+            free(after);
+            if (al != ml && (cr_spit(path, m, ml) != 0 || cr_spit(idxp, h->idx, h->idxlen) != 0)) return fails + 1;
+            continue;
+        }
+        if (corrupt) {
+            if (rc != KVDB_ECORRUPT) {
+                tu_fail(__FILE__, __LINE__, "%s %s at %ld (%s sidecar, H %llu, damage at %llu): %s open = %d, want KVDB_ECORRUPT",
+                        h->name, what, where, with_idx ? "with" : "no", (unsigned long long)H, (unsigned long long)r,
+                        j ? "writable" : "read-only", rc);
+                fails++;
+                if (db) kvdb_close(db);
+            }
+            if (!cr_same(path, m, ml)) {
+                tu_fail(__FILE__, __LINE__, "%s %s at %ld: a refused open changed the file", h->name, what, where);
+                fails++;
+            }
+            continue;
+        }
+        if (rc != KVDB_OK) {
+            tu_fail(__FILE__, __LINE__, "%s %s at %ld (%s sidecar, H %llu, damage at %llu): %s open = %d [%s]", h->name, what,
+                    where, with_idx ? "with" : "no", (unsigned long long)H, (unsigned long long)r, j ? "writable" : "read-only",
+                    rc, kvdb_errmsg());
+            fails++;
+            continue;
+        }
+        fails += cr_check_model(db, &h->models[cr_prefix(h->ends, h->ntx, T)], what, where) != 0;
+        if (kvdb_close(db) != KVDB_OK) fails++;
+        after = cr_slurp(path, &al);
+        if (!after || (j == 0 && (al != ml || memcmp(after, m, ml) != 0)) ||
+            (j == 1 && ((al != T && al != T + 40) || memcmp(after, m, (size_t)T) != 0))) {
+            tu_fail(__FILE__, __LINE__, "%s %s at %ld: after a %s open the file is %zu bytes, want %s %llu", h->name, what, where,
+                    j ? "writable" : "read-only", al, j ? "the kept" : "all", (unsigned long long)(j ? T : ml));
+            fails++;
+        }
+        free(after);
+    }
+    return fails;
+}
+
+static void test_durable_horizon(void)
+{
+    cr_hzdb dbs[2];
+    const char *src = tu_path("hz-src.db"), *p = tu_path("hz.db");
+    unsigned char *m = NULL;
+    uint64_t rng = cr_seed ^ 0x7a7a;
+    int d, fails = 0, ncases = 0;
+    memset(dbs, 0, sizeof dbs);
+    dbs[0].name = "clean";
+    dbs[1].name = "killed";
+    for (d = 0; d < 2 && fails < 5; d++) {
+        cr_hzdb *h = &dbs[d];
+        size_t i, lastrec = 0, k;
+        int wi;
+        if (cr_hz_build(h, src, d, cr_seed ^ (0x1234 + (uint64_t)d)) != 0) goto out;
+        m = malloc(h->len);
+        if (!m) goto out;
+        for (i = 0; i < h->lg.n; i++) /* the first record of the last transaction */
+            if (h->lg.r[i].off == h->ends[h->ntx - 1]) lastrec = i;
+        for (wi = 0; wi < 2 && fails < 5; wi++) {
+            /* a flip in every record of the last transaction (and the seal), and in a sample of the others */
+            for (i = 0; i < h->lg.n && fails < 5; i++) {
+                const cr_rec *e = &h->lg.r[i];
+                long x;
+                if (i < lastrec && tu_rand(&rng) % 4) continue;
+                x = (long)(e->off + tu_rand(&rng) % (e->end - e->off));
+                memcpy(m, h->log, h->len);
+                m[x] ^= (unsigned char)(1u << (tu_rand(&rng) % 8));
+                fails += cr_hz_case(h, p, m, h->len, x, wi);
+                ncases++;
+            }
+            /* cuts at a sample of offsets, and inside the last records */
+            for (k = 0; k < 40 && fails < 5; k++) {
+                size_t L = k < 30 ? CR_HDR + (size_t)(tu_rand(&rng) % (h->len - CR_HDR)) : h->len - 1 - (k - 30) * 7;
+                fails += cr_hz_case(h, p, h->log, L, -1, wi);
+                ncases++;
+            }
+        }
+        free(m);
+        m = NULL;
+    }
+    CHECK(ncases > 200 && cr_hz_nbad > 100 && cr_hz_ngood > 40);
+    if (cr_verbose) printf("# horizon: %d cases, %d below it, %d past it\n", ncases, cr_hz_nbad, cr_hz_ngood);
+out:
+    free(m);
+    for (d = 0; d < 2; d++) {
+        free(dbs[d].log);
+        free(dbs[d].idx);
+        cr_log_free(&dbs[d].lg);
+    }
+}
+
 int main(void)
 {
     const char *fl = getenv("KVDB_TEST_FLAVOUR"), *sd = getenv("KVDB_TEST_SEED");
@@ -1381,6 +1725,8 @@ int main(void)
     RUN(test_flips_live);
     RUN(test_damaged_value_replaceable);
     RUN(test_cut_then_write);
+    RUN(test_short_file_not_recreated);
+    RUN(test_durable_horizon);
     tu_rmrf();
     TEST_MAIN_END();
 }

@@ -651,6 +651,16 @@ static void fl_del(fl_run *R, int key)
     fl_commit_ops(R, 1, &key, &x, 1);
 }
 
+/* After a kvdb_sync or kvdb_checkpoint that failed under a fault: a failed
+ * sync of the log makes the handle sticky, and so does a failed write of
+ * its seal other than disk full (undone); a failure in the sidecar does
+ * not.  Which file the fault hit is the handle's to say. */
+static void fl_sticky_after(fl_run *R, int rc, long before)
+{
+    if (rc == KVDB_OK || fl_fired(R) <= before || R->al) return;
+    if (kv_sticky(R->db)) R->sticky = 1;
+}
+
 static void fl_sync(fl_run *R)
 {
     long before = fl_fired(R);
@@ -659,7 +669,7 @@ static void fl_sync(fl_run *R)
     rc = kvdb_sync(R->db);
     fl_rc(R, rc, before, "kvdb_sync");
     if (rc == KVDB_OK && R->sticky) FL_FAIL(R, "kvdb_sync = OK after a failed sync");
-    if (rc != KVDB_OK && fl_fired(R) > before && R->fv->kind == FK_SYNC) R->sticky = 1;
+    fl_sticky_after(R, rc, before);
     if (fl_fired(R) > before && !R->fv->persistent && !(R->al && R->al->persistent)) R->transient_fired = 1;
 }
 
@@ -723,6 +733,7 @@ static void fl_workload(fl_run *R)
         long before = fl_fired(R);
         int rc = kvdb_checkpoint(R->db);
         fl_rc(R, rc, before, "kvdb_checkpoint");
+        fl_sticky_after(R, rc, before);
         if (fl_fired(R) > before && !R->fv->persistent && !(R->al && R->al->persistent)) R->transient_fired = 1;
     }
     fl_put(R, 23, 3);

@@ -57,6 +57,7 @@ static const char help_text[] =
     "  check           verify every checksum, the log's structure, the sidecar\n"
     "                  and the indexes; exit status 3 with a report if damaged\n"
     "  repair --out NEW  copy every intact transaction into the new file NEW\n"
+    "                  (--partial: and the intact records of incomplete ones)\n"
     "  sync            make everything written to FILE durable\n"
     "  compact         rewrite FILE with only its live records, in key order\n"
     "  dump            write FILE in the mdb_dump / db_dump text format\n"
@@ -80,6 +81,7 @@ static const char help_text2[] =
     "                  (default) or print\n"
     "  -p, --print     dump: the same as --format print\n"
     "  --out NEW       repair: the file to write (must not exist)\n"
+    "  --partial       repair: also the intact records of incomplete transactions\n"
     "  --replace       load: delete every key of FILE before loading\n"
     "  -q, --quiet     no progress bar (shown on a terminal for load, dump,\n"
     "                  check, repair and compact)\n"
@@ -128,7 +130,8 @@ static const char help_text2[] =
 /* options, as bits: which command takes which */
 enum {
     O_SYNC = 1 << 0, O_RAW = 1 << 1, O_PREFIX = 1 << 2, O_RANGE = 1 << 3, O_REVERSE = 1 << 4,
-    O_LIMIT = 1 << 5, O_KEYSONLY = 1 << 6, O_FORMAT = 1 << 7, O_OUT = 1 << 8, O_REPLACE = 1 << 9
+    O_LIMIT = 1 << 5, O_KEYSONLY = 1 << 6, O_FORMAT = 1 << 7, O_OUT = 1 << 8, O_REPLACE = 1 << 9,
+    O_PARTIAL = 1 << 10
 };
 
 /* how a command opens FILE */
@@ -218,6 +221,10 @@ static const struct cmd cmds[] = {
       "  replayed_bytes  bytes of log replayed at open (after the sidecar)\n"
       "  sidecar         what open found in FILE.idx: loaded, no sidecar, ...\n"
       "  sidecar_bytes   size of FILE.idx (0 if there is none)\n"
+      "  horizon         the durable horizon: log bytes FILE proves were synced;\n"
+      "                  damage below it is an error, never a torn tail to cut\n"
+      "  horizon_from    its evidence: seal (FILE ends with a sync mark), commit\n"
+      "                  (a commit's record of what was synced), sidecar, none\n"
       "  commits         commits written by this handle (0: read-only)\n"
       "  db_id           the database's random identity\n"
       "FILE is opened read-only.\n"
@@ -244,18 +251,23 @@ static const struct cmd cmds[] = {
       "examples:\n"
       "  kvdb my.db check\n"
       "  kvdb my.db check -q || kvdb my.db repair --out my-fixed.db\n" },
-    { "repair", 0, M_NONE, O_OUT, "--out NEW",
+    { "repair", 0, M_NONE, O_OUT | O_PARTIAL, "--out NEW [--partial]",
       "Copy every intact committed transaction of FILE, in order, into the new\n"
       "database NEW (which must not exist), and report what could not be\n"
       "saved: the damaged byte ranges that were skipped and the incomplete\n"
       "transactions that were dropped (whole: never half of one).  Transactions\n"
-      "after damage are found and saved too.  FILE is never changed; check NEW,\n"
+      "after damage are found and saved too.  With --partial, the intact\n"
+      "records of each incomplete transaction are copied as well (what that\n"
+      "transaction wrote is then there in part; a record that fails its\n"
+      "checksum is never copied): for a disaster, such as one big load whose\n"
+      "data was damaged.  FILE is never changed; check NEW,\n"
       "then replace FILE with it (and delete FILE.idx) when no process uses it.\n"
       "Exit status 0 if nothing was lost (a torn tail is not a loss), 3 if NEW\n"
       "lacks damaged data, 4 if NEW could not be written (it is removed then).\n"
       "\n"
-      "example:\n"
-      "  kvdb broken.db repair --out fixed.db && kvdb fixed.db check\n" },
+      "examples:\n"
+      "  kvdb broken.db repair --out fixed.db && kvdb fixed.db check\n"
+      "  kvdb broken.db repair --out most.db --partial\n" },
     { "sync", 0, M_WRITE_EXISTING, 0, "",
       "Make everything written to FILE durable (after writes with --sync=off or\n"
       "normal) and write its sidecar, so the next open is fast.  FILE must exist.\n"
@@ -610,6 +622,9 @@ static int report(const char *file, int rc, const char *what)
     } else {
         fprintf(stderr, "%s\n", se);
     }
+    if (rc == KVDB_ECORRUPT)
+        fprintf(stderr, "kvdb: %s: run 'kvdb %s check' for a report, and 'kvdb %s repair --out NEW' to copy "
+                "what is intact into a new file\n", file, file, file);
     return exit_code(rc);
 }
 
@@ -665,7 +680,7 @@ static int open_db(const char *file, int mode, int sync, kvdb **db)
 
 struct opts {
     int sync;       /* -1: not given */
-    int raw, help, version, quiet, reverse, keys_only, replace;
+    int raw, help, version, quiet, reverse, keys_only, replace, partial;
     int format;     /* -1: not given; F_* */
     const char *prefix, *from, *to, *out;
     uint64_t limit;
@@ -908,6 +923,8 @@ static int cmd_stat(const char *file, kvdb *db)
     printf("replayed_bytes: %llu\n", (unsigned long long)s.replayed_bytes);
     printf("sidecar: %s\n", s.sidecar);
     printf("sidecar_bytes: %llu\n", (unsigned long long)scb);
+    printf("horizon: %llu\n", (unsigned long long)s.horizon);
+    printf("horizon_from: %s\n", s.horizon_from);
     printf("commits: %llu\n", (unsigned long long)s.commits);
     printf("compactions: %llu\n", (unsigned long long)s.compactions);
     printf("db_id: %016llx%016llx\n", (unsigned long long)s.db_id[0], (unsigned long long)s.db_id[1]);
@@ -966,10 +983,14 @@ static int cmd_check(const char *file, const struct opts *op)
             printf(", %llu keys, indexes agree with the log", (unsigned long long)st.keys);
         if (st.torn_bytes)
             printf(", torn tail of %llu bytes", (unsigned long long)st.torn_bytes);
+        printf(", durable horizon %llu (%s)", (unsigned long long)st.horizon, st.horizon_from);
         if (rc != KVDB_OK)
             printf("; %llu problem(s)%s", (unsigned long long)st.problems,
                    st.index_checked ? "" : " (the indexes are compared only when the log is clean)");
         printf("\n");
+        if (rc != KVDB_OK)
+            fprintf(stderr, "kvdb: %s: nothing was changed; 'kvdb %s repair --out NEW' copies what is intact "
+                    "into a new file\n", file, file);
         return rc == KVDB_OK ? EX_OK : EX_DATA;
     }
     if (rc == KVDB_NOTFOUND) {
@@ -1005,6 +1026,7 @@ static int cmd_repair(const char *file, const struct opts *op)
     co.report = chk_report;
     co.progress = chk_progress_cb;
     co.ctx = &u;
+    co.flags = op->partial ? KVDB_REPAIR_PARTIAL : 0;
     rc = kvdb_repair(file, op->out, &co, &st);
     progress_end(&u.pg);
     if (rc != KVDB_OK) {
@@ -1024,12 +1046,18 @@ static int cmd_repair(const char *file, const struct opts *op)
     printf("%s: saved %llu transactions (%llu records, %llu keys) into %s", file,
            (unsigned long long)st.salvaged_txns, (unsigned long long)st.salvaged_records,
            (unsigned long long)st.keys, op->out);
+    if (st.partial_records)
+        printf(", %llu of them from incomplete transactions", (unsigned long long)st.partial_records);
     if (st.lost_bytes || st.lost_txns)
-        printf("; not saved: %llu bytes, %llu incomplete transaction(s)", (unsigned long long)st.lost_bytes,
-               (unsigned long long)st.lost_txns);
+        printf("; not saved: %llu bytes, %llu incomplete transaction(s)%s", (unsigned long long)st.lost_bytes,
+               (unsigned long long)st.lost_txns, st.partial_records ? " in part" : "");
     if (st.torn_bytes)
         printf(" (%llu bytes of it a torn tail)", (unsigned long long)st.torn_bytes);
     printf("\n");
+    if (st.lost_records > st.partial_records)
+        fprintf(stderr, "kvdb: %s: %llu intact record(s) of incomplete transactions were not saved (a transaction "
+                "is saved whole or not at all); --partial saves them too\n", file,
+                (unsigned long long)(st.lost_records - st.partial_records));
     return st.problems ? EX_DATA : EX_OK;
 }
 
@@ -1539,7 +1567,7 @@ static const struct optdef {
     { "--from", NULL, 1, O_RANGE },   { "--to", NULL, 1, O_RANGE },   { "--reverse", NULL, 0, O_REVERSE },
     { "--limit", NULL, 1, O_LIMIT },  { "--keys-only", NULL, 0, O_KEYSONLY },
     { "--format", NULL, 1, O_FORMAT }, { "--print", "-p", 0, O_FORMAT }, { "--out", "-o", 1, O_OUT },
-    { "--replace", NULL, 0, O_REPLACE },
+    { "--replace", NULL, 0, O_REPLACE }, { "--partial", NULL, 0, O_PARTIAL },
 };
 #define NOPTS (sizeof optdefs / sizeof optdefs[0])
 
@@ -1554,6 +1582,7 @@ static int set_opt(struct opts *op, const struct optdef *d, const char *v)
     else if (!strcmp(n, "--reverse")) op->reverse = 1;
     else if (!strcmp(n, "--keys-only")) op->keys_only = 1;
     else if (!strcmp(n, "--replace")) op->replace = 1;
+    else if (!strcmp(n, "--partial")) op->partial = 1;
     else if (!strcmp(n, "--prefix")) op->prefix = v;
     else if (!strcmp(n, "--from")) op->from = v;
     else if (!strcmp(n, "--to")) op->to = v;
