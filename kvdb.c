@@ -6919,6 +6919,7 @@ static int chk_open(chk *c, const char *path, const kvdb_check_opts *o, kvdb_che
     uint8_t h[LG_HDR];
     int rc;
     memset(st, 0, sizeof *st);
+    st->horizon_from = "none";
     c->o = o;
     c->st = st;
     c->repair = repair;
@@ -6958,7 +6959,6 @@ static int chk_open(chk *c, const char *path, const kvdb_check_opts *o, kvdb_che
     c->seed = kv_ld64(h + 16);
     st->bytes_verified = LG_HDR;
     st->horizon = LG_HDR;
-    st->horizon_from = "none";
     rc = chk_sidecar(c, h);
     if (rc) return rc;
     if (c->vfs->map && c->vfs->unmap) {
@@ -6992,6 +6992,7 @@ int kvdb_check(const char *path, const kvdb_check_opts *o, kvdb_check_stat *st)
     memset(&c, 0, sizeof c);
     if (!st) st = &dummy;
     memset(st, 0, sizeof *st);
+    st->horizon_from = "none";
     if (!path || !*path) return kv_err(KVDB_EINVAL, "kvdb_check: no path");
     rc = chk_open(&c, path, o ? o : &chk_noopts, st, 0);
     if (!rc) rc = chk_scan(&c);
@@ -7013,6 +7014,7 @@ int kvdb_repair(const char *path, const char *out_path, const kvdb_check_opts *o
     memset(&c, 0, sizeof c);
     if (!st) st = &dummy;
     memset(st, 0, sizeof *st);
+    st->horizon_from = "none";
     if (!path || !*path || !out_path || !*out_path) return kv_err(KVDB_EINVAL, "kvdb_repair: no path");
     if (!o) o = &chk_noopts;
     rc = chk_open(&c, path, o, st, 1);

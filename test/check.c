@@ -825,6 +825,9 @@ static void check_errors(void)
     reset();
     CHECK_RC(kvdb_check(tu_path("short.db"), &copts, &st), KVDB_ECORRUPT);
     CHECK(found(KVDB_CHECK_PROBLEM, 0, "header"));
+    CHECK(st.horizon_from && strcmp(st.horizon_from, "none") == 0); /* set however early the check stops */
+    CHECK_RC(kvdb_check(tu_path("nope.db"), NULL, &st), KVDB_NOTFOUND);
+    CHECK(st.horizon_from != NULL);
     CHECK_RC(kvdb_check(NULL, NULL, NULL), KVDB_EINVAL);
     CHECK_RC(kvdb_repair(p, NULL, NULL, NULL), KVDB_EINVAL);
     /* locked by a writer (this process) */

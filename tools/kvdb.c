@@ -983,7 +983,8 @@ static int cmd_check(const char *file, const struct opts *op)
             printf(", %llu keys, indexes agree with the log", (unsigned long long)st.keys);
         if (st.torn_bytes)
             printf(", torn tail of %llu bytes", (unsigned long long)st.torn_bytes);
-        printf(", durable horizon %llu (%s)", (unsigned long long)st.horizon, st.horizon_from);
+        if (st.horizon > 64)
+            printf(", durable horizon %llu (%s)", (unsigned long long)st.horizon, st.horizon_from);
         if (rc != KVDB_OK)
             printf("; %llu problem(s)%s", (unsigned long long)st.problems,
                    st.index_checked ? "" : " (the indexes are compared only when the log is clean)");
