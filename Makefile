@@ -1,9 +1,12 @@
 # kvdb -- build, test, benchmark.
 #
-#   make            build tools/kvdb (the command-line tool) and tools/kvdb-bench
+#   make            regenerate kvdb.c from src/ (tools/amalgamate) if it differs,
+#                   then build tools/kvdb (the command-line tool) and tools/kvdb-bench
 #   make demo       build and run the command-line tool on ./demo.db
 #   make test       the whole test suite (plain, ASan+UBSan, 4-bit hashes, TSan,
-#                   and each libFuzzer target for FUZZ_TEST_SECONDS under clang)
+#                   and each libFuzzer target for FUZZ_TEST_SECONDS under clang);
+#                   it fails if the committed kvdb.c is not what src/ generates
+#   make amalgamate regenerate kvdb.c from the modules in src/ (only that)
 #   make fuzz       the libFuzzer targets for FUZZ_SECONDS each (corpora kept in build/fuzz/corpus):
 #                   fuzz_open (bytes as the database file), fuzz_ops (API operation
 #                   sequences against a model), fuzz_sidecar (bytes, or patches of a
@@ -23,11 +26,23 @@ LDLIBS  := -lpthread
 B       := build
 
 ENGINE  := kvdb.c kvdb.h
+# kvdb.c is generated from these (tools/amalgamate) and committed; make test
+# tests the committed kvdb.c and checks that it is up to date
+SRC     := $(wildcard src/*.c)
 TESTS   := unit api model iter crash sidecar threads crashsim fault compact check
 
-.PHONY: all demo test test-build fuzz fuzz-corpus soak coverage bench bench-kvdb bench-compact bench-peers bench-deps kvbench clean install
+.PHONY: all amalgamate tools demo test test-build fuzz fuzz-corpus soak coverage bench bench-kvdb bench-compact bench-peers bench-deps kvbench clean install
 
-all: tools/kvdb tools/kvdb-bench tools/kvdb-compact-bench
+# first kvdb.c from src/, then what is built from it (two steps, so that a
+# parallel make never compiles the old kvdb.c)
+all:
+	@sh tools/amalgamate
+	@$(MAKE) --no-print-directory tools
+
+amalgamate:
+	@sh tools/amalgamate
+
+tools: tools/kvdb tools/kvdb-bench tools/kvdb-compact-bench
 
 $(B):
 	@mkdir -p $(B)
@@ -125,9 +140,10 @@ soak:
 	    TESTS="$(SOAK_TESTS)" NOMMAP_TESTS="$(SOAK_NOMMAP)" NOTHREADS_TESTS= TSAN_TESTS= sh test/run.sh $(B)
 
 # ---- coverage (gcc --coverage; not part of make test) --------------------
-# Every test program (plain flavour, -O0) runs once; the kvdb.c line and
-# branch counts of all of them are merged (a line or branch counts as
-# covered if any program covered it).  Per-line detail: $(B)/cov/kvdb.c.gcov.*
+# Every test program (plain flavour, -O0) runs once; the line and branch
+# counts of the engine (src/, through kvdb.c's #line directives) of all of
+# them are merged (a line or branch counts as covered if any program covered
+# it).  Per-line detail: $(B)/cov/kvdb.c.gcov.*
 COV_TESTS := $(TESTS)
 coverage: | $(B)
 	@rm -rf $(B)/cov && mkdir -p $(B)/cov
@@ -140,15 +156,16 @@ coverage: | $(B)
 	done
 	@for t in $(COV_TESTS); do \
 	    gcov -b -c -t -o $(B)/cov $(B)/cov/$$t.gcda 2>/dev/null | \
-	        awk '/:    0:Source:/ { keep = ($$0 ~ /kvdb\.c$$/) } keep' > $(B)/cov/kvdb.c.gcov.$$t; \
+	        awk '/:    0:Source:/ { keep = ($$0 ~ /src\/[a-z_]+\.c$$/) } keep' > $(B)/cov/kvdb.c.gcov.$$t; \
 	done; \
 	cd $(B)/cov && \
 	awk -F: ' \
-	    /^ *(-|#####|=====|[0-9]+\*?):/ { c = $$1; gsub(/ /, "", c); ln = $$2 + 0; if (ln == 0) next; \
+	    /:    0:Source:/ { f = $$4; next } \
+	    /^ *(-|#####|=====|[0-9]+\*?):/ { c = $$1; gsub(/ /, "", c); ln = $$2 + 0; if (ln == 0) next; ln = f ":" ln; \
 	        if (c != "-") { exe[ln] = 1; if (c ~ /^[0-9]/) hit[ln] = 1 } bi = 0; next } \
 	    /^branch/ { key = ln ":" bi++; br[key] = 1; if ($$0 ~ /taken [1-9]/) bt[key] = 1; next } \
 	    END { for (l in exe) { nl++; if (l in hit) hl++ } for (b in br) { nb++; if (b in bt) hb++ } \
-	        printf "kvdb.c coverage (all test programs): lines %d/%d (%.1f%%), branches %d/%d (%.1f%%)\n", \
+	        printf "engine (src/) coverage (all test programs): lines %d/%d (%.1f%%), branches %d/%d (%.1f%%)\n", \
 	            hl, nl, 100 * hl / nl, hb, nb, 100 * hb / nb }' kvdb.c.gcov.*
 
 # ---- benchmarks (not part of the tests) ---------------------------------

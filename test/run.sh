@@ -37,6 +37,8 @@ prog() {
     shift
     if [ -x "$bin" ]; then run "$label" env "$@" "$bin"; else echo "FAIL $label: not built"; fail=$((fail + 1)); fi
 }
+# the committed kvdb.c is what the modules in src/ generate
+[ -f tools/amalgamate ] && run "amalgamation" sh tools/amalgamate --check
 for flavour in plain asan hash4; do
     for t in $TESTS; do
         [ "$t" = threads ] && continue  # below, after the others
