@@ -28,12 +28,11 @@
 /*
  * kvdb.c -- a single-file embedded key-value store.
  *
- * The whole engine is this file plus kvdb.h; its one dependency is xxhash.h
- * (header-only).  The sections below follow the data: the file layer the
- * bytes go through, the log format they are written in, the mapping they
- * are read back through, the hash index that finds them, the versions that
- * make snapshots, the write set a transaction collects, recovery, commit,
- * and the public API.
+ * The whole engine is kvdb.c plus kvdb.h; its one dependency is xxhash.h
+ * (header-only).  kvdb.c is generated from the modules in src/, listed at
+ * its top; they follow the data, from the file layer the bytes go through
+ * up to the public API.  This first one is prose: the on-disk format, then
+ * the engine in memory.
  *
  * ==========================================================================
  * THE ON-DISK FORMAT
@@ -632,13 +631,12 @@ static int px_sync_dir(void *ctx, const char *path)
 
 #ifndef KVDB_NO_PREALLOC
 /* Space ahead of the log's end, so a commit's fdatasync has no size
- * change to journal: on ext4 76 us for a 172-byte write + fdatasync
- * instead of 183-205 us for an append.  The file is extended sparse
+ * change to journal (on ext4 an append's sync costs more than twice a
+ * sync of a write inside the file).  The file is extended sparse
  * (ftruncate), not allocated (posix_fallocate): the syncs cost the same,
  * and an allocation holds the inode's lock, which the writer's next
- * write(2) waits for, for up to 0.6 ms (measured while appending 2 GiB:
- * the longest write 0.2-0.3 ms with ftruncate, 0.6-2.4 ms with
- * posix_fallocate).  Disk full then shows at the write, as without. */
+ * write(2) would wait for.  Disk full then shows at the write, as
+ * without. */
 static int px_reserve(void *ctx, kvdb_file *file, uint64_t size)
 {
     px_file *f = (px_file *)file;
@@ -1103,10 +1101,10 @@ typedef struct kv_cp kv_cp;
  * mapping whose last version is gone (its cost grows with the pages it
  * touched), the close of a replaced file (the file system frees its
  * blocks), the free of a big heap block (the allocator gives it back to
- * the system: 7.5 ms for the sorted runs of 10M keys), or the reserving
- * of log space ahead of the writer (see kv_log_reserve).  Done in order,
- * so an unmap comes before its file's close, and a reserve before the
- * close of its file. */
+ * the system: milliseconds for the sorted runs of millions of keys), or
+ * the reserving of log space ahead of the writer (see kv_log_reserve).
+ * Done in order, so an unmap comes before its file's close, and a reserve
+ * before the close of its file. */
 enum { KV_JOB_CLOSE, KV_JOB_UNMAP, KV_JOB_FREE, KV_JOB_RESERVE };
 typedef struct kv_job {
     int kind;
@@ -1123,6 +1121,28 @@ typedef struct kv_deadtree {
     struct kv_deadtree *next;
 } kv_deadtree;
 
+/* Locks, outermost first: a thread holding one takes only later ones.
+ *   mu_cp     one compaction step at a time; guards cp.  Held across
+ *             cp_step, which takes the writer role (start, swap): a holder
+ *             of the role never waits for mu_cp (kvdb_compact* and close
+ *             refuse the thread with the write transaction).
+ *   (writer)  the role, writer_active: not a mutex, but held across a
+ *             transaction or a swap; guards the writer state below.
+ *   mu_write  writer_active, writer_txn, writer_thread (cv_write); held
+ *             only briefly (kv_writer_take/drop, close).
+ *   mu_ckpt   one sidecar write (sc_write) at a time.
+ *   mu_srt    runs, nruns, srt_file, srt_bytes, run references.
+ *   mu_ck     the checkpointer thread: jobs, *_want, rsv_done*, sc_end.
+ *   mu_sync   written, synced, epoch, syncing, sticky (cv_sync); db->file
+ *             changes under it (and the role) at a swap.
+ *   mu_ver    the version list and references, nreaders, hz_*, cp stats.
+ * Leaves, held over no other lock: the POSIX file's mu_size, cp_wr's mu.
+ * Nested today: mu_cp > role (cp_start, cp_step); role > mu_ckpt
+ * (kvdb_checkpoint in a write transaction); mu_write > mu_ver (close);
+ * mu_srt > mu_ck (srt_release -> ck_enqueue); mu_ck > mu_sync (sc_write);
+ * mu_sync > mu_ver (kv_sync_to -> ver_publish_upto).  mu_ck does not nest
+ * in itself: no ck_job, ck_enqueue or *_release runs under it.  Callbacks
+ * of the allocator and the file layer may run under any of them. */
 struct kvdb {
     kvdb_allocator al;
     const kvdb_vfs *vfs;
@@ -1245,8 +1265,8 @@ struct kvdb {
  * through it, so a damaged record is reported as KVDB_ECORRUPT whether or
  * not its key happens to be the one asked for -- except that a write
  * replacing or deleting the record of its own key does not hash the value
- * it discards (deleterandom at 1M keys +17%, deleting a 1 MiB value 116 us
- * -> 1.7 us; a key whose value is damaged can be overwritten or deleted).
+ * it discards (a cost proportional to that value's size, for nothing; and
+ * a key whose value is damaged can still be overwritten or deleted).
  * ====================================================================== */
 typedef struct kv_rd {
     kvdb *db;
@@ -1445,9 +1465,8 @@ static int rd_size(const kv_rd *r, uint64_t off, uint64_t *size)
  * HIX_SPLIT_MAX/2, and folds an inner node whose only child is one leaf.
  * Every step touches O(128) entries: no operation rehashes the table.
  * Why small shared leaves: a commit copies every leaf it touches, and a
- * batch of 1000 random puts touches about 1000 leaves; copying 28-entry
- * leaves instead of 112-entry ones made batched puts into 10M keys 1.3x
- * faster (tools/kvdb-bench: 840 -> 650 ns a put) and took 5% less memory.
+ * batch of 1000 random puts touches about 1000 leaves, so the cost of a
+ * batch is about its size times the bytes of a leaf copied.
  *
  * Copy on write.  Every node records the write generation that allocated
  * it.  A writer may change nodes of its own generation in place; any other
@@ -1467,8 +1486,8 @@ static int rd_size(const kv_rd *r, uint64_t off, uint64_t *size)
  *
  * Memory: 12 bytes a slot, leaves 50%..87% full, plus a 32-byte header per
  * leaf and 544 bytes per inner node, whatever the key length; with up to
- * 1/16 more in freed nodes kept for the next commit to reuse, 17 to 22
- * bytes per key as measured between 20K and 10M keys (16.9 at 10M).
+ * 1/16 more in freed nodes kept for the next commit to reuse: 17 to 22
+ * bytes per key.
  * ====================================================================== */
 #define HIX_LEVELS 5
 #define HIX_FAN 64
@@ -2054,9 +2073,9 @@ static int hix_del(hix_w *w, hix_ref *rootp, uint64_t h, const void *key, size_t
  *      list, and commits sort its nodes a bounded slice at a time (256 plus
  *      twice what they retired themselves), each node against the newest
  *      survivor older than the dead version at that moment -- survivors
- *      only go away, so a late sort frees no node too early.  (Sorting all
- *      at once, the commit after the end of a snapshot held while another
- *      one older survived paid 0.27 us a node: 2-4 ms for 10K nodes.)
+ *      only go away, so a late sort frees no node too early.  (Sorting
+ *      all at once would land the whole cost, proportional to the nodes,
+ *      on the one commit after the snapshot's end.)
  *   4. Only the writer (or open/close, single-threaded) allocates or frees
  *      index nodes, versions and maps, and only it touches retired lists,
  *      so those need no lock; readers only count references under mu_ver.
@@ -2064,7 +2083,7 @@ static int hix_del(hix_w *w, hix_ref *rootp, uint64_t h, const void *key, size_t
  *      each commit frees a bounded slice of it (1024 plus twice what it
  *      retired itself), so the end of a long snapshot -- whose garbage can
  *      be most of the index -- never lands on a single commit.
- * Lock order: mu_write, then mu_sync, then mu_ver; mu_ck before mu_sync.
+ * Locks: see the lock order above struct kvdb.
  * ====================================================================== */
 static kv_log *kv_log_new(kvdb *db, kvdb_file *f)
 {
@@ -3583,13 +3602,13 @@ static int txn_apply(kvdb_txn *t, hix_ref base, kv_ver *nv, hix_w *w)
  * fillsync-style run of small commits changes the file's size once per
  * reservation instead of once per commit.  A reservation is 1/8 of the
  * log, 64 KiB to 8 MiB.  A file layer's reserve may take long for the
- * commit that crosses the reserved end (posix_fallocate of 8 MiB: 20 us
- * to 0.8 ms; the POSIX layer's sparse extension 10-240 us, as it may wait
- * for the file system's journal): once the log is KV_RSV_BG_MIN long, the
- * thread extends the reservation by half a chunk whenever the writer is
- * less than half a chunk from its end (one request in flight, rsv_log;
- * the surplus stays under a chunk + 64 KiB, as kvdb.h promises), and the
- * writer reserves itself only if it overtakes the thread.  Failure is
+ * commit that crosses the reserved end (an allocation, or a size change
+ * that waits for the file system's journal): once the log is
+ * KV_RSV_BG_MIN long, the thread extends the reservation by half a chunk
+ * whenever the writer is less than half a chunk from its end (one request
+ * in flight, rsv_log; the surplus stays under a chunk + 64 KiB, as kvdb.h
+ * promises), and the writer reserves itself only if it overtakes the
+ * thread.  Failure is
  * not an error: the appends grow the file as without it, and the handle
  * stops reserving.
  *
@@ -5074,8 +5093,8 @@ static void ck_stop(kvdb *db)
  *             hashes.  Under kvdb_compact a thread of its own writes one
  *             buffer while the copy fills the next (the copy's writer).
  *   index     (no lock) build the new hash index from the compactor's own
- *             node pool, inserting in hash order (consecutive inserts share
- *             a leaf; in key order each would miss the cache).
+ *             node pool in one top-down pass over the copied keys ordered
+ *             by hash, each leaf made once at its final size (cp_index).
  *   catch up  (no lock) replay what was committed to the old file since
  *             S, transaction by transaction, into the new file and index;
  *             then sync the new file.
@@ -5121,9 +5140,8 @@ static void ck_stop(kvdb *db)
 
 enum { CP_COPY = 1, CP_INDEX = 2, CP_CATCHUP = 3 };
 
-/* A copied key for the new index: built after the copy, in hash order, so
- * that consecutive inserts land in the same leaf (in key order they would
- * each miss the cache). */
+/* A copied key for the new index, which is built after the copy from all
+ * of them put in hash order (cp_index). */
 typedef struct cp_hent {
     uint64_t h, off;
 } cp_hent;
@@ -5194,10 +5212,9 @@ static const kv_rd *cp_rd(kv_cp *cp)
 }
 
 /* The copy's writer.  Appending a new file costs CPU in the kernel
- * (pwrite copying into fresh page cache: 20-40% of kvdb_compact at 10M
- * keys on the 2-CPU test VM), so kvdb_compact hands each full buffer to a
- * thread of its own and fills the other meanwhile: the copy of 10M keys
- * 3.7-4.1 s -> 3.2-3.3 s.  Only the copy phase does this, and only for a
+ * (pwrite copies into fresh page cache, a large share of kvdb_compact's
+ * time), so kvdb_compact hands each full buffer to a thread of its own and
+ * fills the other meanwhile.  Only the copy phase does this, and only for a
  * snapshot of KVDB_CP_ASYNC_MIN live bytes or more in a file (a thread
  * does not pay for less; an in-memory write is a memcpy); automatic
  * compaction and kvdb_compact_step write in their own thread, which
@@ -5655,8 +5672,6 @@ static int cp_hash_order(kvdb *db, kv_cp *cp)
     return KVDB_OK;
 }
 
-/* Insert copied keys into the new index, about budget bytes' worth (an
- * insert counts as 64).  1 when all are in. */
 /* The index phase builds the new hash index from the copied keys in one
  * pass, top down, instead of inserting them one by one (which grows every
  * leaf through its sizes and splits it, copying each key several times).
@@ -6118,11 +6133,10 @@ static int cp_step(kvdb *db, uint64_t budget)
         rd_init(&r, db, v);
         /* S, pinned for the whole compaction, has the same file and, unless
          * the log was remapped since, the same mapping: read through those
-         * and let v go at once.  A version held for the whole slice (35 ms
-         * for 4 MiB at 10M keys) keeps every index node the writer replaces
-         * meanwhile that it can see, 9-13K of them, to be sorted out when it
-         * goes (which one commit did in 2.3-3.7 ms before ver_drain paced
-         * it: 40-50 puts over 2 ms in each automatic compaction of 10M). */
+         * and let v go at once.  A version held for the whole slice would
+         * keep every index node the writer replaces meanwhile that it can
+         * see -- thousands per slice -- for commits to sort out when it
+         * goes. */
         if (v->map == cp->snap->map && v->log == cp->snap->log) {
             ver_release(db, v);
             v = NULL;

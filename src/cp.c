@@ -16,8 +16,8 @@
  *             hashes.  Under kvdb_compact a thread of its own writes one
  *             buffer while the copy fills the next (the copy's writer).
  *   index     (no lock) build the new hash index from the compactor's own
- *             node pool, inserting in hash order (consecutive inserts share
- *             a leaf; in key order each would miss the cache).
+ *             node pool in one top-down pass over the copied keys ordered
+ *             by hash, each leaf made once at its final size (cp_index).
  *   catch up  (no lock) replay what was committed to the old file since
  *             S, transaction by transaction, into the new file and index;
  *             then sync the new file.
@@ -63,9 +63,8 @@
 
 enum { CP_COPY = 1, CP_INDEX = 2, CP_CATCHUP = 3 };
 
-/* A copied key for the new index: built after the copy, in hash order, so
- * that consecutive inserts land in the same leaf (in key order they would
- * each miss the cache). */
+/* A copied key for the new index, which is built after the copy from all
+ * of them put in hash order (cp_index). */
 typedef struct cp_hent {
     uint64_t h, off;
 } cp_hent;
@@ -136,10 +135,9 @@ static const kv_rd *cp_rd(kv_cp *cp)
 }
 
 /* The copy's writer.  Appending a new file costs CPU in the kernel
- * (pwrite copying into fresh page cache: 20-40% of kvdb_compact at 10M
- * keys on the 2-CPU test VM), so kvdb_compact hands each full buffer to a
- * thread of its own and fills the other meanwhile: the copy of 10M keys
- * 3.7-4.1 s -> 3.2-3.3 s.  Only the copy phase does this, and only for a
+ * (pwrite copies into fresh page cache, a large share of kvdb_compact's
+ * time), so kvdb_compact hands each full buffer to a thread of its own and
+ * fills the other meanwhile.  Only the copy phase does this, and only for a
  * snapshot of KVDB_CP_ASYNC_MIN live bytes or more in a file (a thread
  * does not pay for less; an in-memory write is a memcpy); automatic
  * compaction and kvdb_compact_step write in their own thread, which
@@ -597,8 +595,6 @@ static int cp_hash_order(kvdb *db, kv_cp *cp)
     return KVDB_OK;
 }
 
-/* Insert copied keys into the new index, about budget bytes' worth (an
- * insert counts as 64).  1 when all are in. */
 /* The index phase builds the new hash index from the copied keys in one
  * pass, top down, instead of inserting them one by one (which grows every
  * leaf through its sizes and splits it, copying each key several times).
@@ -1060,11 +1056,10 @@ static int cp_step(kvdb *db, uint64_t budget)
         rd_init(&r, db, v);
         /* S, pinned for the whole compaction, has the same file and, unless
          * the log was remapped since, the same mapping: read through those
-         * and let v go at once.  A version held for the whole slice (35 ms
-         * for 4 MiB at 10M keys) keeps every index node the writer replaces
-         * meanwhile that it can see, 9-13K of them, to be sorted out when it
-         * goes (which one commit did in 2.3-3.7 ms before ver_drain paced
-         * it: 40-50 puts over 2 ms in each automatic compaction of 10M). */
+         * and let v go at once.  A version held for the whole slice would
+         * keep every index node the writer replaces meanwhile that it can
+         * see -- thousands per slice -- for commits to sort out when it
+         * goes. */
         if (v->map == cp->snap->map && v->log == cp->snap->log) {
             ver_release(db, v);
             v = NULL;

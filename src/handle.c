@@ -103,10 +103,10 @@ typedef struct kv_cp kv_cp;
  * mapping whose last version is gone (its cost grows with the pages it
  * touched), the close of a replaced file (the file system frees its
  * blocks), the free of a big heap block (the allocator gives it back to
- * the system: 7.5 ms for the sorted runs of 10M keys), or the reserving
- * of log space ahead of the writer (see kv_log_reserve).  Done in order,
- * so an unmap comes before its file's close, and a reserve before the
- * close of its file. */
+ * the system: milliseconds for the sorted runs of millions of keys), or
+ * the reserving of log space ahead of the writer (see kv_log_reserve).
+ * Done in order, so an unmap comes before its file's close, and a reserve
+ * before the close of its file. */
 enum { KV_JOB_CLOSE, KV_JOB_UNMAP, KV_JOB_FREE, KV_JOB_RESERVE };
 typedef struct kv_job {
     int kind;
@@ -123,6 +123,28 @@ typedef struct kv_deadtree {
     struct kv_deadtree *next;
 } kv_deadtree;
 
+/* Locks, outermost first: a thread holding one takes only later ones.
+ *   mu_cp     one compaction step at a time; guards cp.  Held across
+ *             cp_step, which takes the writer role (start, swap): a holder
+ *             of the role never waits for mu_cp (kvdb_compact* and close
+ *             refuse the thread with the write transaction).
+ *   (writer)  the role, writer_active: not a mutex, but held across a
+ *             transaction or a swap; guards the writer state below.
+ *   mu_write  writer_active, writer_txn, writer_thread (cv_write); held
+ *             only briefly (kv_writer_take/drop, close).
+ *   mu_ckpt   one sidecar write (sc_write) at a time.
+ *   mu_srt    runs, nruns, srt_file, srt_bytes, run references.
+ *   mu_ck     the checkpointer thread: jobs, *_want, rsv_done*, sc_end.
+ *   mu_sync   written, synced, epoch, syncing, sticky (cv_sync); db->file
+ *             changes under it (and the role) at a swap.
+ *   mu_ver    the version list and references, nreaders, hz_*, cp stats.
+ * Leaves, held over no other lock: the POSIX file's mu_size, cp_wr's mu.
+ * Nested today: mu_cp > role (cp_start, cp_step); role > mu_ckpt
+ * (kvdb_checkpoint in a write transaction); mu_write > mu_ver (close);
+ * mu_srt > mu_ck (srt_release -> ck_enqueue); mu_ck > mu_sync (sc_write);
+ * mu_sync > mu_ver (kv_sync_to -> ver_publish_upto).  mu_ck does not nest
+ * in itself: no ck_job, ck_enqueue or *_release runs under it.  Callbacks
+ * of the allocator and the file layer may run under any of them. */
 struct kvdb {
     kvdb_allocator al;
     const kvdb_vfs *vfs;

@@ -23,9 +23,8 @@
  * HIX_SPLIT_MAX/2, and folds an inner node whose only child is one leaf.
  * Every step touches O(128) entries: no operation rehashes the table.
  * Why small shared leaves: a commit copies every leaf it touches, and a
- * batch of 1000 random puts touches about 1000 leaves; copying 28-entry
- * leaves instead of 112-entry ones made batched puts into 10M keys 1.3x
- * faster (tools/kvdb-bench: 840 -> 650 ns a put) and took 5% less memory.
+ * batch of 1000 random puts touches about 1000 leaves, so the cost of a
+ * batch is about its size times the bytes of a leaf copied.
  *
  * Copy on write.  Every node records the write generation that allocated
  * it.  A writer may change nodes of its own generation in place; any other
@@ -45,8 +44,8 @@
  *
  * Memory: 12 bytes a slot, leaves 50%..87% full, plus a 32-byte header per
  * leaf and 544 bytes per inner node, whatever the key length; with up to
- * 1/16 more in freed nodes kept for the next commit to reuse, 17 to 22
- * bytes per key as measured between 20K and 10M keys (16.9 at 10M).
+ * 1/16 more in freed nodes kept for the next commit to reuse: 17 to 22
+ * bytes per key.
  * ====================================================================== */
 #define HIX_LEVELS 5
 #define HIX_FAN 64

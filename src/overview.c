@@ -1,12 +1,11 @@
 /*
  * kvdb.c -- a single-file embedded key-value store.
  *
- * The whole engine is this file plus kvdb.h; its one dependency is xxhash.h
- * (header-only).  The sections below follow the data: the file layer the
- * bytes go through, the log format they are written in, the mapping they
- * are read back through, the hash index that finds them, the versions that
- * make snapshots, the write set a transaction collects, recovery, commit,
- * and the public API.
+ * The whole engine is kvdb.c plus kvdb.h; its one dependency is xxhash.h
+ * (header-only).  kvdb.c is generated from the modules in src/, listed at
+ * its top; they follow the data, from the file layer the bytes go through
+ * up to the public API.  This first one is prose: the on-disk format, then
+ * the engine in memory.
  *
  * ==========================================================================
  * THE ON-DISK FORMAT

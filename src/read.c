@@ -11,8 +11,8 @@
  * through it, so a damaged record is reported as KVDB_ECORRUPT whether or
  * not its key happens to be the one asked for -- except that a write
  * replacing or deleting the record of its own key does not hash the value
- * it discards (deleterandom at 1M keys +17%, deleting a 1 MiB value 116 us
- * -> 1.7 us; a key whose value is damaged can be overwritten or deleted).
+ * it discards (a cost proportional to that value's size, for nothing; and
+ * a key whose value is damaged can still be overwritten or deleted).
  * ====================================================================== */
 typedef struct kv_rd {
     kvdb *db;

@@ -231,13 +231,13 @@ static int txn_apply(kvdb_txn *t, hix_ref base, kv_ver *nv, hix_w *w)
  * fillsync-style run of small commits changes the file's size once per
  * reservation instead of once per commit.  A reservation is 1/8 of the
  * log, 64 KiB to 8 MiB.  A file layer's reserve may take long for the
- * commit that crosses the reserved end (posix_fallocate of 8 MiB: 20 us
- * to 0.8 ms; the POSIX layer's sparse extension 10-240 us, as it may wait
- * for the file system's journal): once the log is KV_RSV_BG_MIN long, the
- * thread extends the reservation by half a chunk whenever the writer is
- * less than half a chunk from its end (one request in flight, rsv_log;
- * the surplus stays under a chunk + 64 KiB, as kvdb.h promises), and the
- * writer reserves itself only if it overtakes the thread.  Failure is
+ * commit that crosses the reserved end (an allocation, or a size change
+ * that waits for the file system's journal): once the log is
+ * KV_RSV_BG_MIN long, the thread extends the reservation by half a chunk
+ * whenever the writer is less than half a chunk from its end (one request
+ * in flight, rsv_log; the surplus stays under a chunk + 64 KiB, as kvdb.h
+ * promises), and the writer reserves itself only if it overtakes the
+ * thread.  Failure is
  * not an error: the appends grow the file as without it, and the handle
  * stops reserving.
  *

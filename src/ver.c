@@ -19,9 +19,9 @@
  *      list, and commits sort its nodes a bounded slice at a time (256 plus
  *      twice what they retired themselves), each node against the newest
  *      survivor older than the dead version at that moment -- survivors
- *      only go away, so a late sort frees no node too early.  (Sorting all
- *      at once, the commit after the end of a snapshot held while another
- *      one older survived paid 0.27 us a node: 2-4 ms for 10K nodes.)
+ *      only go away, so a late sort frees no node too early.  (Sorting
+ *      all at once would land the whole cost, proportional to the nodes,
+ *      on the one commit after the snapshot's end.)
  *   4. Only the writer (or open/close, single-threaded) allocates or frees
  *      index nodes, versions and maps, and only it touches retired lists,
  *      so those need no lock; readers only count references under mu_ver.
@@ -29,7 +29,7 @@
  *      each commit frees a bounded slice of it (1024 plus twice what it
  *      retired itself), so the end of a long snapshot -- whose garbage can
  *      be most of the index -- never lands on a single commit.
- * Lock order: mu_write, then mu_sync, then mu_ver; mu_ck before mu_sync.
+ * Locks: see the lock order above struct kvdb.
  * ====================================================================== */
 static kv_log *kv_log_new(kvdb *db, kvdb_file *f)
 {

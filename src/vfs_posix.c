@@ -235,13 +235,12 @@ static int px_sync_dir(void *ctx, const char *path)
 
 #ifndef KVDB_NO_PREALLOC
 /* Space ahead of the log's end, so a commit's fdatasync has no size
- * change to journal: on ext4 76 us for a 172-byte write + fdatasync
- * instead of 183-205 us for an append.  The file is extended sparse
+ * change to journal (on ext4 an append's sync costs more than twice a
+ * sync of a write inside the file).  The file is extended sparse
  * (ftruncate), not allocated (posix_fallocate): the syncs cost the same,
  * and an allocation holds the inode's lock, which the writer's next
- * write(2) waits for, for up to 0.6 ms (measured while appending 2 GiB:
- * the longest write 0.2-0.3 ms with ftruncate, 0.6-2.4 ms with
- * posix_fallocate).  Disk full then shows at the write, as without. */
+ * write(2) would wait for.  Disk full then shows at the write, as
+ * without. */
 static int px_reserve(void *ctx, kvdb_file *file, uint64_t size)
 {
     px_file *f = (px_file *)file;
