@@ -74,6 +74,10 @@ demo: tools/kvdb
 #   tsan     -O1 -fsanitize=thread (threads and compact tests; checkpoints run constantly)
 #   nommap   -DKVDB_NO_MMAP under ASan+UBSan: the pread path
 #   nothreads -DKVDB_NO_THREADS: the build without locks
+#   m32      -m32 -O2: a 32-bit host (32-bit pointers and size_t; the file
+#            offsets must stay 64-bit), when $(CC) can build for it
+#            (Debian: gcc-multilib; a FAIL line says so if it cannot)
+# bigfile (offsets past 4 GiB in sparse files) runs plain and m32 only.
 # Test programs #include "../kvdb.c" so they can reach internals; they print
 # "ok NAME" / "FAIL NAME: why" lines that test/run.sh counts.
 TFLAGS_plain := -O2 -g
@@ -82,9 +86,13 @@ TFLAGS_hash4 := -O2 -g -DKVDB_TEST_HASH_BITS=4
 TFLAGS_tsan  := -O1 -g -fsanitize=thread -DKVDB_CK_MIN_BYTES=65536
 TFLAGS_nommap    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -DKVDB_NO_MMAP
 TFLAGS_nothreads := -O2 -g -DKVDB_NO_THREADS
+TFLAGS_m32       := -m32 -O2 -g
 NOMMAP_TESTS    := unit api model iter crash sidecar compact check
 NOTHREADS_TESTS := api model compact
 TSAN_TESTS      := threads compact
+PLAIN_TESTS     := bigfile
+M32_TESTS       := unit api model iter crash check bigfile
+M32_OK := $(shell printf 'int main(void){return 0;}\n' | $(CC) -m32 -x c - -o /dev/null -lpthread >/dev/null 2>&1 && echo y)
 
 define test_rule
 $(B)/$(2)/$(1): test/$(1).c test/testutil.h $(ENGINE) | $(B)
@@ -95,9 +103,12 @@ $(foreach t,$(TESTS),$(foreach f,plain asan hash4,$(eval $(call test_rule,$(t),$
 $(foreach t,$(TSAN_TESTS),$(eval $(call test_rule,$(t),tsan)))
 $(foreach t,$(NOMMAP_TESTS),$(eval $(call test_rule,$(t),nommap)))
 $(foreach t,$(NOTHREADS_TESTS),$(eval $(call test_rule,$(t),nothreads)))
+$(foreach t,$(PLAIN_TESTS),$(eval $(call test_rule,$(t),plain)))
+$(foreach t,$(M32_TESTS),$(eval $(call test_rule,$(t),m32)))
 
 TEST_BINS := $(foreach f,plain asan hash4,$(foreach t,$(TESTS),$(B)/$(f)/$(t))) $(foreach t,$(TSAN_TESTS),$(B)/tsan/$(t)) \
-             $(foreach t,$(NOMMAP_TESTS),$(B)/nommap/$(t)) $(foreach t,$(NOTHREADS_TESTS),$(B)/nothreads/$(t))
+             $(foreach t,$(NOMMAP_TESTS),$(B)/nommap/$(t)) $(foreach t,$(NOTHREADS_TESTS),$(B)/nothreads/$(t)) \
+             $(foreach t,$(PLAIN_TESTS),$(B)/plain/$(t)) $(if $(M32_OK),$(foreach t,$(M32_TESTS),$(B)/m32/$(t)))
 
 test-build: $(TEST_BINS) tools/kvdb
 
@@ -106,7 +117,8 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test:
 	@$(MAKE) --no-print-directory -j$(JOBS) test-build
 	@FUZZ_TEST_SECONDS=$(FUZZ_TEST_SECONDS) TESTS="$(TESTS)" NOMMAP_TESTS="$(NOMMAP_TESTS)" \
-	    NOTHREADS_TESTS="$(NOTHREADS_TESTS)" TSAN_TESTS="$(TSAN_TESTS)" sh test/run.sh $(B)
+	    NOTHREADS_TESTS="$(NOTHREADS_TESTS)" TSAN_TESTS="$(TSAN_TESTS)" PLAIN_TESTS="$(PLAIN_TESTS)" \
+	    M32_TESTS="$(M32_TESTS)" M32_OK="$(M32_OK)" sh test/run.sh $(B)
 
 # ---- fuzzing (clang + libFuzzer; test/fuzz/run.sh builds the targets) ----
 FUZZ_TEST_SECONDS ?= 25
@@ -137,7 +149,8 @@ soak:
 	    $(foreach t,$(SOAK_NOMMAP),$(B)/nommap/$(t))
 	@mkdir -p $(B)/fuzz/corpus
 	@KVDB_TEST_SCALE=$(SOAK_SCALE) FUZZ_TEST_SECONDS=$(FUZZ_SECONDS) FUZZ_KEEP=$(B)/fuzz/corpus CLI_TEST=0 \
-	    TESTS="$(SOAK_TESTS)" NOMMAP_TESTS="$(SOAK_NOMMAP)" NOTHREADS_TESTS= TSAN_TESTS= sh test/run.sh $(B)
+	    TESTS="$(SOAK_TESTS)" NOMMAP_TESTS="$(SOAK_NOMMAP)" NOTHREADS_TESTS= TSAN_TESTS= PLAIN_TESTS= M32_TESTS= \
+	    sh test/run.sh $(B)
 
 # ---- coverage (gcc --coverage; not part of make test) --------------------
 # Every test program (plain flavour, -O0) runs once; the line and branch

@@ -169,6 +169,11 @@
 #ifndef _DEFAULT_SOURCE
 #define _DEFAULT_SOURCE 1
 #endif
+/* 64-bit file offsets on 32-bit hosts too (off_t, pread, ftruncate, fstat):
+ * the file layer refuses to build with a narrower off_t (vfs_posix.c) */
+#ifndef _FILE_OFFSET_BITS
+#define _FILE_OFFSET_BITS 64
+#endif
 #endif
 
 #include "kvdb.h"
@@ -405,7 +410,20 @@ static int kv_buf_reserve(const kvdb_allocator *a, kv_buf *b, size_t extra)
  * Locking uses flock(2): its locks belong to the open file description, so
  * a second open of the same file in the same process conflicts as it would
  * from another process (fcntl locks would not).
+ *
+ * Offsets are 64-bit end to end: off_t must be (config.c asks for
+ * _FILE_OFFSET_BITS 64; a host that ignores it fails to compile here), and
+ * an offset the file system cannot take is KVDB_EINVAL, never cut short.
  * ====================================================================== */
+typedef char px_off_t_is_64_bit[sizeof(off_t) >= 8 ? 1 : -1];
+
+/* off as an off_t, or 0 if it does not fit (it always does below 2^63) */
+static int px_off(uint64_t off, off_t *out)
+{
+    if (off > (uint64_t)INT64_MAX) return 0;
+    *out = (off_t)off;
+    return 1;
+}
 typedef struct px_file {
     int fd;
     kv_mutex mu_size;  /* write, truncate, reserve: reserve's look at the
@@ -476,9 +494,12 @@ static int px_read(void *ctx, kvdb_file *file, uint64_t off, void *buf, size_t n
 {
     px_file *f = (px_file *)file;
     uint8_t *p = (uint8_t *)buf;
+    off_t o;
     (void)ctx;
     while (n > 0) {
-        ssize_t r = pread(f->fd, p, n, (off_t)off);
+        ssize_t r;
+        if (!px_off(off, &o)) return kv_err(KVDB_EINVAL, "%s: read at %llu: offset too large", f->path, (unsigned long long)off);
+        r = pread(f->fd, p, n, o);
         if (r < 0) {
             if (errno == EINTR) continue;
             return kv_err(KVDB_EIO, "%s: read at %llu: %s", f->path, (unsigned long long)off, strerror(errno));
@@ -497,9 +518,15 @@ static int px_write(void *ctx, kvdb_file *file, uint64_t off, const void *buf, s
     const uint8_t *p = (const uint8_t *)buf;
     int rc = KVDB_OK;
     (void)ctx;
+    off_t o;
     kv_lock(&f->mu_size);
     while (n > 0) {
-        ssize_t r = pwrite(f->fd, p, n, (off_t)off);
+        ssize_t r;
+        if (!px_off(off, &o)) {
+            rc = kv_err(KVDB_EINVAL, "%s: write at %llu: offset too large", f->path, (unsigned long long)off);
+            break;
+        }
+        r = pwrite(f->fd, p, n, o);
         if (r < 0) {
             int e = errno;
             if (e == EINTR) continue;
@@ -544,10 +571,12 @@ static int px_size(void *ctx, kvdb_file *file, uint64_t *out)
 static int px_truncate(void *ctx, kvdb_file *file, uint64_t size)
 {
     px_file *f = (px_file *)file;
+    off_t o;
     int r;
     (void)ctx;
+    if (!px_off(size, &o)) return kv_err(KVDB_EINVAL, "%s: truncate to %llu: too large", f->path, (unsigned long long)size);
     kv_lock(&f->mu_size);
-    do r = ftruncate(f->fd, (off_t)size);
+    do r = ftruncate(f->fd, o);
     while (r != 0 && errno == EINTR);
     kv_unlock(&f->mu_size);
     if (r != 0) return kv_err(px_errno_rc(errno), "%s: truncate to %llu: %s", f->path, (unsigned long long)size, strerror(errno));
@@ -641,13 +670,15 @@ static int px_reserve(void *ctx, kvdb_file *file, uint64_t size)
 {
     px_file *f = (px_file *)file;
     struct stat st;
+    off_t o;
     int r, e = 0;
     (void)ctx;
+    if (!px_off(size, &o)) return kv_err(KVDB_EINVAL, "%s: reserve %llu bytes: too large", f->path, (unsigned long long)size);
     kv_lock(&f->mu_size);
     if (fstat(f->fd, &st) != 0) {
         e = errno;
     } else if ((uint64_t)st.st_size < size) {
-        do r = ftruncate(f->fd, (off_t)size);
+        do r = ftruncate(f->fd, o);
         while (r != 0 && errno == EINTR);
         if (r != 0) e = errno;
     }
@@ -3237,7 +3268,10 @@ static int rcv_bytes(kvdb *db, const kv_rd *r, uint64_t off, size_t n, kv_buf *b
     return rc;
 }
 
-/* Is there an intact COMMIT after x that says x had been synced? */
+/* Is there an intact COMMIT after x that says x had been synced?  Every
+ * offset is a candidate; memchr finds the next one whose type byte says
+ * COMMIT, so a long run of zeros (space reserved ahead) costs little more
+ * than reading it. */
 static int rcv_evidence(kvdb *db, const kv_rd *r, uint64_t x, uint64_t size, kv_buf *buf)
 {
     const uint64_t need = LG_REC + LG_COMMIT_LEN;
@@ -3248,8 +3282,11 @@ static int rcv_evidence(kvdb *db, const kv_rd *r, uint64_t x, uint64_t size, kv_
         int rc = rcv_bytes(db, r, p, (size_t)win, buf, &b);
         if (rc) return rc;
         for (i = 0; i + need <= win; i++) {
-            const uint8_t *q = b + i;
-            if (q[8] == LG_COMMIT && q[9] == 0 && kv_ld16(q + 10) == 0 && kv_ld32(q + 12) == LG_COMMIT_LEN &&
+            const uint8_t *q = (const uint8_t *)memchr(b + i + 8, LG_COMMIT, (size_t)(win - need - i + 1));
+            if (!q) break;
+            q -= 8;
+            i = (uint64_t)(q - b);
+            if (q[9] == 0 && kv_ld16(q + 10) == 0 && kv_ld32(q + 12) == LG_COMMIT_LEN &&
                 kv_ld64(q) == lg_checksum(db->seed, p + i, q, need) && kv_ld64(q + 24) > x)
                 return 1;
         }

@@ -19,6 +19,11 @@
 #ifndef _DEFAULT_SOURCE
 #define _DEFAULT_SOURCE 1
 #endif
+/* 64-bit file offsets on 32-bit hosts too (off_t, pread, ftruncate, fstat):
+ * the file layer refuses to build with a narrower off_t (vfs_posix.c) */
+#ifndef _FILE_OFFSET_BITS
+#define _FILE_OFFSET_BITS 64
+#endif
 #endif
 
 #include "kvdb.h"

@@ -26,7 +26,10 @@ static int rcv_bytes(kvdb *db, const kv_rd *r, uint64_t off, size_t n, kv_buf *b
     return rc;
 }
 
-/* Is there an intact COMMIT after x that says x had been synced? */
+/* Is there an intact COMMIT after x that says x had been synced?  Every
+ * offset is a candidate; memchr finds the next one whose type byte says
+ * COMMIT, so a long run of zeros (space reserved ahead) costs little more
+ * than reading it. */
 static int rcv_evidence(kvdb *db, const kv_rd *r, uint64_t x, uint64_t size, kv_buf *buf)
 {
     const uint64_t need = LG_REC + LG_COMMIT_LEN;
@@ -37,8 +40,11 @@ static int rcv_evidence(kvdb *db, const kv_rd *r, uint64_t x, uint64_t size, kv_
         int rc = rcv_bytes(db, r, p, (size_t)win, buf, &b);
         if (rc) return rc;
         for (i = 0; i + need <= win; i++) {
-            const uint8_t *q = b + i;
-            if (q[8] == LG_COMMIT && q[9] == 0 && kv_ld16(q + 10) == 0 && kv_ld32(q + 12) == LG_COMMIT_LEN &&
+            const uint8_t *q = (const uint8_t *)memchr(b + i + 8, LG_COMMIT, (size_t)(win - need - i + 1));
+            if (!q) break;
+            q -= 8;
+            i = (uint64_t)(q - b);
+            if (q[9] == 0 && kv_ld16(q + 10) == 0 && kv_ld32(q + 12) == LG_COMMIT_LEN &&
                 kv_ld64(q) == lg_checksum(db->seed, p + i, q, need) && kv_ld64(q + 24) > x)
                 return 1;
         }

@@ -1537,7 +1537,10 @@ static int cr_hz_build(cr_hzdb *h, const char *path, int killed, uint64_t seed)
         h->log = cr_slurp(path, &h->len);
         h->idx = cr_slurp(idxp, &h->idxlen);
     }
-    if (!h->log || !h->idx || h->idxlen < 128) { tu_fail(__FILE__, __LINE__, "%s: no log or sidecar", h->name); return -1; }
+    if (!h->log || (sc_layout() && (!h->idx || h->idxlen < 128))) { /* (hosts that write sidecars) */
+        tu_fail(__FILE__, __LINE__, "%s: no log or sidecar", h->name);
+        return -1;
+    }
     cr_parse(h->log, h->len, &h->lg);
     if (h->lg.stop != h->len) { tu_fail(__FILE__, __LINE__, "%s: the log does not parse", h->name); return -1; }
     /* the format as documented: a clean close ends with a seal covering
@@ -1671,7 +1674,7 @@ static void test_durable_horizon(void)
         if (!m) goto out;
         for (i = 0; i < h->lg.n; i++) /* the first record of the last transaction */
             if (h->lg.r[i].off == h->ends[h->ntx - 1]) lastrec = i;
-        for (wi = 0; wi < 2 && fails < 5; wi++) {
+        for (wi = 0; wi < (h->idx ? 2 : 1) && fails < 5; wi++) {
             /* a flip in every record of the last transaction (and the seal), and in a sample of the others */
             for (i = 0; i < h->lg.n && fails < 5; i++) {
                 const cr_rec *e = &h->lg.r[i];
@@ -1693,7 +1696,8 @@ static void test_durable_horizon(void)
         free(m);
         m = NULL;
     }
-    CHECK(ncases > 200 && cr_hz_nbad > 100 && cr_hz_ngood > 40);
+    if (sc_layout()) CHECK(ncases > 200 && cr_hz_nbad > 100 && cr_hz_ngood > 40);
+    else CHECK(ncases > 100 && cr_hz_nbad > 50 && cr_hz_ngood > 20); /* no sidecar: half the cases */
     if (cr_verbose) printf("# horizon: %d cases, %d below it, %d past it\n", ncases, cr_hz_nbad, cr_hz_ngood);
 out:
     free(m);

@@ -11,6 +11,9 @@ TESTS=${TESTS-"unit api model iter crash sidecar threads crashsim fault compact 
 NOMMAP_TESTS=${NOMMAP_TESTS-"unit api model iter crash sidecar compact check"}
 NOTHREADS_TESTS=${NOTHREADS_TESTS-"api model compact"}
 TSAN_TESTS=${TSAN_TESTS-"threads compact"}
+PLAIN_TESTS=${PLAIN_TESTS-"bigfile"}
+M32_TESTS=${M32_TESTS-"unit api model iter crash check bigfile"}
+M32_OK=${M32_OK-y}
 pass=0
 fail=0
 log=$(mktemp)
@@ -54,6 +57,18 @@ done
 for t in $TSAN_TESTS; do
     prog "tsan/$t" TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
 done
+for t in $PLAIN_TESTS; do
+    prog "plain/$t" KVDB_TEST_FLAVOUR=plain
+done
+# a 32-bit host: only if the compiler can build for one; otherwise one FAIL
+if [ -n "$M32_TESTS" ] && [ "$M32_OK" != y ]; then
+    echo "FAIL m32: the compiler cannot build a -m32 program here (Debian: apt-get install gcc-multilib)"
+    fail=$((fail + 1))
+elif [ -n "$M32_TESTS" ]; then
+    for t in $M32_TESTS; do
+        prog "m32/$t" KVDB_TEST_FLAVOUR=plain
+    done
+fi
 case " $TESTS " in *" threads "*)
     for flavour in plain asan hash4; do
         prog "$flavour/threads"
