@@ -1,3 +1,5 @@
+/* SPDX-License-Identifier: MIT
+ * Copyright (c) 2026 The kvdb authors; see LICENSE. */
 /*
  * kvdb.h -- public interface of kvdb, a single-file embedded key-value store.
  *
@@ -123,7 +125,15 @@
 extern "C" {
 #endif
 
-#define KVDB_VERSION_STRING "0.1.0"
+/* The version of this header.  MAJOR changes only when the API or ABI
+ * changes incompatibly; MINOR adds to them; PATCH fixes.  The file format
+ * has its own number: a library opens every format up to its own, and a
+ * newer one gives KVDB_EVERSION (see README, Compatibility). */
+#define KVDB_VERSION_MAJOR 0
+#define KVDB_VERSION_MINOR 2
+#define KVDB_VERSION_PATCH 0
+#define KVDB_VERSION_NUMBER (KVDB_VERSION_MAJOR * 1000000 + KVDB_VERSION_MINOR * 1000 + KVDB_VERSION_PATCH)
+#define KVDB_VERSION_STRING "0.2.0"
 #define KVDB_FORMAT_VERSION 1
 
 typedef struct kvdb kvdb;
@@ -150,6 +160,9 @@ enum {
 
 /* A short message for every code, also for unknown ones.  Never NULL. */
 const char *kvdb_strerror(int rc);
+/* The library's KVDB_VERSION_STRING, as kvdb.c was compiled: compare it with
+ * the header's to catch a program built against another kvdb.h. */
+const char *kvdb_version(void);
 
 /* The detailed message of the last error reported to the calling thread
  * ("x.db: not a kvdb database (bad magic); nothing was changed"), or "" if

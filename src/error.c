@@ -33,6 +33,8 @@ const char *kvdb_strerror(int rc)
 
 const char *kvdb_errmsg(void) { return kv_errbuf; }
 
+const char *kvdb_version(void) { return KVDB_VERSION_STRING; }
+
 static void kv_vseterr(const char *fmt, va_list ap)
 {
     vsnprintf(kv_errbuf, sizeof kv_errbuf, fmt, ap);

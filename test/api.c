@@ -182,6 +182,16 @@ static int t_stat(kvdb *db, struct kvdb_stat *st)
 /* ------------------------------------------------------------------ */
 /* options, open, close                                               */
 
+/* The library's version is the header's, and the numbers agree with the string. */
+static void test_version(void)
+{
+    char want[32];
+    CHECK(kvdb_version() != NULL && strcmp(kvdb_version(), KVDB_VERSION_STRING) == 0);
+    snprintf(want, sizeof want, "%d.%d.%d", KVDB_VERSION_MAJOR, KVDB_VERSION_MINOR, KVDB_VERSION_PATCH);
+    CHECK(strcmp(want, KVDB_VERSION_STRING) == 0);
+    CHECK(KVDB_VERSION_NUMBER == KVDB_VERSION_MAJOR * 1000000 + KVDB_VERSION_MINOR * 1000 + KVDB_VERSION_PATCH);
+}
+
 static void test_options_defaults(void)
 {
     kvdb_options o;
@@ -2104,6 +2114,7 @@ static void test_huge_value(void)
 int main(void)
 {
     tu_tmpdir("api");
+    RUN(test_version);
     RUN(test_options_defaults);
     RUN(test_open_null_options_creates);
     RUN(test_put_get_del);
