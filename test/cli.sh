@@ -296,6 +296,7 @@ for i in 1 2 3; do "$KVDB" --sync=off "$CP" put "k$i" "second$i" >/dev/null 2>&1
 "$KVDB" "$CP" scan >"$T/before" 2>&1
 size_before=$(wc -c <"$CP")
 run "$CP" compact
+cp "$OUT" "$T/compact.out"
 size_after=$(wc -c <"$CP")
 "$KVDB" "$CP" scan >"$T/after" 2>&1
 if [ "$rc" -eq 0 ] && [ "$size_after" -lt "$size_before" ] && cmp -s "$T/before" "$T/after" && [ ! -e "$CP.compact" ] \
@@ -313,6 +314,22 @@ for c in put get del exists scan count stat check repair sync compact dump load;
     "$KVDB" "$c" --help >"$OUT" 2>&1 && grep -q "kvdb.* $c" "$OUT" && grep -qi example "$OUT" || missing="$missing $c"
 done
 if [ -z "$missing" ]; then ok help_every_command; else fail help_every_command "no help/example for:$missing"; fi
+
+# -- the messages name every command; compact speaks in human sizes; stat's
+#    help lists every line stat prints
+run "$T/x.db" frobnicate
+if [ "$rc" -eq 2 ] && grep -q 'compact, dump, load' "$ERR"; then ok unknown_command_lists_all; else fail unknown_command_lists_all "$(cat "$ERR")"; fi
+run "$T/x.db"
+if [ "$rc" -eq 2 ] && grep -q 'missing COMMAND (put, .*compact' "$ERR"; then ok missing_command_lists_all; else fail missing_command_lists_all "$(cat "$ERR")"; fi
+run "$T/x.db" get --bogus
+if [ "$rc" -eq 2 ] && grep -q "goes after --" "$ERR"; then ok unknown_option_hint; else fail unknown_option_hint "$(cat "$ERR")"; fi
+if grep -Eq '^[^ ]+: [0-9.]+ (B|KB|MB|GB) -> [0-9.]+ (B|KB|MB|GB) \([0-9.]+ (B|KB|MB|GB) reclaimed\)' "$T/compact.out" 2>/dev/null; then
+    ok compact_human_sizes; else fail compact_human_sizes "$(cat "$T/compact.out" 2>/dev/null)"; fi
+"$KVDB" "$CP" stat >"$OUT" 2>&1
+"$KVDB" stat --help >"$T/stathelp" 2>&1
+missing=""
+for n in $(sed -n 's/^\([a-z_]*\): .*/\1/p' "$OUT"); do grep -q "^  $n " "$T/stathelp" || missing="$missing $n"; done
+if [ -z "$missing" ]; then ok stat_help_complete; else fail stat_help_complete "stat --help lacks:$missing"; fi
 
 # ====================================================================
 # check and repair

@@ -211,7 +211,9 @@ static const struct cmd cmds[] = {
       "  keys            live keys\n"
       "  file_bytes      bytes of log, header included\n"
       "  live_bytes      bytes of records that hold live keys\n"
-      "  dead_bytes      overwritten or deleted records, tombstones, commit marks\n"
+      "  dead_bytes      bytes of records that hold no live key: overwritten and\n"
+      "                  deleted values, tombstones, and the 40-byte COMMIT records\n"
+      "                  (one per transaction, and the seals of closes and syncs)\n"
       "  index_bytes     heap bytes of the in-memory hash index\n"
       "  sorted_bytes    heap bytes of the sorted index (0 until a scan)\n"
       "  format_version  version of the file format\n"
@@ -225,7 +227,9 @@ static const struct cmd cmds[] = {
       "                  damage below it is an error, never a torn tail to cut\n"
       "  horizon_from    its evidence: seal (FILE ends with a sync mark), commit\n"
       "                  (a commit's record of what was synced), sidecar, none\n"
-      "  commits         commits written by this handle (0: read-only)\n"
+      "  commits         commits written by this handle: 0 here, where FILE is\n"
+      "                  opened read-only for the one command\n"
+      "  compactions     compactions completed by this handle (0 here too)\n"
       "  db_id           the database's random identity\n"
       "FILE is opened read-only.\n"
       "\n"
@@ -886,9 +890,14 @@ static int cmd_compact(const char *file, kvdb *db, const struct opts *op)
         rc = kvdb_stat(db, &b);
     if (rc != KVDB_OK)
         return report(file, rc, "compact");
-    printf("%s: %llu bytes -> %llu bytes (%llu reclaimed), %llu keys, %.3f s\n", file,
-           (unsigned long long)a.file_bytes, (unsigned long long)b.file_bytes,
-           (unsigned long long)b.compact_reclaimed, (unsigned long long)b.keys, b.compact_ns / 1e9);
+    {
+        char before[32], after[32], gain[32];
+        fmt_bytes(before, sizeof before, (double)a.file_bytes);
+        fmt_bytes(after, sizeof after, (double)b.file_bytes);
+        fmt_bytes(gain, sizeof gain, (double)b.compact_reclaimed);
+        printf("%s: %s -> %s (%s reclaimed), %llu keys, %.3f s\n", file, before, after, gain,
+               (unsigned long long)b.keys, b.compact_ns / 1e9);
+    }
     return EX_OK;
 }
 
@@ -1638,7 +1647,12 @@ static int check_opts(const struct cmd *c, const struct opts *op)
     return EX_OK;
 }
 
-static const char cmd_list[] = "put, get, del, exists, scan, count, stat, check, repair, sync, dump, load, help";
+/* The command names, from cmds[] (so the list cannot leave one out). */
+static void put_cmd_list(FILE *f)
+{
+    size_t i;
+    for (i = 0; i < NCMDS; i++) fprintf(f, "%s%s", i ? ", " : "", cmds[i].name);
+}
 
 int main(int argc, char **argv)
 {
@@ -1676,7 +1690,8 @@ int main(int argc, char **argv)
                 d = &optdefs[j];
         }
         if (!d) {
-            ex = usage_error("unknown option '%s' (put -- before a key or value that starts with '-')", a);
+            ex = usage_error("unknown option '%s' (a key or value that starts with '-' goes after --, as in "
+                             "kvdb FILE put -- -key value)", a);
             free(pos);
             return ex;
         }
@@ -1749,14 +1764,18 @@ int main(int argc, char **argv)
         return usage_error("%sFILE is an empty string", "");
     }
     if (npos == 1) {
-        fprintf(stderr, "kvdb: %s: missing COMMAND (%s)\n", file, cmd_list);
+        fprintf(stderr, "kvdb: %s: missing COMMAND (", file);
+        put_cmd_list(stderr);
+        fputs(")\n", stderr);
         fputs(usage_text, stderr);
         free(pos);
         return EX_USAGE;
     }
     c = find_cmd(pos[1]);
     if (!c) {
-        fprintf(stderr, "kvdb: unknown command '%s' (%s)\n", pos[1], cmd_list);
+        fprintf(stderr, "kvdb: unknown command '%s' (", pos[1]);
+        put_cmd_list(stderr);
+        fputs(")\n", stderr);
         fputs(usage_text, stderr);
         free(pos);
         return EX_USAGE;
