@@ -1022,6 +1022,28 @@ static int lg_parse(const uint8_t *p, uint64_t off, uint64_t avail, lg_rec *r)
     return KVDB_OK;
 }
 
+/* Evidence that log offset x had been synced: the first i in [0, n -
+ * LG_SEAL] where buffer b (the log from offset base on) holds an intact
+ * COMMIT whose durable field exceeds x; n if there is none.  Every offset is
+ * a candidate (after damage, record boundaries are unknown; the checksum
+ * binds a record to its offset, so only a COMMIT written there verifies
+ * there); memchr skips to the next type byte that says COMMIT, so a run of
+ * zeros costs about its read.  Recovery and kvdb_check decide alike. */
+static size_t lg_find_evidence(const uint8_t *b, size_t n, uint64_t base, uint64_t seed, uint64_t x)
+{
+    size_t i;
+    for (i = 0; i + LG_SEAL <= n; i++) {
+        const uint8_t *q = (const uint8_t *)memchr(b + i + 8, LG_COMMIT, n - LG_SEAL - i + 1);
+        if (!q) break;
+        q -= 8;
+        i = (size_t)(q - b);
+        if (q[9] == 0 && kv_ld16(q + 10) == 0 && kv_ld32(q + 12) == LG_COMMIT_LEN && kv_ld64(q + 24) > x &&
+            kv_ld64(q) == lg_checksum(seed, base + i, q, LG_SEAL))
+            return i;
+    }
+    return n;
+}
+
 static void lg_put_header(uint8_t *p, uint8_t type, uint32_t klen, uint32_t vlen)
 {
     p[8] = type;
@@ -3272,30 +3294,19 @@ static int rcv_bytes(kvdb *db, const kv_rd *r, uint64_t off, size_t n, kv_buf *b
     return rc;
 }
 
-/* Is there an intact COMMIT after x that says x had been synced?  Every
- * offset is a candidate; memchr finds the next one whose type byte says
- * COMMIT, so a long run of zeros (space reserved ahead) costs little more
- * than reading it. */
+/* Is there an intact COMMIT after x that says x had been synced
+ * (lg_find_evidence)?  1 if so.  Reads 1 MiB windows that overlap by a
+ * COMMIT record less one byte. */
 static int rcv_evidence(kvdb *db, const kv_rd *r, uint64_t x, uint64_t size, kv_buf *buf)
 {
-    const uint64_t need = LG_REC + LG_COMMIT_LEN;
     uint64_t p = x + 1;
-    while (p + need <= size) {
-        uint64_t win = size - p < ((uint64_t)1 << 20) ? size - p : ((uint64_t)1 << 20), i;
+    while (p + LG_SEAL <= size) {
+        size_t win = size - p < ((uint64_t)1 << 20) ? (size_t)(size - p) : ((size_t)1 << 20);
         const uint8_t *b;
-        int rc = rcv_bytes(db, r, p, (size_t)win, buf, &b);
+        int rc = rcv_bytes(db, r, p, win, buf, &b);
         if (rc) return rc;
-        for (i = 0; i + need <= win; i++) {
-            const uint8_t *q = (const uint8_t *)memchr(b + i + 8, LG_COMMIT, (size_t)(win - need - i + 1));
-            if (!q) break;
-            q -= 8;
-            i = (uint64_t)(q - b);
-            if (q[9] == 0 && kv_ld16(q + 10) == 0 && kv_ld32(q + 12) == LG_COMMIT_LEN &&
-                kv_ld64(q) == lg_checksum(db->seed, p + i, q, need) && kv_ld64(q + 24) > x)
-                return 1;
-        }
-        if (win < need) break;
-        p += win - need + 1;
+        if (lg_find_evidence(b, win, p, db->seed, x) < win) return 1;
+        p += win - LG_SEAL + 1;
     }
     return 0;
 }
@@ -6440,22 +6451,23 @@ static int chk_resync(chk *c, uint64_t from, uint64_t *out)
 }
 
 /* Is there an intact COMMIT after x that says x had been synced (the test
- * recovery makes: rcv_evidence)?  *found = 1 and *where if so. */
+ * recovery makes, lg_find_evidence)?  *found = 1 and *where if so. */
 static int chk_evidence(chk *c, uint64_t x, int *found, uint64_t *where)
 {
-    const uint64_t need = LG_REC + LG_COMMIT_LEN;
-    uint64_t o;
+    uint64_t o = x + 1;
     *found = 0;
-    for (o = x + 1; o + need <= c->size; o++) {
+    while (o + LG_SEAL <= c->size) {
+        size_t win = c->size - o < CHK_WIN ? (size_t)(c->size - o) : CHK_WIN, i;
         const uint8_t *p;
-        int rc = chk_at(c, o, (size_t)need, &p);
+        int rc = chk_at(c, o, win, &p);
         if (rc) return rc;
-        if (p[8] == LG_COMMIT && p[9] == 0 && kv_ld16(p + 10) == 0 && kv_ld32(p + 12) == LG_COMMIT_LEN &&
-            kv_ld64(p + 24) > x && kv_ld64(p) == lg_checksum(c->seed, o, p, need)) {
+        i = lg_find_evidence(p, win, o, c->seed, x);
+        if (i < win) {
             *found = 1;
-            *where = o;
+            *where = o + i;
             return KVDB_OK;
         }
+        o += win - LG_SEAL + 1;
     }
     return KVDB_OK;
 }

@@ -214,22 +214,23 @@ static int chk_resync(chk *c, uint64_t from, uint64_t *out)
 }
 
 /* Is there an intact COMMIT after x that says x had been synced (the test
- * recovery makes: rcv_evidence)?  *found = 1 and *where if so. */
+ * recovery makes, lg_find_evidence)?  *found = 1 and *where if so. */
 static int chk_evidence(chk *c, uint64_t x, int *found, uint64_t *where)
 {
-    const uint64_t need = LG_REC + LG_COMMIT_LEN;
-    uint64_t o;
+    uint64_t o = x + 1;
     *found = 0;
-    for (o = x + 1; o + need <= c->size; o++) {
+    while (o + LG_SEAL <= c->size) {
+        size_t win = c->size - o < CHK_WIN ? (size_t)(c->size - o) : CHK_WIN, i;
         const uint8_t *p;
-        int rc = chk_at(c, o, (size_t)need, &p);
+        int rc = chk_at(c, o, win, &p);
         if (rc) return rc;
-        if (p[8] == LG_COMMIT && p[9] == 0 && kv_ld16(p + 10) == 0 && kv_ld32(p + 12) == LG_COMMIT_LEN &&
-            kv_ld64(p + 24) > x && kv_ld64(p) == lg_checksum(c->seed, o, p, need)) {
+        i = lg_find_evidence(p, win, o, c->seed, x);
+        if (i < win) {
             *found = 1;
-            *where = o;
+            *where = o + i;
             return KVDB_OK;
         }
+        o += win - LG_SEAL + 1;
     }
     return KVDB_OK;
 }

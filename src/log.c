@@ -65,6 +65,28 @@ static int lg_parse(const uint8_t *p, uint64_t off, uint64_t avail, lg_rec *r)
     return KVDB_OK;
 }
 
+/* Evidence that log offset x had been synced: the first i in [0, n -
+ * LG_SEAL] where buffer b (the log from offset base on) holds an intact
+ * COMMIT whose durable field exceeds x; n if there is none.  Every offset is
+ * a candidate (after damage, record boundaries are unknown; the checksum
+ * binds a record to its offset, so only a COMMIT written there verifies
+ * there); memchr skips to the next type byte that says COMMIT, so a run of
+ * zeros costs about its read.  Recovery and kvdb_check decide alike. */
+static size_t lg_find_evidence(const uint8_t *b, size_t n, uint64_t base, uint64_t seed, uint64_t x)
+{
+    size_t i;
+    for (i = 0; i + LG_SEAL <= n; i++) {
+        const uint8_t *q = (const uint8_t *)memchr(b + i + 8, LG_COMMIT, n - LG_SEAL - i + 1);
+        if (!q) break;
+        q -= 8;
+        i = (size_t)(q - b);
+        if (q[9] == 0 && kv_ld16(q + 10) == 0 && kv_ld32(q + 12) == LG_COMMIT_LEN && kv_ld64(q + 24) > x &&
+            kv_ld64(q) == lg_checksum(seed, base + i, q, LG_SEAL))
+            return i;
+    }
+    return n;
+}
+
 static void lg_put_header(uint8_t *p, uint8_t type, uint32_t klen, uint32_t vlen)
 {
     p[8] = type;

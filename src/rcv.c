@@ -26,30 +26,19 @@ static int rcv_bytes(kvdb *db, const kv_rd *r, uint64_t off, size_t n, kv_buf *b
     return rc;
 }
 
-/* Is there an intact COMMIT after x that says x had been synced?  Every
- * offset is a candidate; memchr finds the next one whose type byte says
- * COMMIT, so a long run of zeros (space reserved ahead) costs little more
- * than reading it. */
+/* Is there an intact COMMIT after x that says x had been synced
+ * (lg_find_evidence)?  1 if so.  Reads 1 MiB windows that overlap by a
+ * COMMIT record less one byte. */
 static int rcv_evidence(kvdb *db, const kv_rd *r, uint64_t x, uint64_t size, kv_buf *buf)
 {
-    const uint64_t need = LG_REC + LG_COMMIT_LEN;
     uint64_t p = x + 1;
-    while (p + need <= size) {
-        uint64_t win = size - p < ((uint64_t)1 << 20) ? size - p : ((uint64_t)1 << 20), i;
+    while (p + LG_SEAL <= size) {
+        size_t win = size - p < ((uint64_t)1 << 20) ? (size_t)(size - p) : ((size_t)1 << 20);
         const uint8_t *b;
-        int rc = rcv_bytes(db, r, p, (size_t)win, buf, &b);
+        int rc = rcv_bytes(db, r, p, win, buf, &b);
         if (rc) return rc;
-        for (i = 0; i + need <= win; i++) {
-            const uint8_t *q = (const uint8_t *)memchr(b + i + 8, LG_COMMIT, (size_t)(win - need - i + 1));
-            if (!q) break;
-            q -= 8;
-            i = (uint64_t)(q - b);
-            if (q[9] == 0 && kv_ld16(q + 10) == 0 && kv_ld32(q + 12) == LG_COMMIT_LEN &&
-                kv_ld64(q) == lg_checksum(db->seed, p + i, q, need) && kv_ld64(q + 24) > x)
-                return 1;
-        }
-        if (win < need) break;
-        p += win - need + 1;
+        if (lg_find_evidence(b, win, p, db->seed, x) < win) return 1;
+        p += win - LG_SEAL + 1;
     }
     return 0;
 }
