@@ -347,6 +347,14 @@ static int kv_err(int rc, const char *fmt, ...)
 /* Clear the message at the start of a public call that may fail. */
 #define kv_clearerr() (kv_errbuf[0] = 0)
 
+/* The message of the error in flight, kept across a cleanup that may set
+ * its own: kv_err_keep before it, kv_err_put after (320 bytes of stack). */
+typedef struct kv_errkeep {
+    char msg[sizeof kv_errbuf];
+} kv_errkeep;
+static void kv_err_keep(kv_errkeep *k) { memcpy(k->msg, kv_errbuf, sizeof k->msg); }
+static void kv_err_put(const kv_errkeep *k) { memcpy(kv_errbuf, k->msg, sizeof k->msg); }
+
 /* Overflow-checked size arithmetic (stb style). */
 static int kv_add_ovf(size_t a, size_t b, size_t *out)
 {
@@ -3746,7 +3754,7 @@ static int kv_rsv_post(kvdb *db, uint64_t cap)
 static void kv_log_reserve(kvdb *db, uint64_t end)
 {
     uint64_t cap;
-    char msg[sizeof kv_errbuf];
+    kv_errkeep msg;
     if (db->rsv_log) kv_rsv_collect(db);
     if (db->no_reserve || db->rsv_mark == UINT64_MAX) return;
     if (end <= db->log_cap) { /* half a chunk left: the thread reserves on */
@@ -3756,14 +3764,14 @@ static void kv_log_reserve(kvdb *db, uint64_t end)
         return;
     }
     cap = (end + kv_rsv_chunk(end) + 0xFFFF) & ~(uint64_t)0xFFFF;
-    memcpy(msg, kv_errbuf, sizeof msg);
+    kv_err_keep(&msg);
     if (db->vfs->reserve(db->vfs->ctx, db->file, cap) == KVDB_OK) {
         kv_log_cap_set(db, cap);
     } else {
         db->no_reserve = 1;
         kv_log_cap_set(db, db->log_cap);
     }
-    memcpy(kv_errbuf, msg, sizeof msg);
+    kv_err_put(&msg);
 }
 
 static int txn_commit_write(kvdb_txn *t)
@@ -5524,10 +5532,10 @@ static void cp_abort(kvdb *db)
     if (!cp) return;
     db->cp = NULL;
     if (cp->wr) { /* before the file goes (invariant 2 of the writer); the first error is the one to tell */
-        char msg[sizeof kv_errbuf];
-        memcpy(msg, kv_errbuf, sizeof msg);
+        kv_errkeep msg;
+        kv_err_keep(&msg);
         (void)cp_wr_stop(db, cp);
-        memcpy(kv_errbuf, msg, sizeof msg);
+        kv_err_put(&msg);
     }
     kv_lock(&db->mu_ver);
     db->cp_active = 0;
@@ -6991,10 +6999,10 @@ out:
     if (it) kvdb_iter_close(it);
     if (t) kvdb_abort(t);
     if (db) {
-        char msg[sizeof kv_errbuf];
-        memcpy(msg, kv_errbuf, sizeof msg);
+        kv_errkeep msg;
+        kv_err_keep(&msg);
         kvdb_close(db);
-        memcpy(kv_errbuf, msg, sizeof msg);
+        kv_err_put(&msg);
     }
     kv_free(&c->al, set.e);
     kv_free(&c->al, kb.p);
@@ -7085,12 +7093,12 @@ static int chk_open(chk *c, const char *path, const kvdb_check_opts *o, kvdb_che
 
 static void chk_close(chk *c)
 {
-    char msg[sizeof kv_errbuf];
-    memcpy(msg, kv_errbuf, sizeof msg);
+    kv_errkeep msg;
+    kv_err_keep(&msg);
     if (c->map) c->vfs->unmap(c->vfs->ctx, c->f, c->map, c->size);
     if (c->f) c->vfs->close(c->vfs->ctx, c->f);
     kv_free(&c->al, c->win.p);
-    memcpy(kv_errbuf, msg, sizeof msg);
+    kv_err_put(&msg);
 }
 
 static const kvdb_check_opts chk_noopts = { NULL, NULL, NULL, NULL, NULL, 0 };
@@ -7166,16 +7174,16 @@ int kvdb_repair(const char *path, const char *out_path, const kvdb_check_opts *o
 out:
     if (c.dt) kvdb_abort(c.dt);
     if (c.dst) {
-        char msg[sizeof kv_errbuf];
-        memcpy(msg, kv_errbuf, sizeof msg);
+        kv_errkeep msg;
+        kv_err_keep(&msg);
         kvdb_close(c.dst);
-        memcpy(kv_errbuf, msg, sizeof msg);
+        kv_err_put(&msg);
     }
     if (rc && created) {
-        char msg[sizeof kv_errbuf];
+        kv_errkeep msg;
         size_t n = strlen(out_path);
         char *idx = (char *)kv_malloc(&c.al, n + 5);
-        memcpy(msg, kv_errbuf, sizeof msg);
+        kv_err_keep(&msg);
         c.vfs->remove(c.vfs->ctx, out_path);
         if (idx) {
             memcpy(idx, out_path, n);
@@ -7183,7 +7191,7 @@ out:
             c.vfs->remove(c.vfs->ctx, idx);
             kv_free(&c.al, idx);
         }
-        memcpy(kv_errbuf, msg, sizeof msg);
+        kv_err_put(&msg);
     }
     chk_close(&c);
     return rc;
@@ -7567,10 +7575,10 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     return KVDB_OK;
 fail:
     {
-        char msg[sizeof kv_errbuf];
-        memcpy(msg, kv_errbuf, sizeof msg);
+        kv_errkeep msg;
+        kv_err_keep(&msg);
         kv_teardown(db);
-        memcpy(kv_errbuf, msg, sizeof msg);
+        kv_err_put(&msg);
     }
     if (!kv_errbuf[0]) kv_err(rc, "%s: %s", path ? path : "(in-memory)", kvdb_strerror(rc));
     return rc;
@@ -7606,10 +7614,10 @@ int kvdb_close(kvdb *db)
      * the sidecar may cover all of it (a sidecar never covers unsynced log). */
     if (!db->rdonly && !db->inmem) {
         if (db->log_cap > db->end && !kv_sticky(db)) { /* the reserved zeros (a failure: the next open cuts them) */
-            char msg[sizeof kv_errbuf];
-            memcpy(msg, kv_errbuf, sizeof msg);
+            kv_errkeep msg;
+            kv_err_keep(&msg);
             if (db->vfs->truncate(db->vfs->ctx, db->file, db->end) == KVDB_OK) db->log_cap = db->end;
-            memcpy(kv_errbuf, msg, sizeof msg);
+            kv_err_put(&msg);
         }
         db->rsv_mark = UINT64_MAX; /* no more reserving: the file ends with the seal */
         rc = txn_seal(db, 0);
@@ -7621,10 +7629,10 @@ int kvdb_close(kvdb *db)
     /* Checkpoint the indexes so the next open need not replay the log.
      * The sidecar is a cache: if this fails, the next open replays more. */
     if (!rc && !db->rdonly && !db->inmem && !kv_sticky(db) && db->cur->end != db->sc_end) {
-        char msg[sizeof kv_errbuf];
-        memcpy(msg, kv_errbuf, sizeof msg);
+        kv_errkeep msg;
+        kv_err_keep(&msg);
         (void)sc_write(db, db->cur, 1);
-        memcpy(kv_errbuf, msg, sizeof msg);
+        kv_err_put(&msg);
     }
     kv_teardown(db);
     return rc;
@@ -7721,10 +7729,10 @@ int kvdb_compact(kvdb *db)
     v = ver_acquire(db);
     kv_lock(&db->mu_ckpt);
     {
-        char msg[sizeof kv_errbuf];
-        memcpy(msg, kv_errbuf, sizeof msg);
+        kv_errkeep msg;
+        kv_err_keep(&msg);
         (void)sc_write(db, v, 1);
-        memcpy(kv_errbuf, msg, sizeof msg);
+        kv_err_put(&msg);
     }
     kv_unlock(&db->mu_ckpt);
     ver_release(db, v);

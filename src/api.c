@@ -375,10 +375,10 @@ int kvdb_open(const char *path, const kvdb_options *o, kvdb **out)
     return KVDB_OK;
 fail:
     {
-        char msg[sizeof kv_errbuf];
-        memcpy(msg, kv_errbuf, sizeof msg);
+        kv_errkeep msg;
+        kv_err_keep(&msg);
         kv_teardown(db);
-        memcpy(kv_errbuf, msg, sizeof msg);
+        kv_err_put(&msg);
     }
     if (!kv_errbuf[0]) kv_err(rc, "%s: %s", path ? path : "(in-memory)", kvdb_strerror(rc));
     return rc;
@@ -414,10 +414,10 @@ int kvdb_close(kvdb *db)
      * the sidecar may cover all of it (a sidecar never covers unsynced log). */
     if (!db->rdonly && !db->inmem) {
         if (db->log_cap > db->end && !kv_sticky(db)) { /* the reserved zeros (a failure: the next open cuts them) */
-            char msg[sizeof kv_errbuf];
-            memcpy(msg, kv_errbuf, sizeof msg);
+            kv_errkeep msg;
+            kv_err_keep(&msg);
             if (db->vfs->truncate(db->vfs->ctx, db->file, db->end) == KVDB_OK) db->log_cap = db->end;
-            memcpy(kv_errbuf, msg, sizeof msg);
+            kv_err_put(&msg);
         }
         db->rsv_mark = UINT64_MAX; /* no more reserving: the file ends with the seal */
         rc = txn_seal(db, 0);
@@ -429,10 +429,10 @@ int kvdb_close(kvdb *db)
     /* Checkpoint the indexes so the next open need not replay the log.
      * The sidecar is a cache: if this fails, the next open replays more. */
     if (!rc && !db->rdonly && !db->inmem && !kv_sticky(db) && db->cur->end != db->sc_end) {
-        char msg[sizeof kv_errbuf];
-        memcpy(msg, kv_errbuf, sizeof msg);
+        kv_errkeep msg;
+        kv_err_keep(&msg);
         (void)sc_write(db, db->cur, 1);
-        memcpy(kv_errbuf, msg, sizeof msg);
+        kv_err_put(&msg);
     }
     kv_teardown(db);
     return rc;
@@ -529,10 +529,10 @@ int kvdb_compact(kvdb *db)
     v = ver_acquire(db);
     kv_lock(&db->mu_ckpt);
     {
-        char msg[sizeof kv_errbuf];
-        memcpy(msg, kv_errbuf, sizeof msg);
+        kv_errkeep msg;
+        kv_err_keep(&msg);
         (void)sc_write(db, v, 1);
-        memcpy(kv_errbuf, msg, sizeof msg);
+        kv_err_put(&msg);
     }
     kv_unlock(&db->mu_ckpt);
     ver_release(db, v);

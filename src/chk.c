@@ -754,10 +754,10 @@ out:
     if (it) kvdb_iter_close(it);
     if (t) kvdb_abort(t);
     if (db) {
-        char msg[sizeof kv_errbuf];
-        memcpy(msg, kv_errbuf, sizeof msg);
+        kv_errkeep msg;
+        kv_err_keep(&msg);
         kvdb_close(db);
-        memcpy(kv_errbuf, msg, sizeof msg);
+        kv_err_put(&msg);
     }
     kv_free(&c->al, set.e);
     kv_free(&c->al, kb.p);
@@ -848,12 +848,12 @@ static int chk_open(chk *c, const char *path, const kvdb_check_opts *o, kvdb_che
 
 static void chk_close(chk *c)
 {
-    char msg[sizeof kv_errbuf];
-    memcpy(msg, kv_errbuf, sizeof msg);
+    kv_errkeep msg;
+    kv_err_keep(&msg);
     if (c->map) c->vfs->unmap(c->vfs->ctx, c->f, c->map, c->size);
     if (c->f) c->vfs->close(c->vfs->ctx, c->f);
     kv_free(&c->al, c->win.p);
-    memcpy(kv_errbuf, msg, sizeof msg);
+    kv_err_put(&msg);
 }
 
 static const kvdb_check_opts chk_noopts = { NULL, NULL, NULL, NULL, NULL, 0 };
@@ -929,16 +929,16 @@ int kvdb_repair(const char *path, const char *out_path, const kvdb_check_opts *o
 out:
     if (c.dt) kvdb_abort(c.dt);
     if (c.dst) {
-        char msg[sizeof kv_errbuf];
-        memcpy(msg, kv_errbuf, sizeof msg);
+        kv_errkeep msg;
+        kv_err_keep(&msg);
         kvdb_close(c.dst);
-        memcpy(kv_errbuf, msg, sizeof msg);
+        kv_err_put(&msg);
     }
     if (rc && created) {
-        char msg[sizeof kv_errbuf];
+        kv_errkeep msg;
         size_t n = strlen(out_path);
         char *idx = (char *)kv_malloc(&c.al, n + 5);
-        memcpy(msg, kv_errbuf, sizeof msg);
+        kv_err_keep(&msg);
         c.vfs->remove(c.vfs->ctx, out_path);
         if (idx) {
             memcpy(idx, out_path, n);
@@ -946,7 +946,7 @@ out:
             c.vfs->remove(c.vfs->ctx, idx);
             kv_free(&c.al, idx);
         }
-        memcpy(kv_errbuf, msg, sizeof msg);
+        kv_err_put(&msg);
     }
     chk_close(&c);
     return rc;

@@ -395,10 +395,10 @@ static void cp_abort(kvdb *db)
     if (!cp) return;
     db->cp = NULL;
     if (cp->wr) { /* before the file goes (invariant 2 of the writer); the first error is the one to tell */
-        char msg[sizeof kv_errbuf];
-        memcpy(msg, kv_errbuf, sizeof msg);
+        kv_errkeep msg;
+        kv_err_keep(&msg);
         (void)cp_wr_stop(db, cp);
-        memcpy(kv_errbuf, msg, sizeof msg);
+        kv_err_put(&msg);
     }
     kv_lock(&db->mu_ver);
     db->cp_active = 0;

@@ -63,6 +63,14 @@ static int kv_err(int rc, const char *fmt, ...)
 /* Clear the message at the start of a public call that may fail. */
 #define kv_clearerr() (kv_errbuf[0] = 0)
 
+/* The message of the error in flight, kept across a cleanup that may set
+ * its own: kv_err_keep before it, kv_err_put after (320 bytes of stack). */
+typedef struct kv_errkeep {
+    char msg[sizeof kv_errbuf];
+} kv_errkeep;
+static void kv_err_keep(kv_errkeep *k) { memcpy(k->msg, kv_errbuf, sizeof k->msg); }
+static void kv_err_put(const kv_errkeep *k) { memcpy(kv_errbuf, k->msg, sizeof k->msg); }
+
 /* Overflow-checked size arithmetic (stb style). */
 static int kv_add_ovf(size_t a, size_t b, size_t *out)
 {

@@ -323,7 +323,7 @@ static int kv_rsv_post(kvdb *db, uint64_t cap)
 static void kv_log_reserve(kvdb *db, uint64_t end)
 {
     uint64_t cap;
-    char msg[sizeof kv_errbuf];
+    kv_errkeep msg;
     if (db->rsv_log) kv_rsv_collect(db);
     if (db->no_reserve || db->rsv_mark == UINT64_MAX) return;
     if (end <= db->log_cap) { /* half a chunk left: the thread reserves on */
@@ -333,14 +333,14 @@ static void kv_log_reserve(kvdb *db, uint64_t end)
         return;
     }
     cap = (end + kv_rsv_chunk(end) + 0xFFFF) & ~(uint64_t)0xFFFF;
-    memcpy(msg, kv_errbuf, sizeof msg);
+    kv_err_keep(&msg);
     if (db->vfs->reserve(db->vfs->ctx, db->file, cap) == KVDB_OK) {
         kv_log_cap_set(db, cap);
     } else {
         db->no_reserve = 1;
         kv_log_cap_set(db, db->log_cap);
     }
-    memcpy(kv_errbuf, msg, sizeof msg);
+    kv_err_put(&msg);
 }
 
 static int txn_commit_write(kvdb_txn *t)
