@@ -4469,15 +4469,19 @@ static uint32_t sc_layout(void)
     return (*(const uint8_t *)&one == 1 && sizeof(void *) == 8 && sizeof(hix_node) == 32) ? 1u : 0u;
 }
 
-static char *sc_name(kvdb *db, const char *suffix)
+/* path + suffix ("<db>.idx", "<db>.compact", ...), allocated; NULL if out
+ * of memory. */
+static char *sc_path(const kvdb_allocator *al, const char *path, const char *suffix)
 {
-    size_t a = strlen(db->path), b = strlen(suffix);
-    char *p = (char *)kv_malloc(&db->al, a + b + 1);
+    size_t a = strlen(path), b = strlen(suffix);
+    char *p = (char *)kv_malloc(al, a + b + 1);
     if (!p) return NULL;
-    memcpy(p, db->path, a);
+    memcpy(p, path, a);
     memcpy(p + a, suffix, b + 1);
     return p;
 }
+
+static char *sc_name(kvdb *db, const char *suffix) { return sc_path(&db->al, db->path, suffix); }
 
 /* Buffered writer with a running checksum. */
 typedef struct sc_out {
@@ -7014,14 +7018,11 @@ out:
  * sidecar of this log.  Only a failure to allocate is an error. */
 static int chk_sidecar(chk *c, const uint8_t *lh)
 {
-    size_t n = strlen(c->path);
-    char *name = (char *)kv_malloc(&c->al, n + 5);
+    char *name = sc_path(&c->al, c->path, ".idx");
     kvdb_file *f = NULL;
     uint8_t b[SC_HDR];
     uint64_t size;
     if (!name) return kv_err(KVDB_ENOMEM, "out of memory");
-    memcpy(name, c->path, n);
-    memcpy(name + n, ".idx", 5);
     if (c->vfs->open(c->vfs->ctx, name, KVDB_VFS_RDONLY, &f) == KVDB_OK) {
         if (c->vfs->size(c->vfs->ctx, f, &size) == KVDB_OK && size >= SC_HDR &&
             c->vfs->read(c->vfs->ctx, f, 0, b, SC_HDR) == KVDB_OK && !sc_hdr_check(b, lh))
@@ -7181,13 +7182,10 @@ out:
     }
     if (rc && created) {
         kv_errkeep msg;
-        size_t n = strlen(out_path);
-        char *idx = (char *)kv_malloc(&c.al, n + 5);
+        char *idx = sc_path(&c.al, out_path, ".idx");
         kv_err_keep(&msg);
         c.vfs->remove(c.vfs->ctx, out_path);
         if (idx) {
-            memcpy(idx, out_path, n);
-            memcpy(idx + n, ".idx", 5);
             c.vfs->remove(c.vfs->ctx, idx);
             kv_free(&c.al, idx);
         }

@@ -50,15 +50,19 @@ static uint32_t sc_layout(void)
     return (*(const uint8_t *)&one == 1 && sizeof(void *) == 8 && sizeof(hix_node) == 32) ? 1u : 0u;
 }
 
-static char *sc_name(kvdb *db, const char *suffix)
+/* path + suffix ("<db>.idx", "<db>.compact", ...), allocated; NULL if out
+ * of memory. */
+static char *sc_path(const kvdb_allocator *al, const char *path, const char *suffix)
 {
-    size_t a = strlen(db->path), b = strlen(suffix);
-    char *p = (char *)kv_malloc(&db->al, a + b + 1);
+    size_t a = strlen(path), b = strlen(suffix);
+    char *p = (char *)kv_malloc(al, a + b + 1);
     if (!p) return NULL;
-    memcpy(p, db->path, a);
+    memcpy(p, path, a);
     memcpy(p + a, suffix, b + 1);
     return p;
 }
+
+static char *sc_name(kvdb *db, const char *suffix) { return sc_path(&db->al, db->path, suffix); }
 
 /* Buffered writer with a running checksum. */
 typedef struct sc_out {
